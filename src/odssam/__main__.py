@@ -1,0 +1,5 @@
+import sys
+
+from odssam.cli.main import main
+
+sys.exit(main())
