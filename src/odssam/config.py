@@ -37,11 +37,17 @@ class SamConfig:
         checkpoint: Path to an official SAM checkpoint (``sam_vit_h_4b8939.pth`` ...),
             ``"auto"`` to use the cache or download it, or ``None`` for random weights.
         image_size: Side of SAM's padded square input (1024 for the official models).
+        init_seed: Seed of the random initialisation used when there is no checkpoint, so
+            a run trained on random SAM weights can be reloaded with the same weights.
+        fast_encoder: Use the fused-attention image encoder on CUDA (same weights and
+            function as the official module, faster); the official module otherwise.
     """
 
     variant: str = "vit_h"
     checkpoint: str | None = None
     image_size: int = 1024
+    init_seed: int = 0
+    fast_encoder: bool = True
 
 
 @dataclass

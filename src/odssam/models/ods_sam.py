@@ -167,6 +167,9 @@ def build_ods_sam(cfg: ModelConfig | None = None, checkpoint: str | None = None)
     """
     cfg = cfg or ModelConfig()
     sam_checkpoint = checkpoint if checkpoint is not None else cfg.sam.checkpoint
-    sam = build_sam(cfg.sam.variant, checkpoint=sam_checkpoint, image_size=cfg.sam.image_size)
+    with torch.random.fork_rng(devices=[]):
+        # Random SAM weights (no checkpoint) must be reproducible for a saved run to reload.
+        torch.manual_seed(cfg.sam.init_seed)
+        sam = build_sam(cfg.sam.variant, checkpoint=sam_checkpoint, image_size=cfg.sam.image_size)
     prompt_encoder = build_prompt_encoder(cfg.prompt_encoder)
     return OdsSam(sam, prompt_encoder, prompt_input_size=cfg.prompt_encoder.input_size)
