@@ -60,11 +60,14 @@ class FeatureEncoderConfig:
             ``efficientvit_tiny`` for tests.
         neck_blocks: Residual FusedMBConv blocks in the neck.
         out_channels: Channels of the dense prompt (SAM's prompt embedding dim).
+        upsample_mode: How the neck resizes the coarser levels to the output grid:
+            ``bilinear`` (reference design) or ``bicubic`` (EfficientViT-SAM's code).
     """
 
     backbone: str = "efficientvit_l1"
     neck_blocks: int = 8
     out_channels: int = 256
+    upsample_mode: str = "bilinear"
 
 
 @dataclass
