@@ -1,0 +1,473 @@
+"""Fused Triton selective scan, forward and backward.
+
+Computes mamba's ``selective_scan_ref`` (see ``odssam.models.selective_scan``)::
+
+    delta = softplus(delta + delta_bias)              # optional bias and softplus
+    x_t   = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t
+    y_t   = <x_t, C_t> + D * u_t                       # times silu(z) if z is given
+
+with the N states of each channel kept on chip. One program owns a block of channels of
+one batch element and walks the sequence in chunks of ``block_l`` steps; inside a chunk
+each state is a first-order linear recurrence, solved with ``tl.associative_scan`` over
+``(decay, input)`` pairs, and the state at the chunk's end is carried into the next.
+
+The forward pass stores only the state at the start of every chunk
+(``B x D x L/block_l x N`` floats, 1/block_l of the full state history). The backward
+pass walks the chunks in reverse: it recomputes the chunk's states from the stored start,
+runs the adjoint recurrence ``g_t = dy_t C_t + exp(delta_{t+1} A) g_{t+1}`` as a reverse
+scan, and accumulates every gradient in the same sweep. Gradients of ``B`` and ``C`` sum
+over the channels of a group: each program adds its block's partial sum atomically.
+
+All arithmetic is fp32 whatever the input dtype. Triton is optional: this module imports
+without it, and :func:`selective_scan_triton` then raises. On CPU tensors the kernels run
+only under Triton's interpreter (``TRITON_INTERPRET=1``), which the tests use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CPU path of the package never needs Triton
+    triton = None
+    tl = None
+
+__all__ = ["ScanKernelConfig", "is_available", "selective_scan_triton", "default_config"]
+
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+
+@dataclass(frozen=True)
+class ScanKernelConfig:
+    """Tile sizes and launch parameters of the two kernels.
+
+    Attributes:
+        block_d: Channels per program (a power of two; shrunk to divide the channels
+            of a group).
+        block_l: Time steps per chunk in the forward pass; the stride of the stored
+            chunk-start states.
+        block_l_bwd: Time steps per chunk in the backward pass; a multiple of
+            ``block_l`` (the backward reads every ``block_l_bwd / block_l``-th state).
+        num_warps: Warps per program in the forward pass.
+        num_warps_bwd: Warps per program in the backward pass.
+        atomic_grads: Add the ``dB``/``dC`` partial sums of the channel blocks with
+            atomics (fast, order not fixed) instead of writing one partial per block
+            and summing them afterwards (deterministic, one more pass over memory).
+    """
+
+    block_d: int = 16
+    block_l: int = 64
+    block_l_bwd: int = 64
+    num_warps: int = 4
+    num_warps_bwd: int = 4
+    atomic_grads: bool = True
+
+
+def default_config() -> ScanKernelConfig:
+    """The configuration used when none is given (tuned on an H100)."""
+    return ScanKernelConfig()
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def is_available(device: torch.device | str | None = None) -> bool:
+    """Whether the Triton kernels can run on ``device`` (default: the current CUDA one).
+
+    True on a CUDA device when Triton imports, and on CPU when Triton's interpreter is
+    switched on (``TRITON_INTERPRET=1`` set before Triton was imported).
+    """
+    if triton is None:
+        return False
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and _interpreting()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _linear_combine(decay_l, value_l, decay_r, value_r):
+        # Composes x -> decay_l * x + value_l, then x -> decay_r * x + value_r.
+        return decay_l * decay_r, decay_r * value_l + value_r
+
+    @triton.jit
+    def _softplus(x):
+        # log1p(exp(x)) with Goldberg's correction: (1 + e) - 1 is exact, so the ratio
+        # undoes the rounding of 1 + e; beyond 20 softplus is x (as in torch).
+        e = tl.exp(tl.minimum(x, 20.0))
+        one_plus = 1.0 + e
+        shifted = one_plus - 1.0
+        log1p = tl.where(shifted == 0.0, e, tl.log(one_plus) * (e / tl.where(shifted == 0.0, 1.0, shifted)))
+        return tl.where(x > 20.0, x, log1p)
+
+    @triton.jit
+    def _column(tile, cols, n):
+        # tile[:, n] of a (rows, NP) tile, as a (rows,) vector.
+        return tl.sum(tl.where(cols[None, :] == n, tile, 0.0), axis=1)
+
+    @triton.jit
+    def _load_delta(delta_row_ptr, t, t_mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        raw = tl.load(delta_row_ptr + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[:, None]
+        dt = raw
+        if SOFTPLUS:
+            dt = _softplus(raw)
+        # Padding steps get delta 0: decay 1 and input 0, an identity step of the scan.
+        return raw, tl.where(t_mask[None, :], dt, 0.0)
+
+    @triton.jit
+    def _scan_fwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+        y_ptr, states_ptr,
+        seqlen, dim, groups, dims_per_group,
+        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        SAVE_STATES: tl.constexpr,
+    ):
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        cols = tl.arange(0, NP)
+        steps = tl.arange(0, BLOCK_L)
+        group = (pid_d * BLOCK_D) // dims_per_group
+
+        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
+        bc_base = (pid_b * groups + group) * N * seqlen
+        n_chunks = tl.cdiv(seqlen, BLOCK_L)
+        state_offs = ((pid_b * dim + d_offs)[:, None] * n_chunks) * N + cols[None, :]
+
+        A2 = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=cols[None, :] < N, other=0.0)
+        A2 = A2.to(tl.float32) * 1.4426950408889634
+        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(D_ptr + d_offs).to(tl.float32)
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
+
+        first = (steps == 0)[None, :]
+        last = (steps == BLOCK_L - 1)[None, :]
+        h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        for chunk in range(n_chunks):
+            if SAVE_STATES:
+                tl.store(states_ptr + state_offs + chunk * N, h, mask=cols[None, :] < N)
+            t = chunk * BLOCK_L + steps
+            t_mask = t < seqlen
+            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+            dtu = dt * u
+            y = skip[:, None] * u
+            for n in tl.static_range(N):
+                a_n = _column(A2, cols, n)
+                h_n = _column(h, cols, n)
+                B_n = tl.load(B_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
+                decay = tl.exp2(dt * a_n[:, None])
+                inp = dtu * B_n[None, :]
+                inp = tl.where(first, inp + decay * h_n[:, None], inp)
+                _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
+                y += x * C_n[None, :]
+                h_end = tl.sum(tl.where(last, x, 0.0), axis=1)
+                h = tl.where(cols[None, :] == n, h_end[:, None], h)
+            tl.store(y_ptr + row_offs + t[None, :], y, mask=t_mask[None, :])
+
+    @triton.jit
+    def _scan_bwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
+        du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        seqlen, dim, groups, dims_per_group, state_chunks,
+        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        STATE_STRIDE: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        ATOMIC_BC: tl.constexpr,
+    ):
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        cols = tl.arange(0, NP)
+        steps = tl.arange(0, BLOCK_L)
+        group = (pid_d * BLOCK_D) // dims_per_group
+
+        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
+        bc_base = (pid_b * groups + group) * N * seqlen
+        if ATOMIC_BC:
+            dbc_base = bc_base
+        else:
+            # One partial row set per channel block: (batch, dim / BLOCK_D, N, L).
+            dbc_base = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen
+        state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
+        n_chunks = tl.cdiv(seqlen, BLOCK_L)
+
+        A_nat = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=cols[None, :] < N, other=0.0)
+        A_nat = A_nat.to(tl.float32)
+        A2 = A_nat * 1.4426950408889634
+        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(D_ptr + d_offs).to(tl.float32)
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
+
+        first = (steps == 0)[None, :]
+        last = (steps == BLOCK_L - 1)[None, :]
+        g = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        dA_acc = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for rev in range(n_chunks):
+            chunk = n_chunks - 1 - rev
+            t = chunk * BLOCK_L + steps
+            t_mask = t < seqlen
+            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+            # delta one step ahead: the adjoint at t is carried back by exp(delta_{t+1} A).
+            _, dt_next = _load_delta(delta_ptr + row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
+            h = tl.load(states_ptr + state_offs + (chunk * STATE_STRIDE) * N, mask=cols[None, :] < N, other=0.0)
+            dtu = dt * u
+            du = skip[:, None] * dy
+            ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+            for n in tl.static_range(N):
+                a_n = _column(A2, cols, n)
+                h_n = _column(h, cols, n)
+                g_n = _column(g, cols, n)
+                B_n = tl.load(B_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
+                decay = tl.exp2(dt * a_n[:, None])
+                dBu = dtu * B_n[None, :]
+                inp = tl.where(first, dBu + decay * h_n[:, None], dBu)
+                _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
+
+                decay_next = tl.exp2(dt_next * a_n[:, None])
+                out_grad = dy * C_n[None, :]
+                out_grad = tl.where(last, out_grad + decay_next * g_n[:, None], out_grad)
+                _, adj = tl.associative_scan((decay_next, out_grad), 1, _linear_combine, reverse=True)
+                g_start = tl.sum(tl.where(first, adj, 0.0), axis=1)
+                g = tl.where(cols[None, :] == n, g_start[:, None], g)
+
+                dC_n = tl.sum(dy * x, axis=0)
+                adj_dt = adj * dt
+                dB_n = tl.sum(adj_dt * u, axis=0)
+                if ATOMIC_BC:
+                    tl.atomic_add(dC_ptr + dbc_base + n * seqlen + t, dC_n, mask=t_mask)
+                    tl.atomic_add(dB_ptr + dbc_base + n * seqlen + t, dB_n, mask=t_mask)
+                else:
+                    tl.store(dC_ptr + dbc_base + n * seqlen + t, dC_n, mask=t_mask)
+                    tl.store(dB_ptr + dbc_base + n * seqlen + t, dB_n, mask=t_mask)
+                du += adj_dt * B_n[None, :]
+                # x_t - dBu_t = exp(delta_t A) x_{t-1}: the state before the step, decayed.
+                prev_decayed = x - dBu
+                a_nat_n = a_n * 0.6931471805599453
+                ddt += adj * (B_n[None, :] * u + a_nat_n[:, None] * prev_decayed)
+                dA_n = tl.sum(adj_dt * prev_decayed, axis=1)
+                dA_acc = tl.where(cols[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            ddt = tl.where(t_mask[None, :], ddt, 0.0)
+            tl.store(du_ptr + row_offs + t[None, :], du, mask=t_mask[None, :])
+            tl.store(ddelta_ptr + row_offs + t[None, :], ddt, mask=t_mask[None, :])
+            dD_acc += tl.sum(dy * u, axis=1)
+            dbias_acc += tl.sum(ddt, axis=1)
+        tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=cols[None, :] < N)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + d_offs, dD_acc)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
+
+
+def _block_d(config: ScanKernelConfig, dims_per_group: int) -> int:
+    block = config.block_d
+    while block > 1 and dims_per_group % block:
+        block //= 2
+    return block
+
+
+def _as_grouped(mat: torch.Tensor, name: str, batch: int, seqlen: int) -> torch.Tensor:
+    if mat.dim() == 3:
+        mat = mat.unsqueeze(1)
+    if mat.dim() != 4 or mat.shape[0] != batch or mat.shape[-1] != seqlen:
+        raise ValueError(f"selective_scan_triton: {name} must be (b, n, l) or (b, g, n, l), got {tuple(mat.shape)}")
+    return mat.contiguous()
+
+
+def _check_inputs(u, delta, A, B, C, D, delta_bias):
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(
+            f"selective_scan_triton: u and delta must both be (b, d, l), got {tuple(u.shape)} and {tuple(delta.shape)}"
+        )
+    batch, dim, seqlen = u.shape
+    if A.dim() != 2 or A.shape[0] != dim or A.is_complex():
+        raise ValueError(f"selective_scan_triton: A must be a real (d, n) tensor with d={dim}, got {tuple(A.shape)}")
+    B = _as_grouped(B, "B", batch, seqlen)
+    C = _as_grouped(C, "C", batch, seqlen)
+    if B.shape != C.shape or B.shape[2] != A.shape[1]:
+        raise ValueError(
+            f"selective_scan_triton: B {tuple(B.shape)} and C {tuple(C.shape)} must match, with n={A.shape[1]}"
+        )
+    if dim % B.shape[1]:
+        raise ValueError(f"selective_scan_triton: d={dim} is not divisible by the {B.shape[1]} groups of B and C")
+    for name, vec in (("D", D), ("delta_bias", delta_bias)):
+        if vec is not None and vec.shape != (dim,):
+            raise ValueError(f"selective_scan_triton: {name} must be ({dim},), got {tuple(vec.shape)}")
+    devices = {t.device for t in (u, delta, A, B, C, D, delta_bias) if t is not None}
+    if len(devices) != 1:
+        raise ValueError(f"selective_scan_triton: all tensors must be on one device, got {sorted(map(str, devices))}")
+    return B, C
+
+
+def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_states):
+    batch, dim, seqlen = u.shape
+    groups, n_state = B.shape[1], B.shape[2]
+    dims_per_group = dim // groups
+    block_d = _block_d(config, dims_per_group)
+    n_chunks = triton.cdiv(seqlen, config.block_l)
+    y = torch.empty_like(u)
+    states = u.new_empty((batch, dim, n_chunks, n_state), dtype=torch.float32) if save_states else y
+    dummy = A
+    _scan_fwd_kernel[(dim // block_d, batch)](
+        u, delta, A, B, C,
+        D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
+        y, states,
+        seqlen, dim, groups, dims_per_group,
+        N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+        SAVE_STATES=save_states, num_warps=config.num_warps,
+    )
+    return y, (states if save_states else None)
+
+
+def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, config):
+    batch, dim, seqlen = u.shape
+    groups, n_state = B.shape[1], B.shape[2]
+    dims_per_group = dim // groups
+    block_d = _block_d(config, dims_per_group)
+    stride = config.block_l_bwd // config.block_l
+    f32 = dict(dtype=torch.float32, device=u.device)
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dA = torch.zeros(A.shape, **f32)
+    dD = torch.zeros((dim,), **f32)
+    dbias = torch.zeros((dim,), **f32)
+    if config.atomic_grads:
+        dB = torch.zeros(B.shape, **f32)
+        dC = torch.zeros(C.shape, **f32)
+    else:
+        partial_shape = (batch, dim // block_d, n_state, seqlen)
+        dB = torch.empty(partial_shape, **f32)
+        dC = torch.empty(partial_shape, **f32)
+    dummy = A
+    _scan_bwd_kernel[(dim // block_d, batch)](
+        u, delta, A, B, C,
+        D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
+        dy, states,
+        du, ddelta, dA, dB, dC, dD, dbias,
+        seqlen, dim, groups, dims_per_group, states.shape[2],
+        N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l_bwd,
+        STATE_STRIDE=stride, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+        ATOMIC_BC=config.atomic_grads, num_warps=config.num_warps_bwd,
+    )
+    if not config.atomic_grads:
+        blocks_per_group = dims_per_group // block_d
+        dB = dB.view(batch, groups, blocks_per_group, n_state, seqlen).sum(2)
+        dC = dC.view(batch, groups, blocks_per_group, n_state, seqlen).sum(2)
+    return du, ddelta, dA, dB, dC, dD, dbias
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, config):
+        save = any(ctx.needs_input_grad[:7])
+        y, states = _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save)
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
+            ctx.softplus = softplus
+            ctx.config = config
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dbias = _launch_backward(
+            dy.contiguous(), u, delta, A, B, C, D, delta_bias, states, ctx.softplus, ctx.config
+        )
+        return (
+            du,
+            ddelta,
+            dA.to(A.dtype),
+            dB.to(B.dtype),
+            dC.to(C.dtype),
+            dD.to(D.dtype) if D is not None else None,
+            dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+            None,
+            None,
+        )
+
+
+def selective_scan_triton(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    config: ScanKernelConfig | None = None,
+) -> torch.Tensor:
+    """Selective scan with fused Triton kernels; differentiable in every tensor input.
+
+    Args:
+        u: Input, ``b x d x l``.
+        delta: Step sizes before bias and softplus, ``b x d x l``.
+        A: State matrix (diagonal per channel), real, ``d x n``.
+        B: Input projection, ``b x g x n x l`` (each group of ``d/g`` channels shares
+            one) or ``b x n x l``.
+        C: Output projection, same shape as ``B``.
+        D: Skip weight, ``d``, or None.
+        z: Gate, ``b x d x l``, or None; the output is multiplied by ``silu(z)``.
+        delta_bias: Added to ``delta`` before the softplus, ``d``, or None.
+        delta_softplus: Apply softplus to ``delta + delta_bias``.
+        config: Kernel tiling; :func:`default_config` if None.
+
+    Returns:
+        ``y``, ``b x d x l``, in the dtype of ``u``.
+
+    Raises:
+        RuntimeError: Triton cannot run on the tensors' device (see :func:`is_available`).
+        ValueError: The shapes do not fit together.
+    """
+    if not is_available(u.device):
+        raise RuntimeError(
+            f"selective_scan_triton needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); "
+            f"got a tensor on {u.device}. Use the chunked or reference backend instead."
+        )
+    B, C = _check_inputs(u, delta, A, B, C, D, delta_bias)
+    config = config or default_config()
+    if config.block_l_bwd % config.block_l:
+        raise ValueError(f"selective_scan_triton: block_l_bwd {config.block_l_bwd} is not a multiple of block_l {config.block_l}")
+    y = _SelectiveScanFn.apply(
+        u.contiguous(),
+        delta.contiguous(),
+        A.contiguous(),
+        B,
+        C,
+        D.contiguous() if D is not None else None,
+        delta_bias.contiguous() if delta_bias is not None else None,
+        bool(delta_softplus),
+        config,
+    )
+    if z is not None:
+        y = y * F.silu(z)
+    return y
