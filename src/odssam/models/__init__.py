@@ -1,0 +1,1 @@
+"""Model components: the frozen SAM, its checkpoints and preprocessing, and the prompt encoder."""

@@ -1,0 +1,350 @@
+"""The frozen Segment Anything Model, assembled from the official ``segment_anything`` modules.
+
+One builder serves every variant, so the small random-weight test configs run exactly the
+code path of ViT-H. The image embedding is ``B x 256 x (S/16) x (S/16)`` for an ``S x S``
+input (``B x 256 x 64 x 64`` at the official ``S = 1024``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from odssam.errors import OdsSamError
+from odssam.models.checkpoints import official_checkpoint_by_file_name, resolve_checkpoint
+from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD
+
+PATCH_SIZE = 16
+PROMPT_EMBED_DIM = 256
+WINDOW_SIZE = 14
+FINGERPRINT_SAMPLES_PER_TENSOR = 1024
+
+
+@dataclass(frozen=True)
+class SamSpec:
+    """Shape of a SAM image encoder (the prompt encoder and mask decoder are shared by all).
+
+    Attributes:
+        encoder_embed_dim: ViT width.
+        encoder_depth: Number of ViT blocks.
+        encoder_num_heads: Attention heads per block.
+        encoder_global_attn_indexes: Blocks with global attention; the rest use 14x14 windows.
+    """
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+
+
+SAM_REGISTRY: dict[str, SamSpec] = {
+    "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31)),
+    "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11)),
+    # Random-weight configs for tests: one windowed and one global block, or a single global one.
+    "vit_tiny": SamSpec(96, 2, 2, (1,)),
+    "vit_micro": SamSpec(32, 1, 1, (0,)),
+}
+
+
+def list_sam_variants() -> list[str]:
+    """Names accepted by :func:`build_sam`."""
+    return list(SAM_REGISTRY)
+
+
+def get_sam_spec(variant: str) -> SamSpec:
+    """The registry entry of ``variant``; :class:`OdsSamError` naming the valid ones otherwise."""
+    try:
+        return SAM_REGISTRY[variant]
+    except KeyError:
+        raise OdsSamError(
+            f"unknown SAM variant '{variant}'; choose one of {', '.join(SAM_REGISTRY)}"
+        ) from None
+
+
+def check_image_size(image_size: int) -> int:
+    """Validate SAM's square input side: a positive multiple of the patch size."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 or image_size % PATCH_SIZE:
+        raise OdsSamError(
+            f"SAM image_size must be a positive multiple of {PATCH_SIZE} (the ViT patch size), got {image_size!r}"
+        )
+    return image_size
+
+
+def _assemble_sam(spec: SamSpec, image_size: int) -> Sam:
+    grid = image_size // PATCH_SIZE
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=image_size,
+            patch_size=PATCH_SIZE,
+            embed_dim=spec.encoder_embed_dim,
+            depth=spec.encoder_depth,
+            num_heads=spec.encoder_num_heads,
+            mlp_ratio=4,
+            out_chans=PROMPT_EMBED_DIM,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=WINDOW_SIZE,
+            global_attn_indexes=spec.encoder_global_attn_indexes,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=PROMPT_EMBED_DIM,
+            image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_EMBED_DIM, mlp_dim=2048, num_heads=8),
+            transformer_dim=PROMPT_EMBED_DIM,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        pixel_mean=list(PIXEL_MEAN),
+        pixel_std=list(PIXEL_STD),
+    )
+
+
+def freeze_sam(sam: Sam) -> Sam:
+    """Switch off gradients of every parameter and put the model in eval mode (in place)."""
+    sam.requires_grad_(False)
+    sam.eval()
+    return sam
+
+
+def build_sam(variant: str = "vit_h", checkpoint: str | Path | None = None, image_size: int = 1024) -> Sam:
+    """Build a frozen SAM.
+
+    Args:
+        variant: A :data:`SAM_REGISTRY` name.
+        checkpoint: ``None`` for random weights, a state-dict file, or ``"auto"`` for the
+            cached (downloaded if needed) official checkpoint.
+        image_size: Side ``S`` of the padded square input; a multiple of 16. Official
+            checkpoints need 1024 (their position embeddings are 64x64).
+
+    Returns:
+        A frozen ``segment_anything.modeling.Sam`` in eval mode, on the CPU. Its image
+        encoder maps ``Bx3xSxS`` to ``Bx256x(S/16)x(S/16)``.
+    """
+    spec = get_sam_spec(variant)
+    check_image_size(image_size)
+    path = resolve_checkpoint(variant, checkpoint)
+    if path is None:
+        return freeze_sam(_assemble_sam(spec, image_size))
+    # Random initialisation of ViT-H costs seconds and gigabytes only to be overwritten.
+    with torch.device("meta"):
+        sam = _assemble_sam(spec, image_size)
+    return load_sam_checkpoint(sam, path)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (``weights_only=True``) and check it is a flat state dict.
+
+    Raises:
+        OdsSamError: Missing, truncated or corrupt file; pickled Python objects other
+            than tensors; or anything other than a mapping of names to tensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise OdsSamError(f"SAM checkpoint not found: {path}")
+    if not path.is_file():
+        raise OdsSamError(f"SAM checkpoint {path} is not a file")
+    try:
+        # mmap needs the zip format; older files load fully into memory.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" in str(error).lower():
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise OdsSamError(
+                f"{path}: refused: the file holds pickled Python objects other than tensors"
+                f"{f' ({found.group(1)})' if found else ''}. Checkpoints are read with weights_only=True "
+                "so that a file cannot run code; if you trust it, load it yourself with weights_only=False "
+                "and torch.save its state dict (names -> tensors) alone"
+            ) from error
+        raise OdsSamError(_corrupt_message(path, error)) from error
+    except Exception as error:  # torch reports damage as RuntimeError, EOFError, KeyError...
+        raise OdsSamError(_corrupt_message(path, error)) from error
+    if not isinstance(state, Mapping) or not state:
+        raise OdsSamError(f"{path}: not a SAM state dict: it holds {_describe_object(state)}")
+    not_tensors = [key for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
+    if not_tensors:
+        entries = ", ".join(f"{key} ({_describe_object(state[key])})" for key in list(state)[:6])
+        raise OdsSamError(
+            f"{path}: not a plain state dict (names -> tensors); its top-level entries are {entries}. "
+            "If the SAM weights sit under one entry, torch.save that entry alone"
+        )
+    return dict(state)
+
+
+def _describe_object(value: object) -> str:
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a mapping of {len(value)} entries"
+    return f"a {type(value).__name__}"
+
+
+def _corrupt_message(path: Path, error: BaseException) -> str:
+    size = path.stat().st_size
+    message = f"{path}: truncated or corrupt, not a readable PyTorch checkpoint ({size} bytes; {_first_line(error)})"
+    official = official_checkpoint_by_file_name(path.name)
+    if official is not None and official.size_bytes != size:
+        message += f"; the official {official.file_name} has {official.size_bytes} bytes: download it again"
+    return message
+
+
+def describe_sam_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[SamSpec, int] | None:
+    """Recover the encoder shape and image size from a state dict's tensor shapes.
+
+    Returns:
+        ``(spec, image_size)``, or ``None`` when the image-encoder keys are absent.
+    """
+    try:
+        embed_dim = state["image_encoder.patch_embed.proj.weight"].shape[0]
+        grid = state["image_encoder.pos_embed"].shape[1]
+    except (KeyError, IndexError):
+        return None
+    block_ids = sorted({int(m.group(1)) for key in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", key))})
+    global_blocks, head_dim = [], None
+    for block in block_ids:
+        rel_pos = state.get(f"image_encoder.blocks.{block}.attn.rel_pos_h")
+        if rel_pos is None:
+            return None
+        head_dim = rel_pos.shape[1]
+        if rel_pos.shape[0] == 2 * grid - 1 and rel_pos.shape[0] != 2 * WINDOW_SIZE - 1:
+            global_blocks.append(block)
+    heads = embed_dim // head_dim if head_dim else 0
+    return SamSpec(embed_dim, len(block_ids), heads, tuple(global_blocks)), grid * PATCH_SIZE
+
+
+def _name_of(spec: SamSpec) -> str:
+    for name, candidate in SAM_REGISTRY.items():
+        if candidate == spec:
+            return name
+    return f"an unregistered SAM (embed dim {spec.encoder_embed_dim}, depth {spec.encoder_depth})"
+
+
+def _examples(items: list[str], count: int = 3) -> str:
+    shown = ", ".join(items[:count])
+    return shown + (f", ... ({len(items) - count} more)" if len(items) > count else "")
+
+
+def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint") -> None:
+    """Raise :class:`OdsSamError` unless ``state`` has exactly the keys and shapes of ``sam``.
+
+    The message names the variant the checkpoint looks like when it differs from the
+    model's, and summarises missing keys, unexpected keys and shape mismatches. Works on
+    a model built on the ``meta`` device, so it costs no weights.
+    """
+    expected = {key: tuple(value.shape) for key, value in sam.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(key for key in set(expected) & set(state) if tuple(state[key].shape) != expected[key])
+    if not (missing or unexpected or mismatched):
+        return
+
+    model_description = describe_sam_state_dict(sam.state_dict())
+    file_description = describe_sam_state_dict(state)
+    problems = []
+    if file_description is None:
+        problems.append(f"it holds no SAM image encoder (first keys: {_examples(sorted(state))})")
+        prefix = _common_prefix_hiding_sam_keys(state, set(expected))
+        if prefix:
+            problems.append(f"its keys carry the prefix '{prefix}': save the state dict without it")
+    elif model_description is not None:
+        (file_spec, file_size), (model_spec, model_size) = file_description, model_description
+        if file_spec != model_spec:
+            problems.append(f"looks like a {_name_of(file_spec)} checkpoint but the variant is {_name_of(model_spec)}")
+        elif file_size != model_size:
+            problems.append(
+                f"it was made for image_size {file_size} but the model has image_size {model_size}"
+            )
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+    if mismatched:
+        shapes = [f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}" for key in mismatched]
+        problems.append(f"{len(mismatched)} shape mismatches ({_examples(shapes, 2)})")
+    raise OdsSamError(f"{source}: does not match the SAM model: " + "; ".join(problems))
+
+
+def _common_prefix_hiding_sam_keys(state: Mapping[str, torch.Tensor], expected: set[str]) -> str | None:
+    for key in state:
+        for marker in ("image_encoder.", "mask_decoder.", "prompt_encoder."):
+            if marker in key:
+                prefix = key[: key.index(marker)]
+                if prefix and all(k.startswith(prefix) for k in state) and {k[len(prefix) :] for k in state} == expected:
+                    return prefix
+                return None
+    return None
+
+
+def load_sam_checkpoint(sam: Sam, path: str | Path) -> Sam:
+    """Load an official-format SAM state dict into ``sam`` with strict key matching.
+
+    A model built on the ``meta`` device takes the file's tensors directly (no copy).
+
+    Args:
+        sam: Model from :func:`build_sam` (or the official builder).
+        path: A plain state dict with ``image_encoder.*``, ``prompt_encoder.*`` and
+            ``mask_decoder.*`` keys, such as ``sam_vit_h_4b8939.pth``.
+
+    Returns:
+        ``sam``, frozen.
+
+    Raises:
+        OdsSamError: See :func:`read_sam_state_dict` and :func:`check_sam_state_dict`.
+    """
+    state = read_sam_state_dict(path)
+    check_sam_state_dict(sam, state, path)
+    on_meta = any(tensor.is_meta for tensor in sam.state_dict().values())
+    sam.load_state_dict(state, strict=True, assign=on_meta)
+    if on_meta:
+        # pixel_mean/pixel_std are non-persistent buffers, never part of a checkpoint.
+        sam.pixel_mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1)
+        sam.pixel_std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(-1, 1, 1)
+        leftover = [name for name, tensor in [*sam.named_parameters(), *sam.named_buffers()] if tensor.is_meta]
+        if leftover:
+            raise RuntimeError(f"tensors left without values after loading {path}: {leftover[:5]}")
+        sam.float()
+    return freeze_sam(sam)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def sam_weights_fingerprint(sam: Sam) -> str:
+    """A cheap, deterministic identity of the image-encoder weights, for embedding caches.
+
+    Hashes every tensor's name, dtype and shape plus up to 1024 evenly strided values,
+    so it reads a few megabytes even for ViT-H. Returns 16 hex digits.
+    """
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(sam.image_encoder.state_dict().items()):
+        if tensor.is_meta:
+            raise ValueError(f"cannot fingerprint '{name}': it is on the meta device (no values)")
+        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // FINGERPRINT_SAMPLES_PER_TENSOR)
+        sample = flat[::step][:FINGERPRINT_SAMPLES_PER_TENSOR].to("cpu", torch.float64)
+        hasher.update(sample.numpy().tobytes())
+    return hasher.hexdigest()[:16]

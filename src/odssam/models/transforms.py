@@ -1,0 +1,146 @@
+"""SAM's input preprocessing and output postprocessing, done on tensors.
+
+Preprocessing resizes the longest side to ``S`` (aspect kept, bilinear with antialias),
+normalises with SAM's pixel statistics and zero-pads bottom/right to ``S x S``. The
+padding comes *after* normalisation, as in ``Sam.preprocess``, so padded pixels are 0 in
+normalised space. ``segment_anything``'s own ``ResizeLongestSide.apply_image_torch`` is
+not used: release 1.0 passes the wrong shape to its resize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from odssam.errors import OdsSamError
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+Size = tuple[int, int]
+
+
+def longest_side_size(height: int, width: int, target: int) -> Size:
+    """``(h, w)`` after scaling the longest side of ``height x width`` to ``target`` (rounded as SAM does)."""
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side(images: torch.Tensor, target: int) -> torch.Tensor:
+    """Resize ``Bx3xHxW`` images so that the longest side is ``target``, keeping the aspect.
+
+    Args:
+        images: ``BxCxHxW`` tensor (uint8 or float, 0..255 scale).
+        target: Length of the longest side after resizing.
+
+    Returns:
+        ``BxCxhxw`` float32 tensor with ``max(h, w) == target``.
+    """
+    images = images.float()
+    size = longest_side_size(images.shape[-2], images.shape[-1], target)
+    if size == tuple(images.shape[-2:]):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _normalise_and_pad(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    normalised = (images - mean) / std
+    height, width = images.shape[-2:]
+    return F.pad(normalised, (0, image_size - width, 0, image_size - height))
+
+
+def _array_to_tensor(index: int, image: np.ndarray, device: torch.device | str | None) -> torch.Tensor:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        description = (
+            f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        )
+        raise OdsSamError(f"image {index}: expected an HxWx3 uint8 RGB array, got {description}")
+    if min(image.shape[:2]) == 0:
+        raise OdsSamError(f"image {index}: empty image of shape {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
+
+
+def sam_preprocess(
+    images: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
+    image_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, list[Size], list[Size]]:
+    """Turn RGB images into SAM's padded, normalised input.
+
+    Args:
+        images: A list of ``HxWx3`` uint8 arrays (sizes may differ), one such array, or a
+            ``Bx3xHxW`` tensor, uint8 or float on the 0..255 scale.
+        image_size: Side ``S`` of SAM's square input.
+        device: Where to compute (default: the tensor's device, or the CPU for arrays).
+
+    Returns:
+        ``x``: ``Bx3xSxS`` float32, normalised, zero-padded bottom/right.
+        ``input_sizes``: ``(h, w)`` of each image after resizing, before padding.
+        ``original_sizes``: ``(H, W)`` of each input image.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[-2:]) == 0:
+            raise OdsSamError(f"expected a Bx3xHxW image tensor, got shape {tuple(images.shape)}")
+        if images.is_complex() or images.dtype == torch.bool:
+            raise OdsSamError(f"expected a uint8 or float image tensor, got {images.dtype}")
+        images = images.to(device) if device is not None else images
+        resized = resize_longest_side(images, image_size)
+        original = (int(images.shape[-2]), int(images.shape[-1]))
+        count = images.shape[0]
+        return (
+            _normalise_and_pad(resized, image_size),
+            [tuple(resized.shape[-2:])] * count,
+            [original] * count,
+        )
+
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    if len(images) == 0:
+        raise OdsSamError("no images to preprocess")
+    padded, input_sizes, original_sizes = [], [], []
+    for index, image in enumerate(images):
+        tensor = _array_to_tensor(index, image, device)
+        resized = resize_longest_side(tensor, image_size)
+        padded.append(_normalise_and_pad(resized, image_size))
+        input_sizes.append(tuple(resized.shape[-2:]))
+        original_sizes.append(tuple(image.shape[:2]))
+    return torch.cat(padded), input_sizes, original_sizes
+
+
+def postprocess_logits(
+    logits: torch.Tensor,
+    input_sizes: Sequence[Size],
+    original_sizes: Sequence[Size],
+    image_size: int = 1024,
+) -> list[torch.Tensor]:
+    """Map low-resolution mask logits back onto the original images.
+
+    Args:
+        logits: ``BxCxhxw`` decoder logits (``Bx1x256x256`` for ``S = 1024``).
+        input_sizes: ``(h, w)`` of each image inside the padded input.
+        original_sizes: ``(H, W)`` of each original image.
+        image_size: Side ``S`` of SAM's square input.
+
+    Returns:
+        One ``CxHxW`` logit map per image: upsampled to ``SxS`` (bilinear), cropped to the
+        input size, resized to the original size.
+    """
+    if logits.ndim != 4:
+        raise OdsSamError(f"expected BxCxhxw logits, got shape {tuple(logits.shape)}")
+    if not len(input_sizes) == len(original_sizes) == logits.shape[0]:
+        raise OdsSamError(
+            f"{logits.shape[0]} logit maps but {len(input_sizes)} input sizes and {len(original_sizes)} original sizes"
+        )
+    upsampled = F.interpolate(logits, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    outputs = []
+    for index, ((height, width), original) in enumerate(zip(input_sizes, original_sizes)):
+        cropped = upsampled[index : index + 1, :, :height, :width]
+        if (height, width) != tuple(original):
+            cropped = F.interpolate(cropped, size=tuple(original), mode="bilinear", align_corners=False)
+        outputs.append(cropped[0])
+    return outputs
