@@ -196,6 +196,16 @@ class TrainConfig:
             to its configured value (0: no annealing, the default).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
         compile: Wrap the prompt encoder in ``torch.compile``.
+        seed: Seed of the prompt encoder's initialisation, the shuffling and augmentation.
+        eval_every: Validate (and maybe write ``best.pt``) every this many epochs.
+        max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).
+        output_dir: Parent folder of run folders.
+        run_name: Run folder name under ``output_dir`` (``None``: the experiment name).
+        metrics: Metrics computed on validation and test sets (names of
+            :mod:`odssam.metrics.evaluator`, ``default`` or ``all``).
+        monitor: Validation metric key that selects ``best.pt`` (e.g. ``dice@0.5``, ``meanDic``, ``MAE``).
+        final_eval: Evaluate ``best.pt`` on the test split(s) after training (turn off when
+            the test images are not available).
     """
 
     epochs: int = 200
@@ -219,6 +229,9 @@ class TrainConfig:
     max_steps: int | None = None
     output_dir: str = "runs"
     run_name: str | None = None
+    metrics: list[str] = field(default_factory=lambda: ["default"])
+    monitor: str = "dice@0.5"
+    final_eval: bool = True
 
 
 @dataclass

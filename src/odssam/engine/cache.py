@@ -1,0 +1,454 @@
+"""On-disk cache of everything the frozen part of ODS-SAM computes from an image.
+
+SAM's image encoder is frozen, so its output for a given image never changes during
+training: computing it once and reusing it across epochs (and across runs) leaves only
+the prompt encoder and the mask decoder in the training step. Per image the cache holds:
+
+=============== ============================== ==========================================
+kind            array                          key (sha256 of)
+=============== ============================== ==========================================
+``embedding``   256xhxw, bf16 (as uint16)/fp16 image bytes, SAM input size, pixel
+                                               normalisation, SAM weights fingerprint, dtype
+``prompt``      3xPxP fp16: the normalised,    image bytes, SAM input size, prompt input
+                padded, resized input of the   size, normalisation
+                prompt encoder
+``target``      1xTxT uint8: training target   mask bytes, image shape, SAM input size, T
+                aligned with the logits
+``mask``        packed bits of the HxW mask    mask bytes (ground truth for evaluation)
+=============== ============================== ==========================================
+
+Each entry is one ``.npy`` file named by its key under ``<root>/v1/<kind>/<key[:2]>/``;
+the file tree is the index. A different image, size, SAM checkpoint or dtype gives a
+different key, so a stale entry is never reused; files are written atomically (temp +
+rename), so ranks of a distributed run and concurrent runs can share one folder. Entries
+are read through ``numpy`` memory maps. The prompt input is kept in fp16 rather than bf16:
+normalised pixels lie within +-3, where fp16's 10-bit mantissa is 8x finer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from odssam.engine.distributed import DistInfo, all_gather_objects, barrier
+from odssam.errors import OdsSamError
+from odssam.models.loss import masks_to_targets
+from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, longest_side_size, sam_preprocess
+
+CACHE_LAYOUT_VERSION = "v1"
+EMBEDDING_DTYPES: dict[str, tuple[torch.dtype, type]] = {
+    # torch dtype in memory, numpy dtype on disk (numpy has no bfloat16: store its bits)
+    "bfloat16": (torch.bfloat16, np.uint16),
+    "float16": (torch.float16, np.float16),
+}
+KINDS = ("embedding", "prompt", "target", "mask")
+
+
+@dataclass(frozen=True)
+class CacheParams:
+    """Everything besides the image that decides what the frozen model computes.
+
+    Attributes:
+        sam_fingerprint: :func:`odssam.models.sam.sam_weights_fingerprint` of the SAM used.
+        image_size: Side of SAM's padded input (1024 for the official models).
+        prompt_input_size: Side of the prompt encoder's input.
+        target_size: Side of the training targets (the logit size, or ``image_size`` for a
+            full-resolution loss).
+        dtype: ``bfloat16`` or ``float16``: how embeddings are stored.
+    """
+
+    sam_fingerprint: str
+    image_size: int
+    prompt_input_size: int
+    target_size: int
+    dtype: str = "bfloat16"
+
+    def __post_init__(self):
+        if self.dtype not in EMBEDDING_DTYPES:
+            raise OdsSamError(
+                f"train.cache_dtype '{self.dtype}' is not supported; use one of {', '.join(EMBEDDING_DTYPES)}"
+            )
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """The cache keys of one sample plus what evaluation needs besides the arrays.
+
+    Attributes:
+        keys: Kind -> sha256 hex key (see the module docstring).
+        name: Sample name.
+        input_size: ``(h, w)`` of the image after resizing to SAM's input (before padding).
+        image_shape: ``(H, W)`` of the image (and mask) as the dataset returns it.
+    """
+
+    keys: dict[str, str]
+    name: str
+    input_size: tuple[int, int]
+    image_shape: tuple[int, int]
+
+
+@dataclass
+class CacheStats:
+    """What one :func:`build_embedding_cache` call found and did (summed over ranks)."""
+
+    images: int = 0
+    embedding_hits: int = 0
+    embedding_misses: int = 0
+    seconds: float = 0.0
+    per_kind_misses: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def array_digest(array: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def prompt_input_from(x: torch.Tensor, prompt_input_size: int) -> torch.Tensor:
+    """SAM input Bx3xSxS -> the prompt encoder's input Bx3xPxP, as ``OdsSam.prompt`` resizes it."""
+    if x.shape[-1] == prompt_input_size:
+        return x
+    return F.interpolate(x, size=(prompt_input_size, prompt_input_size), mode="bilinear", align_corners=False)
+
+
+class EmbeddingCache:
+    """Content-addressed store of per-image arrays (see the module docstring).
+
+    Args:
+        root: Cache folder (shared between runs).
+        params: Preprocessing and model identity that enter the keys.
+    """
+
+    def __init__(self, root: str | Path, params: CacheParams):
+        self.root = Path(root)
+        self.params = params
+        self.torch_dtype, self.numpy_dtype = EMBEDDING_DTYPES[params.dtype]
+        normalisation = {"mean": [float(v) for v in PIXEL_MEAN], "std": [float(v) for v in PIXEL_STD]}
+        self._settings = {
+            "embedding": {
+                "sam": params.sam_fingerprint,
+                "image_size": params.image_size,
+                "dtype": params.dtype,
+                **normalisation,
+            },
+            "prompt": {
+                "image_size": params.image_size,
+                "prompt_input_size": params.prompt_input_size,
+                "dtype": "float16",
+                **normalisation,
+            },
+            "target": {"image_size": params.image_size, "target_size": params.target_size},
+            "mask": {},
+        }
+
+    # ------------------------------------------------------------------ keys and files
+
+    def record_for(self, image: np.ndarray, mask: np.ndarray, name: str = "") -> CacheRecord:
+        """The keys of one (image, mask) pair: hashes its bytes once for all kinds."""
+        height, width = image.shape[:2]
+        image_id = array_digest(image)
+        mask_id = array_digest(np.asarray(mask, dtype=bool))
+        sources = {"embedding": image_id, "prompt": image_id, "target": mask_id, "mask": mask_id}
+        keys = {}
+        for kind in KINDS:
+            description = {"layout": CACHE_LAYOUT_VERSION, "kind": kind, "source": sources[kind]}
+            description.update(self._settings[kind])
+            if kind == "target":
+                description["image_shape"] = [height, width]
+            keys[kind] = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+        return CacheRecord(
+            keys=keys,
+            name=name,
+            input_size=longest_side_size(height, width, self.params.image_size),
+            image_shape=(height, width),
+        )
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / CACHE_LAYOUT_VERSION / kind / key[:2] / f"{key}.npy"
+
+    def is_valid(self, kind: str, key: str) -> bool:
+        """Whether an entry exists and its file is complete (a truncated file is a miss)."""
+        path = self.path(kind, key)
+        if not path.is_file():
+            return False
+        try:
+            np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError):
+            return False
+        return True
+
+    def missing_kinds(self, record: CacheRecord) -> list[str]:
+        return [kind for kind in KINDS if not self.is_valid(kind, record.keys[kind])]
+
+    # ------------------------------------------------------------------ read / write
+
+    def write(self, kind: str, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key`` atomically (temp file + rename)."""
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+    def _read(self, kind: str, key: str) -> np.ndarray:
+        path = self.path(kind, key)
+        try:
+            return np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as error:
+            raise OdsSamError(f"{path}: embedding cache entry is missing or corrupt: {error}") from error
+
+    def write_embedding(self, key: str, embedding: torch.Tensor) -> None:
+        """embedding: 256xhxw, any float dtype; stored in the cache dtype."""
+        stored = embedding.detach().to("cpu", self.torch_dtype).contiguous()
+        bits = stored.view(torch.int16) if self.torch_dtype is torch.bfloat16 else stored
+        self.write("embedding", key, bits.numpy().view(self.numpy_dtype))
+
+    def read_embedding(self, key: str) -> torch.Tensor:
+        """-> 256xhxw tensor in the cache dtype (bf16 or fp16)."""
+        array = np.array(self._read("embedding", key))
+        tensor = torch.from_numpy(array.view(np.int16) if self.torch_dtype is torch.bfloat16 else array)
+        return tensor.view(self.torch_dtype)
+
+    def write_prompt(self, key: str, prompt_input: torch.Tensor) -> None:
+        self.write("prompt", key, prompt_input.detach().to("cpu", torch.float16).numpy())
+
+    def read_prompt(self, key: str) -> torch.Tensor:
+        """-> 3xPxP fp16 tensor."""
+        return torch.from_numpy(np.array(self._read("prompt", key)))
+
+    def write_target(self, key: str, target: torch.Tensor) -> None:
+        self.write("target", key, (target.detach().cpu() > 0.5).to(torch.uint8).numpy())
+
+    def read_target(self, key: str) -> torch.Tensor:
+        """-> 1xTxT float32 tensor of 0/1."""
+        return torch.from_numpy(np.array(self._read("target", key))).float()
+
+    def write_mask(self, key: str, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        header = np.array(mask.shape, dtype=np.uint32).view(np.uint8)
+        self.write("mask", key, np.concatenate([header, np.packbits(mask.ravel())]))
+
+    def read_mask(self, key: str) -> np.ndarray:
+        """-> HxW bool array."""
+        packed = np.array(self._read("mask", key))
+        height, width = packed[:8].view(np.uint32)
+        return np.unpackbits(packed[8:], count=int(height) * int(width)).reshape(height, width).astype(bool)
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _IndexedSamples(Dataset):
+    """``(index, sample)`` pairs of a dataset (the index survives a Subset)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+class _KeyAndPreprocess:
+    """DataLoader collate run in the workers: hash each sample, preprocess the misses.
+
+    Hashing and image resizing happen here, in parallel workers; only the SAM encoder
+    runs in the main process.
+    """
+
+    def __init__(self, cache: EmbeddingCache):
+        self.cache = cache
+
+    def __call__(self, batch):
+        params = self.cache.params
+        items, to_encode, to_prompt = [], [], []
+        for index, sample in batch:
+            record = self.cache.record_for(sample.image, sample.mask, sample.name)
+            missing = self.cache.missing_kinds(record)
+            if "target" in missing:
+                target = masks_to_targets([sample.mask], [record.input_size], params.image_size, params.target_size)
+                self.cache.write_target(record.keys["target"], target[0])
+            if "mask" in missing:
+                self.cache.write_mask(record.keys["mask"], sample.mask)
+            needs_input = "embedding" in missing or "prompt" in missing
+            items.append((index, record, missing))
+            if needs_input:
+                to_encode.append(sample.image)
+                to_prompt.append(len(items) - 1)
+        x = sam_preprocess(to_encode, params.image_size)[0] if to_encode else None
+        return items, x, to_prompt
+
+
+def build_embedding_cache(
+    model,
+    dataset: Dataset,
+    cache: EmbeddingCache,
+    info: DistInfo | None = None,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    description: str = "cache",
+) -> tuple[list[CacheRecord], CacheStats]:
+    """Make sure every sample of ``dataset`` is in the cache; return its records.
+
+    With several processes each rank handles every ``world_size``-th sample (the SAM
+    encoder runs in parallel on all GPUs); the records are then gathered so every rank
+    returns the full list, in dataset order.
+
+    Args:
+        model: :class:`~odssam.models.ods_sam.OdsSam` (only its frozen encoder runs).
+        dataset: Dataset of :class:`~odssam.data.sample.Sample`.
+        cache: The cache to fill.
+        info: Process-group info (``None``: single process on the model's device).
+        batch_size: Images per encoder call.
+        num_workers: DataLoader workers that decode, hash and resize images.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the encoder under autocast.
+        progress: Show a progress bar (rank 0 only).
+        description: Progress-bar label.
+
+    Returns:
+        ``(records, stats)``: one :class:`CacheRecord` per sample and the summed statistics.
+    """
+    info = info or DistInfo(device=next(model.parameters()).device)
+    start = time.perf_counter()
+    shard = Subset(_IndexedSamples(dataset), list(range(info.rank, len(dataset), info.world_size)))
+    loader = DataLoader(
+        shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_KeyAndPreprocess(cache)
+    )
+    if progress and info.is_main:
+        from odssam.engine.progress import progress_bar
+
+        loader = progress_bar(loader, desc=description, total=len(loader))
+    records: dict[int, CacheRecord] = {}
+    misses = {kind: 0 for kind in KINDS}
+    device = info.device
+    for items, x, to_prompt in loader:
+        if x is not None:
+            x = x.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                embeddings = model.encode(x)
+            prompt_inputs = prompt_input_from(x, cache.params.prompt_input_size)
+            for row, item_position in enumerate(to_prompt):
+                _, record, missing = items[item_position]
+                if "embedding" in missing:
+                    cache.write_embedding(record.keys["embedding"], embeddings[row])
+                if "prompt" in missing:
+                    cache.write_prompt(record.keys["prompt"], prompt_inputs[row])
+        for index, record, missing in items:
+            records[index] = record
+            for kind in missing:
+                misses[kind] += 1
+    counts = torch.tensor([len(records)] + [misses[kind] for kind in KINDS], dtype=torch.float64)
+    gathered = all_gather_objects(records, info)
+    summed = counts if not info.is_distributed else _sum_over_ranks(counts, info)
+    barrier(info)
+    merged: dict[int, CacheRecord] = {}
+    for part in gathered:
+        merged.update(part)
+    if len(merged) != len(dataset):
+        raise RuntimeError(f"cache build covered {len(merged)} of {len(dataset)} samples")
+    images = int(summed[0])
+    kind_misses = {kind: int(value) for kind, value in zip(KINDS, summed[1:].tolist())}
+    stats = CacheStats(
+        images=images,
+        embedding_hits=images - kind_misses["embedding"],
+        embedding_misses=kind_misses["embedding"],
+        seconds=time.perf_counter() - start,
+        per_kind_misses=kind_misses,
+    )
+    return [merged[i] for i in range(len(dataset))], stats
+
+
+def _sum_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    from odssam.engine.distributed import all_reduce_sum
+
+    return all_reduce_sum(values, info).cpu()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class CachedTrainingSet(Dataset):
+    """Training items read from the cache: what one step needs, nothing decoded.
+
+    Each item is a dict with ``prompt_input`` 3xPxP fp16, ``embedding`` 256xhxw (cache
+    dtype) and ``target`` 1xTxT float32.
+    """
+
+    def __init__(self, cache: EmbeddingCache, records: Sequence[CacheRecord]):
+        self.cache = cache
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        keys = self.records[index].keys
+        return {
+            "prompt_input": self.cache.read_prompt(keys["prompt"]),
+            "embedding": self.cache.read_embedding(keys["embedding"]),
+            "target": self.cache.read_target(keys["target"]),
+        }
+
+
+class CachedEvaluationSet(Dataset):
+    """Evaluation items read from the cache: model inputs plus the full-size ground truth.
+
+    Each item is a dict with ``prompt_input``, ``embedding``, ``mask`` (HxW bool numpy),
+    ``input_size``, ``image_shape`` and ``name``; batch it with :func:`collate_cached_eval`.
+    """
+
+    def __init__(self, cache: EmbeddingCache, records: Sequence[CacheRecord]):
+        self.cache = cache
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        return {
+            "prompt_input": self.cache.read_prompt(record.keys["prompt"]),
+            "embedding": self.cache.read_embedding(record.keys["embedding"]),
+            "mask": self.cache.read_mask(record.keys["mask"]),
+            "input_size": record.input_size,
+            "image_shape": record.image_shape,
+            "name": record.name,
+        }
+
+
+def collate_cached_eval(items: list[dict]) -> dict:
+    """Stack the tensors of :class:`CachedEvaluationSet` items; keep the rest as lists."""
+    return {
+        "prompt_input": torch.stack([item["prompt_input"] for item in items]),
+        "embedding": torch.stack([item["embedding"] for item in items]),
+        "masks": [item["mask"] for item in items],
+        "input_sizes": [item["input_size"] for item in items],
+        "image_shapes": [item["image_shape"] for item in items],
+        "names": [item["name"] for item in items],
+    }
