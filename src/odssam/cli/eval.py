@@ -1,0 +1,103 @@
+"""``odssam eval``: score a trained checkpoint on a dataset and write paper-style reports.
+
+Examples::
+
+    odssam eval --checkpoint runs/kvasir/best.pt                      # the run's own test split(s)
+    odssam eval --checkpoint runs/polyp/best.pt --dataset pranet --root /data/PraNet \\
+        --category CVC-ColonDB --save-probabilities --figures 8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from odssam.errors import OdsSamError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained checkpoint on a dataset (paper-style tables)",
+        description="Evaluate best.pt/last.pt of a run. Without --dataset/--root the data "
+        "section stored in the checkpoint is used (its test split, or each of data.test_sets).",
+    )
+    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    parser.add_argument("--dataset", help="dataset name (default: the one the run trained on)")
+    parser.add_argument("--root", help="dataset folder (default: the run's data.root)")
+    parser.add_argument("--split", default="test", help="train, val or test (default: test)")
+    parser.add_argument(
+        "--category", action="append", default=None,
+        help="MVTec AD category or PraNet test set (repeatable; default: the run's)",
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="resize images to this square size first")
+    parser.add_argument("--metrics", default=None, help="comma-separated metric names, 'default' or 'all'")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--sam-checkpoint", help="SAM weights to use instead of the path stored in the run")
+    parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval-<split>)")
+    parser.add_argument("--save-probabilities", action="store_true", help="write 8-bit probability PNGs")
+    parser.add_argument("--figures", type=int, default=0, metavar="N", help="figure grid of the first N samples")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from odssam.engine.distributed import resolve_device
+    from odssam.engine.checkpoint import load_model_from_checkpoint
+    from odssam.engine.evaluate import evaluate_dataset
+    from odssam.engine.precision import autocast_dtype
+    from odssam.engine.setup import build_split
+    from odssam.metrics.report import format_table, write_report
+
+    if args.batch_size < 1:
+        raise OdsSamError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    model, cfg = load_model_from_checkpoint(args.checkpoint, device, sam_checkpoint=args.sam_checkpoint)
+    dcfg = cfg.data
+    if args.dataset and args.dataset != dcfg.dataset:
+        dcfg.dataset, dcfg.category, dcfg.test_sets = args.dataset, None, []
+    if args.root:
+        dcfg.root = args.root
+    if args.image_size is not None:
+        dcfg.image_size = args.image_size
+    if not dcfg.root:
+        raise OdsSamError(f"{args.checkpoint}: the run stores no data.root; pass --root")
+    if args.category:
+        categories = list(args.category)
+    elif args.split == "test" and dcfg.test_sets:
+        categories = list(dcfg.test_sets)
+    else:
+        categories = [dcfg.category]
+    metrics = args.metrics or cfg.train.metrics
+    num_workers = dcfg.num_workers if args.num_workers is None else args.num_workers
+    out_dir = Path(args.output) if args.output else Path(args.checkpoint).parent / f"eval-{args.split}"
+    amp_dtype = autocast_dtype(cfg.train.precision, device)
+
+    results = []
+    for category in categories:
+        dataset = build_split(dcfg, args.split, None, category=category)
+        name = category or dcfg.dataset
+        result, kept = evaluate_dataset(
+            model, dataset, name=name, metrics=metrics, batch_size=args.batch_size, num_workers=num_workers,
+            amp_dtype=amp_dtype, progress=not args.no_progress,
+            prediction_dir=out_dir / name / "probabilities" if args.save_probabilities else None,
+            keep_samples=max(args.figures, 0),
+        )
+        results.append(result)
+        if kept:
+            _write_figure(kept, out_dir / f"{name}-figure.png")
+    weights = cfg.model.sam.checkpoint or "random SAM weights: scores are not meaningful"
+    title = f"{cfg.name} ({Path(args.checkpoint).name}, SAM {cfg.model.sam.variant}: {weights}) on {args.split}"
+    paths = write_report(results, out_dir, "report", title=title)
+    print(format_table(results))
+    print(f"report: {paths['md']}")
+    return 0
+
+
+def _write_figure(kept: list[tuple], path: Path) -> None:
+    """Figure grid (image, ground truth, prediction, overlay), one row per sample."""
+    from odssam.metrics.figures import save_figure_grid
+
+    images, masks, probabilities, names = zip(*kept)
+    save_figure_grid(path, list(images), list(masks), {"ODS-SAM": list(probabilities)}, row_labels=list(names))

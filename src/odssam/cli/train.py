@@ -1,0 +1,75 @@
+"""``odssam train``: train ODS-SAM's prompt encoder and write a run folder.
+
+Examples::
+
+    odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG
+    odssam train --config configs/mvtec_ad.yaml --set data.root=/data/mvtec --set data.category=bottle
+    odssam train --resume runs/kvasir                       # continue after an interruption
+    torchrun --nproc_per_node 2 -m odssam train --config configs/kvasir.yaml ...   # 2 GPUs
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from odssam.cli.common import add_config_arguments, config_from_args
+from odssam.errors import OdsSamError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the prompt encoder on a dataset (writes checkpoints, logs and a report)",
+        description="Train ODS-SAM's prompt encoder with SAM frozen. The run folder is "
+        "<train.output_dir>/<train.run_name or name>. Several GPUs: launch with torchrun.",
+    )
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="continue an interrupted run from its last.pt: a run folder or checkpoint "
+        "(its stored config is used, --set still applies), or, with no value, the run "
+        "folder named by --config",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--run-dir", help="run folder (default: <train.output_dir>/<train.run_name or name>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log files, CI)")
+    parser.set_defaults(func=run)
+
+
+def resolve_run(args):
+    """The config and run folder of a train invocation, honouring ``--resume``."""
+    from odssam.config import ExperimentConfig, apply_overrides, from_dict
+    from odssam.engine.checkpoint import load_checkpoint
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume:  # a run folder, or a checkpoint inside one
+        target = Path(args.resume)
+        run_dir = target.parent if target.suffix == ".pt" else target
+        if not args.config:
+            last = run_dir / "last.pt"
+            data = apply_overrides(load_checkpoint(last)["config"], args.overrides)
+            try:
+                return from_dict(ExperimentConfig, data), run_dir
+            except OdsSamError as error:
+                raise OdsSamError(f"{last}: {error}") from error
+    if not args.config:
+        raise OdsSamError("give --config FILE (see configs/), or --resume RUN to continue a run")
+    return config_from_args(args), run_dir
+
+
+def run(args) -> int:
+    from odssam.engine.trainer import train
+
+    cfg, run_dir = resolve_run(args)
+    result = train(
+        cfg, run_dir=run_dir, resume=args.resume is not None, device=args.device, progress=not args.no_progress
+    )
+    best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {result.epochs} epochs, {result.steps} steps, best {cfg.train.monitor} {best}")
+    return 0

@@ -1,0 +1,116 @@
+"""Pieces of the training setup kept out of the loop: config checks, data splits, schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from odssam.config import DataConfig, ExperimentConfig
+from odssam.errors import OdsSamError
+
+LR_SCHEDULES = ("constant", "cosine")
+ODCONV_START_TEMPERATURE = 30.0  # the ODConv paper's annealing starts here
+
+
+def check_train_config(cfg: ExperimentConfig, world_size: int = 1) -> None:
+    """Reject impossible training settings before anything expensive happens."""
+    tcfg = cfg.train
+    problems = []
+    if tcfg.epochs < 1:
+        problems.append(f"train.epochs must be at least 1, got {tcfg.epochs}")
+    if tcfg.batch_size < 1:
+        problems.append(f"train.batch_size must be at least 1, got {tcfg.batch_size}")
+    elif tcfg.batch_size % world_size:
+        problems.append(
+            f"train.batch_size {tcfg.batch_size} is the global batch and must divide evenly over "
+            f"{world_size} processes"
+        )
+    if tcfg.lr <= 0:
+        problems.append(f"train.lr must be positive, got {tcfg.lr}")
+    if tcfg.lr_schedule not in LR_SCHEDULES:
+        problems.append(f"train.lr_schedule '{tcfg.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}")
+    if tcfg.max_steps is not None and tcfg.max_steps < 1:
+        problems.append(f"train.max_steps must be at least 1 (or null), got {tcfg.max_steps}")
+    if tcfg.odconv_temperature_anneal < 0:
+        problems.append("train.odconv_temperature_anneal must be >= 0")
+    if not cfg.data.root:
+        problems.append("data.root is empty: point it at the dataset folder (--set data.root=PATH)")
+    if cfg.data.val_count < 0:
+        problems.append(f"data.val_count must be >= 0, got {cfg.data.val_count}")
+    if problems:
+        raise OdsSamError("bad training config: " + "; ".join(problems))
+    monitor_direction(tcfg)
+
+
+def monitor_direction(tcfg) -> bool:
+    """Whether a larger ``train.monitor`` is better; checks that the metrics produce that key."""
+    from odssam.metrics.evaluator import Evaluator
+    from odssam.metrics.result import metric_spec
+
+    keys = Evaluator(metrics=tcfg.metrics).compute().values
+    if tcfg.monitor not in keys:
+        raise OdsSamError(
+            f"train.monitor '{tcfg.monitor}' is not among the computed metrics "
+            f"({', '.join(keys)}); change train.monitor or add its metric to train.metrics"
+        )
+    return metric_spec(tcfg.monitor).higher_is_better
+
+
+def odconv_temperature(cfg: ExperimentConfig, epoch_index: int) -> float:
+    """ODConv attention temperature for 0-based ``epoch_index``.
+
+    With ``train.odconv_temperature_anneal = N > 0`` it falls linearly from 30 to the
+    configured temperature over the first N epochs (ODConv paper); else it is constant.
+    """
+    final = float(cfg.model.prompt_encoder.odconv.temperature)
+    anneal = cfg.train.odconv_temperature_anneal
+    if anneal <= 0 or epoch_index >= anneal:
+        return final
+    return ODCONV_START_TEMPERATURE - (ODCONV_START_TEMPERATURE - final) * epoch_index / anneal
+
+
+def build_split(dcfg: DataConfig, split: str, run_dir: Path | None = None, category: str | None = None):
+    """The dataset of one split as ``data`` configures it.
+
+    A split record written next to an earlier run (``splits/<split>.json``) is reused so a
+    resumed run sees exactly the same samples, e.g. MVTec AD's seeded abnormal split.
+    """
+    from odssam.data import build_dataset
+
+    split_file = None
+    if run_dir is not None and category is None:
+        recorded = Path(run_dir) / "splits" / f"{split}.json"
+        split_file = str(recorded) if recorded.is_file() else None
+    return build_dataset(
+        dcfg.dataset,
+        dcfg.root,
+        split,
+        category=category if category is not None else dcfg.category,
+        image_size=dcfg.image_size,
+        include_good=dcfg.include_good,
+        split_seed=dcfg.split_seed,
+        test_fraction=dcfg.test_fraction,
+        val_count=dcfg.val_count,
+        split_file=split_file,
+    )
+
+
+def test_splits(dcfg: DataConfig, run_dir: Path, say: Callable = print) -> Iterator[tuple[str, object]]:
+    """``(name, dataset)`` for each test set of the final evaluation.
+
+    ``data.test_sets`` lists them (e.g. the five PraNet polyp sets); otherwise it is the
+    test split of ``data.dataset`` / ``data.category``. A test set that cannot be read is
+    reported and skipped, so a finished training run still writes its report.
+    """
+    names = list(dcfg.test_sets) or [None]
+    for name in names:
+        label = name or dcfg.category or dcfg.dataset
+        try:
+            dataset = build_split(dcfg, "test", None, category=name)
+        except OdsSamError as error:
+            say(f"skipping test set '{label}': {error}")
+            continue
+        if len(dataset) == 0:
+            say(f"skipping test set '{label}': it has no images")
+            continue
+        yield label, dataset

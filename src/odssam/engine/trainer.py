@@ -1,0 +1,416 @@
+"""The training loop, top to bottom: ``odssam train`` in one function.
+
+Only the prompt encoder learns; SAM is frozen. Two input paths:
+
+* cached (default): SAM's image embedding, the prompt encoder's input and the target of
+  every image are computed once (:mod:`odssam.engine.cache`) and a step runs only the
+  prompt encoder and the mask decoder;
+* decoded (``train.augment`` or ``train.cache_embeddings: false``): images are decoded,
+  augmented and encoded by SAM on every step, as AutoSAM-style training does.
+
+One process or several under ``torchrun`` (DistributedDataParallel; ``train.batch_size``
+is the global batch, split evenly over the processes). Rank 0 writes the run folder::
+
+    <output_dir>/<run_name>/
+        config.yaml          resolved experiment config
+        splits/<split>.json  the samples of every split used
+        cache.json           embedding-cache statistics (hits, misses, build time)
+        last.pt, best.pt     checkpoints (odssam.engine.checkpoint)
+        metrics.jsonl        one line per epoch
+        tensorboard/         TensorBoard events
+        curves.png           loss and validation metric per epoch
+        report.{json,csv,md} final evaluation of best.pt on the test split(s)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from odssam.config import ExperimentConfig, save_config, to_dict
+from odssam.engine import checkpoint as ckpt
+from odssam.engine.augment import DecodedTrainingSet
+from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
+from odssam.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
+from odssam.engine.evaluate import evaluate_cached, evaluate_dataset
+from odssam.engine.logging import (
+    MetricsLog,
+    TensorBoardLog,
+    format_epoch_summary,
+    plot_history,
+    write_json_atomic,
+)
+from odssam.engine.precision import autocast, autocast_dtype
+from odssam.engine.progress import progress_bar
+from odssam.engine.setup import (
+    build_split,
+    check_train_config,
+    monitor_direction,
+    odconv_temperature,
+    test_splits,
+)
+from odssam.errors import OdsSamError
+from odssam.metrics.result import MetricResult
+from odssam.models.loss import DiceBCELoss
+from odssam.models.ods_sam import build_ods_sam
+from odssam.models.sam import sam_weights_fingerprint
+
+LOG_INTERVAL = 10  # steps between loss syncs (progress bar, TensorBoard, NaN check)
+
+
+class TrainingDiverged(OdsSamError):
+    """The loss became NaN or infinite; the run folder keeps the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind.
+
+    Attributes:
+        run_dir: The run folder.
+        epochs: Epochs completed (resumed ones included).
+        steps: Optimizer steps taken in total.
+        best_metric: Best validation value of ``train.monitor`` (``None`` without validation).
+        history: The records of ``metrics.jsonl``.
+        test_results: Final evaluation of ``best.pt`` per test set.
+    """
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    best_metric: float | None
+    history: list[dict] = field(default_factory=list)
+    test_results: list[MetricResult] = field(default_factory=list)
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = "auto",
+    progress: bool = True,
+) -> TrainResult:
+    """Train the prompt encoder of ``cfg`` and write a run folder.
+
+    Args:
+        cfg: The experiment (model, data, train sections).
+        run_dir: Run folder (default ``<train.output_dir>/<train.run_name or name>``).
+        resume: Continue the run in ``run_dir`` from its ``last.pt``: same weights, optimizer
+            and scheduler state, RNG state and epoch counter, so the loss curve continues
+            as if never interrupted. ``train.epochs`` may be raised to train longer.
+        device: ``auto``, ``cpu``, ``cuda`` (under ``torchrun``: each process its GPU).
+        progress: Show progress bars (rank 0).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        OdsSamError: Bad config or data, a run folder in the way, or a diverged loss
+            (:class:`TrainingDiverged`).
+    """
+    owns_process_group = not torch.distributed.is_initialized()
+    info = init_distributed(device)
+    try:
+        return _train(cfg, info, run_dir=run_dir, resume=resume, progress=progress)
+    finally:
+        if owns_process_group:
+            cleanup_distributed()
+
+
+def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, progress: bool) -> TrainResult:
+    tcfg, dcfg = cfg.train, cfg.data
+    main = info.is_main
+    say = print if main else (lambda *args, **kwargs: None)
+    device = info.device
+    check_train_config(cfg, info.world_size)
+    amp_dtype = autocast_dtype(tcfg.precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run_dir = Path(run_dir or Path(tcfg.output_dir) / (tcfg.run_name or cfg.name))
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    # ------------------------------------------------------------------ resume or fresh start
+    resumed = None
+    if resume:
+        resumed = ckpt.load_checkpoint(last_path)
+        if resumed["config"]["model"] != to_dict(cfg.model):
+            raise OdsSamError(f"{last_path}: the model config differs from the one being resumed; resume with its config")
+        if "optimizer" not in resumed:
+            raise OdsSamError(f"{last_path}: holds no optimizer state, so it cannot be resumed")
+    elif last_path.exists():
+        raise OdsSamError(
+            f"{run_dir} already holds a run (last.pt): pass --resume to continue it, "
+            "or choose another train.run_name / train.output_dir"
+        )
+
+    # ------------------------------------------------------------------ model
+    torch.manual_seed(tcfg.seed)
+    np.random.seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    model = build_ods_sam(cfg.model).to(device)
+    prompt_encoder = model.prompt_encoder  # the module whose weights checkpoints hold
+    sam_fingerprint = sam_weights_fingerprint(model.sam)
+    if tcfg.compile:
+        model.prompt_encoder = torch.compile(prompt_encoder)
+    weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
+    say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
+    say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
+
+    # ------------------------------------------------------------------ data
+    train_set = build_split(dcfg, "train", run_dir)
+    val_split = "val" if dcfg.val_count > 0 else "test"
+    val_set = build_split(dcfg, val_split, run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        for split, dataset in (("train", train_set), (val_split, val_set)):
+            write_json_atomic(run_dir / "splits" / f"{split}.json", dataset.split_record())
+    say(f"data: {dcfg.dataset} train {len(train_set)} images, {val_split} {len(val_set)} images")
+
+    # ------------------------------------------------------------------ embedding cache
+    use_cache_for_training = tcfg.cache_embeddings and not tcfg.augment
+    target_size = model.image_size if tcfg.full_resolution_loss else model.logit_size
+    cache = val_records = None
+    if tcfg.cache_embeddings:
+        cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else run_dir.parent / ".embedding-cache"
+        params = CacheParams(sam_fingerprint, model.image_size, cfg.model.prompt_encoder.input_size, target_size, tcfg.cache_dtype)
+        cache = EmbeddingCache(cache_dir, params)
+        build = dict(batch_size=tcfg.batch_size, num_workers=dcfg.num_workers, autocast_dtype=amp_dtype, progress=progress)
+        cache_report = {"dir": str(cache_dir)}
+        if use_cache_for_training:
+            train_records, stats = build_embedding_cache(model, train_set, cache, info, description="cache train", **build)
+            cache_report["train"] = stats.to_dict()
+            say(f"cache train: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
+        val_records, stats = build_embedding_cache(model, val_set, cache, info, description=f"cache {val_split}", **build)
+        cache_report[val_split] = stats.to_dict()
+        say(f"cache {val_split}: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
+        if main:
+            write_json_atomic(run_dir / ("cache.json" if not resume else "cache-resumed.json"), cache_report)
+    if use_cache_for_training:
+        train_items = CachedTrainingSet(cache, train_records)
+    else:
+        train_items = DecodedTrainingSet(
+            train_set, model.image_size, target_size, tcfg.augment, tcfg.color_jitter, tcfg.seed
+        )
+    per_rank_batch = tcfg.batch_size // info.world_size
+    sampler = DistributedSampler(
+        train_items, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=tcfg.seed
+    )
+    loader = DataLoader(
+        train_items,
+        batch_size=per_rank_batch,
+        sampler=sampler,
+        num_workers=dcfg.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+    )
+
+    # ------------------------------------------------------------------ optimizer and schedule
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    steps_per_epoch = len(loader)
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps is not None:
+        total_steps = min(total_steps, tcfg.max_steps)
+    scheduler = None
+    if tcfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    loss_fn = DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight)
+    higher_is_better = monitor_direction(tcfg)
+
+    start_epoch, step, best_metric = 0, 0, None
+    if resumed is not None:
+        prompt_encoder.load_state_dict(resumed["prompt_encoder"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scheduler is not None and resumed.get("scheduler") is not None:
+            scheduler.load_state_dict(resumed["scheduler"])
+        ckpt.restore_rng_state(resumed["rng"])
+        start_epoch, step, best_metric = resumed["epoch"], resumed["step"], resumed["best_metric"]
+        say(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+
+    train_model = model
+    if info.is_distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=device_ids)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", keep_epochs_up_to=start_epoch) if main else None
+    tensorboard = TensorBoardLog(run_dir / "tensorboard", purge_step=step) if main else None
+    history = metrics_log.records if main else []
+
+    def checkpoint_payload(epoch: int, with_training_state: bool) -> dict:
+        payload = {
+            "format": ckpt.CHECKPOINT_FORMAT,
+            "version": ckpt.CHECKPOINT_VERSION,
+            "config": to_dict(cfg),
+            "prompt_encoder": {k: v.detach().cpu() for k, v in prompt_encoder.state_dict().items()},
+            "sam_fingerprint": sam_fingerprint,
+            "epoch": epoch,
+            "step": step,
+            "best_metric": best_metric,
+        }
+        if with_training_state:
+            payload["optimizer"] = optimizer.state_dict()
+            payload["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+            payload["rng"] = ckpt.capture_rng_state()
+        return payload
+
+    # ------------------------------------------------------------------ epochs
+    epoch = completed_epochs = start_epoch
+    for epoch in range(start_epoch + 1, tcfg.epochs + 1):
+        if tcfg.max_steps is not None and step >= tcfg.max_steps:
+            break
+        temperature = odconv_temperature(cfg, epoch - 1)
+        prompt_encoder.set_odconv_temperature(temperature)
+        sampler.set_epoch(epoch)
+        if isinstance(train_items, DecodedTrainingSet):
+            train_items.set_epoch(epoch)
+        model.train()
+        epoch_start = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        window_sum = torch.zeros((), dtype=torch.float64, device=device)
+        window_steps = batches = images = 0
+        bar = progress_bar(loader, desc=f"epoch {epoch}/{tcfg.epochs}", total=len(loader)) if progress and main else loader
+        for batch in bar:
+            target = batch["target"].to(device, non_blocking=True)
+            with autocast(device, amp_dtype):
+                if use_cache_for_training:
+                    prompt_input = batch["prompt_input"].to(device, torch.float32, non_blocking=True)
+                    embedding = batch["embedding"].to(device, torch.float32, non_blocking=True)
+                    logits = train_model(prompt_input, image_embeddings=embedding)
+                else:
+                    logits = train_model(batch["x"].to(device, non_blocking=True))
+            if logits.shape[-1] != target.shape[-1]:  # full-resolution loss
+                logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+            loss = loss_fn(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            batches += 1
+            images += target.shape[0]
+            loss_sum += loss.detach()
+            window_sum += loss.detach()
+            window_steps += 1
+            last_of_epoch = batches == len(loader) or (tcfg.max_steps is not None and step >= tcfg.max_steps)
+            if window_steps == LOG_INTERVAL or last_of_epoch:
+                # One sync per interval: cheap, and every rank reaches the same NaN verdict.
+                window_loss = float(all_reduce_sum(window_sum, info).item()) / (window_steps * info.world_size)
+                if not math.isfinite(window_loss):
+                    raise TrainingDiverged(_diverged_message(window_loss, epoch, step, run_dir, last_path))
+                if tensorboard:
+                    tensorboard.scalar("train/loss_step", window_loss, step)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{window_loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                window_sum.zero_()
+                window_steps = 0
+            if tcfg.max_steps is not None and step >= tcfg.max_steps:
+                break
+        train_loss = float(all_reduce_sum(loss_sum, info).item()) / (max(batches, 1) * info.world_size)
+        epoch_seconds = time.perf_counter() - epoch_start
+        images_per_second = images * info.world_size / max(epoch_seconds, 1e-9)
+
+        # -------------------------------------------------------------- validate, checkpoint, log
+        validation = None
+        last_epoch = epoch == tcfg.epochs or (tcfg.max_steps is not None and step >= tcfg.max_steps)
+        if main and tcfg.eval_every > 0 and (epoch % tcfg.eval_every == 0 or last_epoch):
+            eval_args = dict(name=val_split, metrics=tcfg.metrics, batch_size=per_rank_batch, amp_dtype=amp_dtype)
+            if val_records is not None:
+                validation = evaluate_cached(model, cache, val_records, num_workers=dcfg.num_workers, **eval_args)
+            else:
+                validation, _ = evaluate_dataset(model, val_set, num_workers=dcfg.num_workers, **eval_args)
+        monitored = validation.values.get(tcfg.monitor) if validation is not None else None
+        improved = monitored is not None and math.isfinite(monitored) and (
+            best_metric is None or (monitored > best_metric if higher_is_better else monitored < best_metric)
+        )
+        if improved:
+            best_metric = monitored
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_seconds": epoch_seconds,
+            "images_per_second": images_per_second,
+            "odconv_temperature": temperature,
+            "val": validation.values if validation is not None else None,
+            "monitor": monitored,
+            "best": improved,
+        }
+        if device.type == "cuda":
+            record["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        completed_epochs = epoch
+        if main:
+            ckpt.save_checkpoint(last_path, checkpoint_payload(epoch, with_training_state=True))
+            if improved or (tcfg.eval_every <= 0 and last_epoch):
+                ckpt.save_checkpoint(best_path, checkpoint_payload(epoch, with_training_state=False))
+            metrics_log.append(record)
+            tensorboard.epoch(record)
+            plot_history(history, run_dir / "curves.png", tcfg.monitor)
+            say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, best_metric))
+        barrier(info)
+
+    # ------------------------------------------------------------------ final evaluation
+    test_results: list[MetricResult] = []
+    if main and tcfg.final_eval:
+        if not best_path.exists() and last_path.exists():
+            ckpt.save_checkpoint(best_path, checkpoint_payload(completed_epochs, with_training_state=False))
+        if best_path.exists():
+            prompt_encoder.load_state_dict(ckpt.load_checkpoint(best_path)["prompt_encoder"])
+        for name, dataset in test_splits(dcfg, run_dir, say):
+            write_json_atomic(run_dir / "splits" / f"test-{name}.json", dataset.split_record())
+            result, _ = evaluate_dataset(
+                model, dataset, name=name, metrics=tcfg.metrics, batch_size=per_rank_batch,
+                num_workers=dcfg.num_workers, amp_dtype=amp_dtype, progress=progress,
+            )
+            test_results.append(result)
+        if test_results:
+            from odssam.metrics.report import format_table, write_report
+
+            title = f"{cfg.name}: best.pt on the test split" + ("s" if len(test_results) > 1 else "")
+            write_report(test_results, run_dir, "report", title=title)
+            say(format_table(test_results, legend=False))
+    barrier(info)
+    if tensorboard:
+        tensorboard.close()
+    say(f"run folder: {run_dir}")
+    return TrainResult(
+        run_dir=run_dir,
+        epochs=completed_epochs,
+        steps=step,
+        best_metric=best_metric,
+        history=list(history),
+        test_results=test_results,
+    )
+
+
+def _diverged_message(loss: float, epoch: int, step: int, run_dir: Path, last_path: Path) -> str:
+    if last_path.exists():
+        kept = f"the last good checkpoint is {last_path} (epoch {ckpt.load_checkpoint(last_path)['epoch']})"
+    else:
+        kept = f"no checkpoint was written yet in {run_dir}"
+    return (
+        f"training stopped: the loss became {loss} in epoch {epoch} (by step {step}); {kept}. "
+        "Lower train.lr, or check the data for empty or corrupt masks"
+    )
