@@ -1,0 +1,112 @@
+"""ODS-SAM's learned prompt encoder: EfficientViT feature encoder followed by SSMODC.
+
+``P = F + SSMODC(F)`` with ``F = FeatureEncoder(x)``. The input is the padded 1024x1024
+SAM input halved to ``input_size`` (512), the output is SAM's dense prompt embedding
+(Bx256x64x64), fed to the frozen mask decoder in place of its no-mask embedding.
+
+With the default configuration the encoder has about 53.687 M parameters: 43.586 M
+feature encoder, 0.07 M depthwise-separable conv, 0.57 M OD-SSM, 2 x 4.73 M ODConv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from odssam.config import FeatureEncoderConfig, PromptEncoderConfig
+from odssam.errors import OdsSamError
+from odssam.models.feature_encoder import FeatureEncoder
+from odssam.models.ssmodc import SSMODC
+
+
+def _count(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+class OdsPromptEncoder(nn.Module):
+    """Feature encoder + SSMODC with a residual connection.
+
+    Args:
+        cfg: Prompt encoder settings; ``cfg.residual`` selects ``F + SSMODC(F)``
+            (paper) or ``SSMODC(F)``. With every SSMODC stage switched off the
+            output is ``F`` (the "basic prompt encoder" of the ablations).
+
+    Shapes:
+        Bx3xSxS -> Bx C x S/8 x S/8 with S = ``cfg.input_size`` (512) and
+        C = ``cfg.feature_encoder.out_channels`` (256): Bx256x64x64 by default.
+    """
+
+    def __init__(self, cfg: PromptEncoderConfig):
+        super().__init__()
+        if cfg.input_size < 8 or cfg.input_size % 8:
+            raise OdsSamError(
+                f"config key model.prompt_encoder.input_size must be a positive multiple of 8, got {cfg.input_size}"
+            )
+        self.input_size = cfg.input_size
+        self.residual = cfg.residual
+        self.feature_encoder = FeatureEncoder(cfg.feature_encoder)
+        self.ssmodc = SSMODC(cfg.feature_encoder.out_channels, cfg)
+
+    @property
+    def out_channels(self) -> int:
+        return self.feature_encoder.out_channels
+
+    def set_odconv_temperature(self, temperature: float) -> None:
+        """Set the attention temperature of every ODConv layer."""
+        self.ssmodc.set_odconv_temperature(temperature)
+
+    def count_parameters(self) -> dict[str, int]:
+        """Parameters per component: feature_encoder, dwconv, od_ssm, odconv and total."""
+        return {
+            "feature_encoder": _count(self.feature_encoder),
+            "dwconv": _count(self.ssmodc.dwconv),
+            "od_ssm": _count(self.ssmodc.od_ssm),
+            "odconv": _count(self.ssmodc.odconv),
+            "total": _count(self),
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map the halved SAM input (Bx3xSxS) to the dense prompt (Bx256xS/8xS/8)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"prompt encoder expects Bx3xHxW images, got shape {tuple(x.shape)}")
+        features = self.feature_encoder(x)
+        if self.ssmodc.is_identity:
+            return features
+        refined = self.ssmodc(features)
+        return features + refined if self.residual else refined
+
+
+def ods_sam_config() -> PromptEncoderConfig:
+    """The paper's prompt encoder (EfficientViT-L1, 1 OD-SSM layer, 2 ODConv branches)."""
+    return PromptEncoderConfig()
+
+
+def tiny_config() -> PromptEncoderConfig:
+    """Same structure at toy size (tiny EfficientViT, one neck block, 64x64 input -> 8x8 prompt).
+
+    The output keeps 256 channels so it still fits SAM's mask decoder.
+    """
+    return PromptEncoderConfig(
+        input_size=64, feature_encoder=FeatureEncoderConfig(backbone="efficientvit_tiny", neck_blocks=1)
+    )
+
+
+PROMPT_ENCODER_CONFIGS: dict[str, Callable[[], PromptEncoderConfig]] = {
+    "default": ods_sam_config,
+    "ods_sam": ods_sam_config,
+    "tiny": tiny_config,
+}
+
+
+def build_prompt_encoder(cfg: PromptEncoderConfig | str) -> OdsPromptEncoder:
+    """Build the prompt encoder from a config or from a name in :data:`PROMPT_ENCODER_CONFIGS`."""
+    if isinstance(cfg, str):
+        try:
+            cfg = PROMPT_ENCODER_CONFIGS[cfg]()
+        except KeyError:
+            raise OdsSamError(
+                f"unknown prompt encoder '{cfg}'; choose one of: {', '.join(PROMPT_ENCODER_CONFIGS)}"
+            ) from None
+    return OdsPromptEncoder(cfg)

@@ -1,0 +1,133 @@
+"""SSMODC: the refinement block of ODS-SAM's prompt encoder (paper Fig. 1).
+
+Applied to the feature encoder's map F (Bx256x64x64), in this order:
+
+1. a depthwise-separable convolution (DW 3x3 -> PW 1x1 -> BN),
+2. ``ssm.num_layers`` OD-SSM blocks (VMamba-style SS2D with residual, see :mod:`odssam.models.od_ssm`),
+3. ``odconv.num_layers`` parallel ODConv branches with dilations 1, 2, ...; each
+   ODConv -> BN -> GELU, fused by summation.
+
+Each stage can be switched off for the paper's ablations (Tables 4-6). The residual
+``P = F + SSMODC(F)`` is added by the prompt encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from odssam.config import ODConvConfig, PromptEncoderConfig
+from odssam.errors import OdsSamError
+from odssam.models.od_ssm import ODSSMBlock
+from odssam.models.odconv import ODConv2d
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """Depthwise 3x3 conv -> pointwise 1x1 conv -> BN; BxCxHxW -> BxCxHxW."""
+
+    def __init__(self, dim: int, kernel_size: int = 3):
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.pointwise = nn.Conv2d(dim, dim, 1)
+        self.norm = nn.BatchNorm2d(dim)
+
+
+class DilatedODConv(nn.Module):
+    """Parallel ODConv -> BN -> GELU branches at dilations 1..num_layers, summed.
+
+    Args:
+        dim: Input and output channels.
+        cfg: ODConv settings (number of branches, kernel, candidate kernels, attention).
+
+    Shapes:
+        BxCxHxW -> BxCxHxW (padding keeps the size at every dilation).
+    """
+
+    def __init__(self, dim: int, cfg: ODConvConfig):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                ODConv2d(
+                    dim,
+                    dim,
+                    cfg.kernel_size,
+                    dilation=dilation,
+                    reduction=cfg.reduction,
+                    kernel_num=cfg.kernel_num,
+                    min_channels=cfg.min_channels,
+                    temperature=cfg.temperature,
+                ),
+                nn.BatchNorm2d(dim),
+                nn.GELU(),
+            )
+            for dilation in range(1, cfg.num_layers + 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branches[0](x)
+        for branch in self.branches[1:]:
+            out = out + branch(x)
+        return out
+
+
+class SSMODC(nn.Module):
+    """Depthwise-separable conv, OD-SSM blocks and dilated ODConv branches in sequence.
+
+    Disabled stages are ``None``; with every stage disabled the block is the identity.
+
+    Args:
+        dim: Channels of the map (SAM's prompt width, 256).
+        cfg: Prompt encoder settings (``use_dwconv``, ``use_ssm``, ``use_odconv``,
+            ``ssm`` and ``odconv`` sub-configs).
+
+    Shapes:
+        BxCxHxW -> BxCxHxW (Bx256x64x64 in the default model).
+    """
+
+    def __init__(self, dim: int, cfg: PromptEncoderConfig):
+        super().__init__()
+        _check_config(cfg)
+        self.dwconv = DepthwiseSeparableConv(dim) if cfg.use_dwconv else None
+        self.od_ssm = (
+            nn.Sequential(*(ODSSMBlock(dim, cfg.ssm) for _ in range(cfg.ssm.num_layers))) if cfg.use_ssm else None
+        )
+        self.odconv = DilatedODConv(dim, cfg.odconv) if cfg.use_odconv else None
+
+    @property
+    def is_identity(self) -> bool:
+        return self.dwconv is None and self.od_ssm is None and self.odconv is None
+
+    def set_odconv_temperature(self, temperature: float) -> None:
+        """Set the attention temperature of every ODConv layer (annealing schedules call this)."""
+        for module in self.modules():
+            if isinstance(module, ODConv2d):
+                module.update_temperature(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in (self.dwconv, self.od_ssm, self.odconv):
+            if stage is not None:
+                x = stage(x)
+        return x
+
+
+def _check_config(cfg: PromptEncoderConfig) -> None:
+    where = "config key model.prompt_encoder"
+    if cfg.use_ssm and cfg.ssm.num_layers < 1:
+        raise OdsSamError(f"{where}.ssm.num_layers must be at least 1 when use_ssm is on, got {cfg.ssm.num_layers}")
+    if cfg.use_odconv:
+        odconv = cfg.odconv
+        if odconv.num_layers < 1:
+            raise OdsSamError(
+                f"{where}.odconv.num_layers must be at least 1 when use_odconv is on, got {odconv.num_layers}"
+            )
+        if odconv.kernel_size < 1 or odconv.kernel_size % 2 == 0:
+            raise OdsSamError(f"{where}.odconv.kernel_size must be a positive odd number, got {odconv.kernel_size}")
+        if odconv.kernel_num < 1:
+            raise OdsSamError(f"{where}.odconv.kernel_num must be at least 1, got {odconv.kernel_num}")
+        if odconv.temperature <= 0:
+            raise OdsSamError(f"{where}.odconv.temperature must be positive, got {odconv.temperature}")
+        if odconv.reduction <= 0 or odconv.min_channels < 1:
+            raise OdsSamError(
+                f"{where}.odconv.reduction / min_channels must be positive, got "
+                f"{odconv.reduction} / {odconv.min_channels}"
+            )
