@@ -171,7 +171,8 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         # mmap needs the zip format; older files load fully into memory.
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
+        # "Unsupported operand" means the bytes are not a pickle at all, i.e. damage.
+        if "weights only load failed" in str(error).lower() and "unsupported operand" not in str(error).lower():
             found = re.search(r"GLOBAL ([\w.]+)", str(error))
             raise OdsSamError(
                 f"{path}: refused: the file holds pickled Python objects other than tensors"
@@ -235,11 +236,15 @@ def describe_sam_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[SamSpec,
     return SamSpec(embed_dim, len(block_ids), heads, tuple(global_blocks)), grid * PATCH_SIZE
 
 
+def find_sam_variant(spec: SamSpec) -> str | None:
+    """The registry name whose spec equals ``spec``, if any."""
+    return next((name for name, candidate in SAM_REGISTRY.items() if candidate == spec), None)
+
+
 def _name_of(spec: SamSpec) -> str:
-    for name, candidate in SAM_REGISTRY.items():
-        if candidate == spec:
-            return name
-    return f"an unregistered SAM (embed dim {spec.encoder_embed_dim}, depth {spec.encoder_depth})"
+    return find_sam_variant(spec) or (
+        f"an unregistered SAM (embed dim {spec.encoder_embed_dim}, depth {spec.encoder_depth})"
+    )
 
 
 def _examples(items: list[str], count: int = 3) -> str:

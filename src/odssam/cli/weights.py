@@ -1,0 +1,121 @@
+"""``odssam weights``: list, download and verify SAM checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from odssam.errors import OdsSamError
+from odssam.models.checkpoints import (
+    OFFICIAL_CHECKPOINTS,
+    Digest,
+    default_cache_dir,
+    download_checkpoint,
+    file_digest,
+    has_valid_stamp,
+    official_checkpoint_by_file_name,
+    verify_file,
+)
+from odssam.models.sam import (
+    SAM_REGISTRY,
+    build_sam,
+    check_sam_state_dict,
+    describe_sam_state_dict,
+    find_sam_variant,
+    read_sam_state_dict,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("weights", help="list, download and verify SAM checkpoints")
+    actions = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="SAM variants, their official files and whether they are cached")
+    listing.add_argument("--dir", type=Path, help=f"checkpoint directory (default: {default_cache_dir()})")
+    listing.set_defaults(func=run_list)
+
+    download = actions.add_parser("download", help="download and verify an official checkpoint")
+    download.add_argument("variant", choices=list(OFFICIAL_CHECKPOINTS), metavar="VARIANT")
+    download.add_argument("--dir", type=Path, help=f"target directory (default: {default_cache_dir()})")
+    download.add_argument("--url", help="a mirror of the official file (still verified against its digest)")
+    download.add_argument("--digest", help="expected digest as ALGORITHM:HEX (md5 or sha256) for a custom file")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(func=run_download)
+
+    verify = actions.add_parser("verify", help="check a checkpoint's digest and that it loads into SAM")
+    verify.add_argument("path", type=Path, metavar="PATH")
+    verify.add_argument("--variant", choices=list(SAM_REGISTRY), help="variant the file must fit")
+    verify.add_argument("--digest", help="expected digest as ALGORITHM:HEX (default: the official one)")
+    verify.set_defaults(func=run_verify)
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    directory = args.dir.expanduser() if args.dir else default_cache_dir()
+    rows = [("variant", "file", "digest", "size", "status")]
+    for variant in SAM_REGISTRY:
+        official = OFFICIAL_CHECKPOINTS.get(variant)
+        if official is None:
+            rows.append((variant, "-", "-", "-", "test config, random weights only"))
+            continue
+        path = directory / official.file_name
+        if has_valid_stamp(path, official.digest):
+            status = f"cached, verified: {path}"
+        elif path.is_file():
+            status = f"cached, not verified (odssam weights verify {path}): {path}"
+        else:
+            status = "not cached"
+        rows.append((variant, official.file_name, str(official.digest), _human_size(official.size_bytes), status))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    print(f"checkpoint directory: {directory}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    official = OFFICIAL_CHECKPOINTS[args.variant]
+    expected = Digest.parse(args.digest) if args.digest else official.digest
+    path = download_checkpoint(
+        args.url or args.variant,
+        dest_dir=args.dir,
+        expected=expected,
+        progress=not args.quiet,
+        file_name=official.file_name,
+    )
+    print(path)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    path: Path = args.path.expanduser()
+    official = OFFICIAL_CHECKPOINTS.get(args.variant) if args.variant else official_checkpoint_by_file_name(path.name)
+    expected = Digest.parse(args.digest) if args.digest else (official.digest if official else None)
+    if expected is not None:
+        verify_file(path, expected)
+        origin = f"the official {official.variant} checkpoint" if official and not args.digest else "the given digest"
+        print(f"{path}: {expected.algorithm} {expected.hexdigest} matches {origin}")
+    else:
+        print(f"{path}: sha256 {file_digest(path, 'sha256')} (no published digest to compare with)")
+
+    state = read_sam_state_dict(path)
+    description = describe_sam_state_dict(state)
+    variant = args.variant or (find_sam_variant(description[0]) if description is not None else None)
+    if variant is None:
+        raise OdsSamError(f"{path}: cannot tell which SAM variant this is; pass --variant")
+    image_size = description[1] if description is not None else 1024
+    with torch.device("meta"):
+        model = build_sam(variant, image_size=image_size)
+    check_sam_state_dict(model, state, path)
+    parameters = sum(tensor.numel() for tensor in state.values())
+    print(f"{path}: state dict fits SAM {variant} at image_size {image_size} ({parameters / 1e6:.2f} M values)")
+    return 0
