@@ -71,7 +71,7 @@ def run_list(args: argparse.Namespace) -> int:
         if has_valid_stamp(path, official.digest):
             status = f"cached, verified: {path}"
         elif path.is_file():
-            status = f"cached, not verified (odssam weights verify {path}): {path}"
+            status = f"cached, not verified (see odssam weights verify): {path}"
         else:
             status = "not cached"
         rows.append((variant, official.file_name, str(official.digest), _human_size(official.size_bytes), status))
