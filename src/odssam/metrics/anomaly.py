@@ -103,8 +103,9 @@ class PixelScoreAccumulator:
             return
         index = np.rint(prob * (self.num_bins - 1)).astype(np.intp)
         pos_index = index[gt]
-        self._neg_hist += np.bincount(index[~gt], minlength=self.num_bins)
-        self._pos_hist += np.bincount(pos_index, minlength=self.num_bins)
+        pos_hist = np.bincount(pos_index, minlength=self.num_bins)
+        self._neg_hist += np.bincount(index.ravel(), minlength=self.num_bins) - pos_hist
+        self._pos_hist += pos_hist
         if region_weight is not None:
             self._region_hist += np.bincount(pos_index, weights=region_weight, minlength=self.num_bins)
 

@@ -94,10 +94,10 @@ def minmax_normalize(pred: np.ndarray) -> np.ndarray:
         pred: ``HxW`` float64 map in [0, 1].
 
     Returns:
-        ``HxW`` float64 map, the same object when ``pred`` is constant.
+        ``HxW`` float64 map, the same object when ``pred`` is constant or already spans [0, 1].
     """
     low, high = pred.min(), pred.max()
-    if high == low:
+    if high == low or (low == 0 and high == 1):
         return pred
     return (pred - low) / (high - low)
 

@@ -109,8 +109,9 @@ def format_table(
         metrics: Metric keys to show, in order (default: all keys found).
         digits: Decimals shown.
         percent: Show higher-is-better metrics in percent, as Tables 2-3 do.
-        mean: Add the unweighted mean over datasets/categories; default on for
-            ``"columns"`` and ``"rows"``, off for ``"wide"`` (Tables 2-3 have none).
+        mean: Add the unweighted mean over datasets/categories; by default on for
+            ``"columns"`` and ``"rows"`` with several datasets, off for ``"wide"`` (Tables 2-3
+            have none).
         legend: Append one line per metric stating its convention.
 
     Returns:
@@ -123,8 +124,8 @@ def format_table(
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     groups = _by_method(results)
     keys = list(metrics) if metrics is not None else metric_keys(results)
-    show_mean = (layout != "wide") if mean is None else mean
     names = _unique(result.name for _, group in groups for result in group)
+    show_mean = (layout != "wide" and len(names) > 1) if mean is None else mean
     named = groups[0][0] is not None
     method_column = ["Method"] if named else []
 

@@ -18,7 +18,9 @@ from odssam.metrics.inputs import EPS, NUM_LEVELS, quantize
 
 def mae(pred: np.ndarray, gt: np.ndarray) -> float:
     """Mean absolute error between ``pred`` and the 0/1 ground truth."""
-    return float(np.mean(np.abs(pred - gt)))
+    # sum |pred - gt| = sum(pred) - 2 * sum(pred over gt) + |gt|, without a temporary map.
+    n_fg = np.count_nonzero(gt)
+    return float((pred.sum() - 2 * np.sum(pred, where=gt) + n_fg) / pred.size)
 
 
 def threshold_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,11 +37,11 @@ def threshold_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.n
         ``(tp, fp)``, two int64 arrays of 256: ``tp[k]`` foreground and ``fp[k]`` background
         pixels with ``floor(255 * pred) >= k``.
     """
-    index = quantize(pred).astype(np.int32)
-    index[gt] += NUM_LEVELS
-    hist = np.bincount(index.ravel(), minlength=2 * NUM_LEVELS)
-    fp = np.cumsum(hist[NUM_LEVELS - 1 :: -1])[::-1]
-    tp = np.cumsum(hist[: NUM_LEVELS - 1 : -1])[::-1]
+    levels = quantize(pred)
+    hist_all = np.bincount(levels.ravel(), minlength=NUM_LEVELS)
+    hist_fg = np.bincount(levels[gt], minlength=NUM_LEVELS)
+    tp = np.cumsum(hist_fg[::-1])[::-1]
+    fp = np.cumsum((hist_all - hist_fg)[::-1])[::-1]
     return tp, fp
 
 

@@ -1,0 +1,138 @@
+"""``odssam metrics``: score a folder of predictions against ground truth, or combine reports.
+
+Examples::
+
+    odssam metrics --pred runs/kvasir/pred --gt data/Kvasir-SEG/masks --dataset Kvasir
+    odssam metrics --pred pred/bottle --gt MVTec-AD/bottle/ground_truth --recursive \\
+        --gt-suffix _mask --partial --metrics default,auroc,aupro --out reports/
+    odssam metrics --combine reports/bottle.json reports/cable.json --layout columns
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from odssam.errors import OdsSamError
+from odssam.metrics.evaluator import METRIC_NAMES
+from odssam.metrics.folders import evaluate_folders
+from odssam.metrics.report import LAYOUTS, format_table, read_results, results_to_json, write_report
+
+# Folder names that say "masks" rather than which dataset they belong to.
+_GENERIC_GT_NAMES = {"masks", "mask", "gt", "gts", "ground_truth", "ground truth", "groundtruth", "labels",
+                     "annotations"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "metrics",
+        help="score prediction maps against ground-truth masks (paper-style tables)",
+        description="Score a folder of prediction maps (PNG probability maps or binary masks) against "
+        "ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
+        "combine JSON reports of several datasets/categories into one table with their mean.",
+    )
+    parser.add_argument("--pred", type=Path, help="folder of prediction maps")
+    parser.add_argument("--gt", type=Path, help="folder of ground-truth masks (PNG/JPEG/BMP/TIFF)")
+    parser.add_argument("--dataset", help="dataset/category name (default: from the ground-truth folder)")
+    parser.add_argument("--method", help="method name: one row per method in the wide layout")
+    parser.add_argument(
+        "--metrics", default="default",
+        help=f"comma-separated metric names from {', '.join(METRIC_NAMES)}, 'default' or 'all' "
+        "(default: %(default)s = mae,emeasure,dice,iou,mdice,miou)",
+    )
+    parser.add_argument("--out", type=Path, help="write <dataset>.json, .csv and .md reports into this folder")
+    parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    parser.add_argument("--layout", choices=LAYOUTS, default="columns",
+                        help="columns: datasets as columns, metrics as rows (Table 1); wide: one row per "
+                        "method, datasets x metrics as columns (Tables 2-3); rows: one row per dataset")
+    parser.add_argument("--percent", action="store_true", help="show higher-is-better scores in percent")
+    parser.add_argument("--recursive", action="store_true",
+                        help="match files in sub-folders by relative path (e.g. MVTec AD defect folders)")
+    parser.add_argument("--gt-suffix", default="", help="suffix removed from ground-truth stems, e.g. _mask")
+    parser.add_argument("--gt-threshold", type=int, default=127,
+                        help="ground truth is > this value on the 8-bit scale (default: %(default)s)")
+    parser.add_argument("--partial", action="store_true",
+                        help="score only the ground truths that have a prediction instead of failing")
+    parser.add_argument("--exact-auc", action="store_true",
+                        help="keep every pixel score for AUROC/AUPRO (exact for any float map; memory grows)")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="combine metrics reports written by --out into one table instead of scoring")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or timing line")
+    parser.set_defaults(func=run)
+
+
+def _default_name(gt_dir: Path) -> str:
+    folder = gt_dir.resolve()
+    if folder.name.lower() in _GENERIC_GT_NAMES and folder.parent.name:
+        return folder.parent.name
+    return folder.name
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return lambda iterable, total: tqdm(iterable, total=total, desc="scoring", unit="img", leave=False)
+
+
+def _combined(paths: list[Path]):
+    results: list = []
+    methods: dict[str, list] = {}
+    for path in paths:
+        loaded = read_results(path)
+        if isinstance(loaded, dict):
+            for method, group in loaded.items():
+                methods.setdefault(method, []).extend(group)
+        else:
+            results.extend(loaded)
+    if results and methods:
+        raise OdsSamError("cannot combine reports with and without method names; pass --method when scoring")
+    return methods or results
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.combine:
+        if args.pred or args.gt:
+            raise OdsSamError("--combine reads reports; do not pass --pred/--gt with it")
+        results = _combined(args.combine)
+        stem = args.dataset or "combined"
+    else:
+        if args.pred is None or args.gt is None:
+            raise OdsSamError("--pred and --gt are both required (or --combine REPORT.json ...)")
+        if not 0 <= args.gt_threshold <= 254:
+            raise OdsSamError(f"--gt-threshold must lie in 0..254, got {args.gt_threshold}")
+        name = args.dataset or _default_name(args.gt)
+        show_progress = not args.quiet and sys.stderr.isatty()
+        score = evaluate_folders(
+            args.pred, args.gt, name=name, metrics=args.metrics, recursive=args.recursive,
+            gt_suffix=args.gt_suffix, partial=args.partial, gt_threshold=args.gt_threshold,
+            exact_auc=args.exact_auc, progress=_progress_factory(show_progress),
+        )
+        results = {args.method: [score.result]} if args.method else [score.result]
+        stem = name
+        if not args.quiet:
+            n = score.result.n_images
+            skipped = f", {score.skipped} ground truth(s) without prediction skipped" if score.skipped else ""
+            print(
+                f"scored {n} image(s) in {score.seconds_total:.2f} s: {n / max(score.seconds_total, 1e-9):.1f} "
+                f"images/s with file reading, {n / max(score.seconds_metrics, 1e-9):.1f} images/s metrics "
+                f"alone{skipped}",
+                file=sys.stderr,
+            )
+    if args.out:
+        written = write_report(results, args.out, _safe_stem(stem), layout=args.layout, percent=args.percent)
+        if not args.quiet:
+            print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
+    if args.json:
+        print(results_to_json(results, include_curves=False), end="")
+    else:
+        print(format_table(results, layout=args.layout, percent=args.percent))
+    return 0
+
+
+def _safe_stem(name: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return stem or "metrics"
+
