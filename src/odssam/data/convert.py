@@ -10,7 +10,7 @@ from pathlib import Path
 
 from odssam.data.base import load_entry
 from odssam.data.image_io import write_png_atomic
-from odssam.data.registry import build_dataset
+from odssam.data.registry import EmptySplitError, build_dataset
 from odssam.data.splits import SPLIT_NAMES
 from odssam.errors import OdsSamError
 
@@ -62,10 +62,8 @@ def convert_dataset(
                 name, root, split, category=category, image_size=image_size,
                 include_good=include_good, split_seed=split_seed, test_fraction=test_fraction,
             )
-        except OdsSamError as error:
-            if "split is empty" in str(error):
-                continue
-            raise
+        except EmptySplitError:
+            continue
         for entry in tqdm(dataset.entries, desc=f"{name} {split}", disable=not progress):
             sample = load_entry(entry, image_size)
             write_png_atomic(sample.mask, out / split / "masks" / f"{sample.name}.png")

@@ -39,7 +39,10 @@ def _read_tiff_array(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return np.asarray(tifffile.imread(path, key=0))
+        array = np.asarray(tifffile.imread(path, key=0))
+        if array.ndim < 2 or array.size == 0:
+            raise ValueError("no image data in the first page")
+        return array
     except Exception as tiff_error:  # noqa: BLE001 - any decoder failure falls back to PIL
         try:
             with Image.open(path) as image:

@@ -23,6 +23,10 @@ from odssam.errors import OdsSamError
 # Problems quoted in a build error before pointing to ``odssam data check``.
 _ERRORS_SHOWN = 8
 
+class EmptySplitError(OdsSamError):
+    """The requested split holds no images in this folder (e.g. a partial copy)."""
+
+
 Indexer = Callable[[str | Path, str | None, IndexOptions], DatasetIndex]
 
 
@@ -241,7 +245,7 @@ def build_dataset(
         entries = [lookup[n] for n in partition[split]]
     if not entries:
         hints = [str(issue) for issue in index.issues if issue.split in (None, base_split)]
-        raise OdsSamError(
+        raise EmptySplitError(
             f"{name} dataset at {root}: the {split} split is empty"
             + (f" ({'; '.join(hints[:3])})" if hints else "")
         )

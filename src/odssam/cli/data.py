@@ -1,0 +1,111 @@
+"""``odssam data``: list, check and convert datasets.
+
+- ``odssam data list``: registered datasets, their layouts and protocols.
+- ``odssam data check --dataset NAME --root PATH [--category C] [--json]``: decode every
+  file, print per-split counts, image sizes and foreground fraction, and every problem
+  with the file it concerns. Exit code 0 when clean, 1 on problems.
+- ``odssam data convert --dataset NAME --root PATH --out DIR``: write the masks
+  (rasterised MoNuSeg XML, GlaS instance maps ...) as binary PNGs for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from odssam.data import check_dataset, convert_dataset, dataset_info, list_datasets
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=list_datasets(), help="dataset layout")
+    parser.add_argument("--root", required=True, help="dataset folder in its original layout")
+    parser.add_argument(
+        "--category",
+        default=None,
+        help="MVTec AD category, PraNet test set or GlaS testA/testB (check: default all)",
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of seeded splits (MVTec AD, folders)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.5, help="test fraction of seeded splits (MVTec AD, folders)"
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="list, check and convert datasets")
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    listing = actions.add_parser("list", help="registered datasets and what they expect on disk")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=run_list)
+
+    check = actions.add_parser("check", help="validate a dataset folder")
+    _add_dataset_arguments(check)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--strict", action="store_true", help="treat warnings as problems")
+    check.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    check.set_defaults(func=run_check)
+
+    convert = actions.add_parser("convert", help="write masks as binary PNGs (0/255)")
+    _add_dataset_arguments(convert)
+    convert.add_argument("--out", required=True, help="output folder: <out>/<split>/masks/<name>.png")
+    convert.add_argument(
+        "--split", action="append", choices=["train", "val", "test"], help="split(s) to write (default: train, test)"
+    )
+    convert.add_argument("--images", action="store_true", help="also write images: a `folder` dataset")
+    convert.add_argument("--image-size", type=int, default=None, help="resize to this square size")
+    convert.add_argument("--include-good", action="store_true", help="MVTec AD: include defect-free images")
+    convert.set_defaults(func=run_convert)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    infos = [dataset_info(name) for name in list_datasets()]
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    for info in infos:
+        size = f"; images at {info['paper_image_size']}x{info['paper_image_size']}" if info["paper_image_size"] else ""
+        print(f"{info['name']:<9} {info['title']}")
+        print(f"          layout:   {info['layout']}")
+        print(f"          protocol: {info['protocol']}{size}")
+        if info["categories"]:
+            print(f"          categories: {', '.join(info['categories'])}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    report = check_dataset(
+        args.dataset,
+        args.root,
+        args.category,
+        split_seed=args.split_seed,
+        test_fraction=args.test_fraction,
+        progress=True if args.progress else None,
+    )
+    failed = not report.ok or (args.strict and report.warnings)
+    if args.json:
+        payload = report.to_dict()
+        payload["ok"] = not failed
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report.format_text())
+    return 1 if failed else 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    written = convert_dataset(
+        args.dataset,
+        args.root,
+        args.out,
+        splits=tuple(args.split or ("train", "test")),
+        category=args.category,
+        with_images=args.images,
+        image_size=args.image_size,
+        include_good=args.include_good,
+        split_seed=args.split_seed,
+        test_fraction=args.test_fraction,
+        progress=False,
+    )
+    for split, count in written.items():
+        print(f"{split}: {count} masks written to {args.out}/{split}/masks/")
+    return 0
