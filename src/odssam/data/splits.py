@@ -11,6 +11,7 @@ Only ``splits`` is required when reading one back, so users can write their own.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import tempfile
@@ -72,7 +73,7 @@ def hold_out_validation(names: list[str], val_count: int, seed: int) -> tuple[li
 def fraction_split(
     names: list[str], test_fraction: float, seed: int, *keys: str
 ) -> tuple[list[str], list[str]]:
-    """Seeded ``(train, test)`` split of ``names`` with ``round(len * test_fraction)`` for test.
+    """Seeded ``(train, test)`` split of ``names``: ``len * test_fraction`` (rounded half up) for test.
 
     With two or more names each side keeps at least one. Both lists keep the order of ``names``.
 
@@ -81,7 +82,7 @@ def fraction_split(
     """
     if not 0.0 <= test_fraction <= 1.0:
         raise OdsSamError(f"test_fraction must be within [0, 1], got {test_fraction}")
-    test_count = int(round(len(names) * test_fraction))
+    test_count = math.floor(len(names) * test_fraction + 0.5)  # half up, unlike round()
     if len(names) >= 2 and 0.0 < test_fraction < 1.0:
         test_count = min(max(test_count, 1), len(names) - 1)
     chosen = set(seeded_shuffle(names, seed, *keys)[:test_count])
