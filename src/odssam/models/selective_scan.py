@@ -227,8 +227,6 @@ def _plan_segments(delta: torch.Tensor, A: torch.Tensor, chunk_size: int) -> lis
     """
     length = delta.shape[-1]
     n_chunks = math.ceil(length / chunk_size)
-    if delta.device.type == "meta":  # shapes only (profiling): no values to plan with
-        return [(i * chunk_size, min(length, (i + 1) * chunk_size)) for i in range(n_chunks)]
     with torch.no_grad():
         rate = delta.abs() * A.abs().amax(-1)[..., None]  # log-decay bound per step
         padded = F.pad(rate, (0, n_chunks * chunk_size - length)).unflatten(-1, (n_chunks, chunk_size))
@@ -289,6 +287,8 @@ def selective_scan_chunked(
     groups = _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective scan: chunk_size must be a positive integer, got {chunk_size!r}")
+    if u.device.type == "meta":  # shapes only (e.g. FLOP counting): nothing to compute
+        return torch.empty_like(u)
     dtype = _compute_dtype(u)
     batch, dim, length = u.shape
     per_group = dim // groups
