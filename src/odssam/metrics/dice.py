@@ -54,7 +54,7 @@ def dice_iou_from_counts(tp, fp, n_fg: int) -> tuple[np.ndarray, np.ndarray]:
     """
     tp = np.asarray(tp, dtype=np.float64)
     fp = np.asarray(fp, dtype=np.float64)
-    safe_tp = np.where(tp == 0, 1.0, tp)  # avoids 0/0 where the result is forced to 0
-    dice = np.where(tp == 0, 0.0, 2 * safe_tp / (n_fg + safe_tp + fp))
-    iou = np.where(tp == 0, 0.0, safe_tp / (n_fg + fp))
+    overlap = tp > 0  # where tp > 0 the denominators are positive too
+    dice = np.divide(2 * tp, n_fg + tp + fp, out=np.zeros_like(tp), where=overlap)
+    iou = np.divide(tp, n_fg + fp, out=np.zeros_like(tp), where=overlap)
     return dice, iou

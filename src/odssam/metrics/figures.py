@@ -47,10 +47,16 @@ def _fit_size(height: int, width: int, cell: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside it."""
+def _erode(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1, constant_values=False)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+
+
+def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of ``mask`` within ``width`` 4-connected steps of its outside."""
+    interior = mask
+    for _ in range(width):
+        interior = _erode(interior)
     return mask & ~interior
 
 
