@@ -33,7 +33,7 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="list, check and convert datasets")
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: _print_help(parser))
 
     listing = actions.add_parser("list", help="registered datasets and what they expect on disk")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -56,6 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("--image-size", type=int, default=None, help="resize to this square size")
     convert.add_argument("--include-good", action="store_true", help="MVTec AD: include defect-free images")
     convert.set_defaults(func=run_convert)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,10 +129,3 @@ class SegmentationDataset(Dataset):
         where = f"{self.dataset}/{self.category}" if self.category else self.dataset
         return f"{type(self).__name__}({where}, split={self.split!r}, {len(self)} samples, root={str(self.root)!r})"
 
-
-def relative_name(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` in POSIX form (for messages and records)."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)

@@ -53,52 +53,65 @@ class DatasetSpec:
     paper_image_size: int | None = None
 
 
-DATASET_REGISTRY: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec(
-            "kvasir", "Kvasir-SEG", index_kvasir,
-            "images/*.jpg + masks/*.jpg (JPEG masks, > 127)",
-            "PraNet split: 900 train / 100 test (packaged name lists)",
-        ),
-        DatasetSpec(
-            "clinicdb", "CVC-ClinicDB", index_clinicdb,
-            "Original/N.tif + Ground Truth/N.tif (or PNG copies)",
-            "PraNet split: 550 train / 62 test (packaged name lists)",
-        ),
-        DatasetSpec(
-            "pranet", "PraNet polyp folders", index_pranet,
-            "TrainDataset/{image,mask}/ + TestDataset/<set>/{images,masks}/ (PNG)",
-            "train on 1450, test on each of the five sets (category = test set)",
-            tuple(PRANET_TEST_SETS),
-        ),
-        DatasetSpec(
-            "monuseg", "MoNuSeg 2018", index_monuseg,
-            "MoNuSegTrainingData/{Tissue_Images/*.tif, Annotations/*.xml} + MoNuSegTestData/",
-            "30 train (24 + 6 val) / 14 test, 512x512",
-            paper_image_size=512,
-        ),
-        DatasetSpec(
-            "glas", "GlaS (Warwick QU)", index_glas,
-            "train_N.bmp + train_N_anno.bmp (instance labels), testA_N, testB_N",
-            "85 train / 80 test (testA 60 + testB 20), 224x224",
-            ("testA", "testB"),
-            paper_image_size=224,
-        ),
-        DatasetSpec(
-            "mvtec", "MVTec AD", index_mvtec,
-            "<category>/test/<defect>/NNN.png + <category>/ground_truth/<defect>/NNN_mask.png",
-            "supervised: abnormal test images split per category with a fixed seed "
-            "(the paper's split is not public; odssam records its own)",
-            MVTEC_CATEGORIES,
-        ),
-        DatasetSpec(
-            "folder", "Folder of images and masks", index_folder,
-            "images/ + masks/ matched by stem (or train/ and test/ each holding both)",
-            "train/ + test/ folders, or a seeded split of one folder",
-        ),
-    )
-}
+_SPECS = (
+    DatasetSpec(
+        name="kvasir",
+        title="Kvasir-SEG",
+        indexer=index_kvasir,
+        layout="images/*.jpg + masks/*.jpg (JPEG masks, > 127)",
+        protocol="PraNet split: 900 train / 100 test (packaged name lists)",
+    ),
+    DatasetSpec(
+        name="clinicdb",
+        title="CVC-ClinicDB",
+        indexer=index_clinicdb,
+        layout="Original/N.tif + Ground Truth/N.tif (or PNG copies)",
+        protocol="PraNet split: 550 train / 62 test (packaged name lists)",
+    ),
+    DatasetSpec(
+        name="pranet",
+        title="PraNet polyp folders",
+        indexer=index_pranet,
+        layout="TrainDataset/{image,mask}/ + TestDataset/<set>/{images,masks}/ (PNG)",
+        protocol="train on 1450, test on each of the five sets (category = test set)",
+        categories=tuple(PRANET_TEST_SETS),
+    ),
+    DatasetSpec(
+        name="monuseg",
+        title="MoNuSeg 2018",
+        indexer=index_monuseg,
+        layout="MoNuSegTrainingData/{Tissue_Images/*.tif, Annotations/*.xml} + MoNuSegTestData/",
+        protocol="30 train (24 + 6 val) / 14 test, 512x512",
+        paper_image_size=512,
+    ),
+    DatasetSpec(
+        name="glas",
+        title="GlaS (Warwick QU)",
+        indexer=index_glas,
+        layout="train_N.bmp + train_N_anno.bmp (instance labels), testA_N, testB_N",
+        protocol="85 train / 80 test (testA 60 + testB 20), 224x224",
+        categories=("testA", "testB"),
+        paper_image_size=224,
+    ),
+    DatasetSpec(
+        name="mvtec",
+        title="MVTec AD",
+        indexer=index_mvtec,
+        layout="<category>/test/<defect>/NNN.png + <category>/ground_truth/<defect>/NNN_mask.png",
+        protocol="supervised: abnormal test images split per category and defect type with a "
+        "fixed seed (the paper's split is not public; odssam records its own)",
+        categories=MVTEC_CATEGORIES,
+    ),
+    DatasetSpec(
+        name="folder",
+        title="Folder of images and masks",
+        indexer=index_folder,
+        layout="images/ + masks/ matched by stem (or train/ and test/ each holding both)",
+        protocol="train/ + test/ folders, or a seeded split of one folder",
+    ),
+)
+
+DATASET_REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def list_datasets() -> list[str]:
