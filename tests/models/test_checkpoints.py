@@ -202,7 +202,8 @@ def served_vit_b(served, monkeypatch):
     source = build_sam("vit_micro", image_size=128)
     torch.save(source.state_dict(), folder / file_name)
     digest = Digest("sha256", file_digest(folder / file_name, "sha256"))
-    entry = OfficialCheckpoint("vit_b", f"{base_url}/{file_name}", file_name, digest, (folder / file_name).stat().st_size)
+    size = (folder / file_name).stat().st_size
+    entry = OfficialCheckpoint("vit_b", f"{base_url}/{file_name}", file_name, digest, size)
     monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", entry)
     return source, requests
 
@@ -233,7 +234,8 @@ def test_auto_downloads_once_into_the_cache_and_loads(served_vit_b):
 
 def test_auto_without_network_explains_what_to_do(monkeypatch):
     official = OFFICIAL_CHECKPOINTS["vit_b"]
-    offline = OfficialCheckpoint("vit_b", f"http://127.0.0.1:{_free_port()}/x.pth", official.file_name, official.digest, 1)
+    unreachable = f"http://127.0.0.1:{_free_port()}/x.pth"
+    offline = OfficialCheckpoint("vit_b", unreachable, official.file_name, official.digest, official.size_bytes)
     monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", offline)
     with pytest.raises(OdsSamError, match="--checkpoint PATH"):
         resolve_checkpoint("vit_b", "auto")

@@ -297,9 +297,8 @@ def _common_prefix_hiding_sam_keys(state: Mapping[str, torch.Tensor], expected: 
         for marker in ("image_encoder.", "mask_decoder.", "prompt_encoder."):
             if marker in key:
                 prefix = key[: key.index(marker)]
-                if prefix and all(k.startswith(prefix) for k in state) and {k[len(prefix) :] for k in state} == expected:
-                    return prefix
-                return None
+                stripped = {k[len(prefix) :] for k in state if k.startswith(prefix)}
+                return prefix if prefix and len(stripped) == len(state) and stripped == expected else None
     return None
 
 
