@@ -99,7 +99,15 @@ def test_residual_switch(residual):
         *(dict(ssm=SSMConfig(num_layers=n, d_state=4, dt_rank=4)) for n in (1, 2, 3)),
         dict(ssm=SSMConfig(directions=8, d_state=4, dt_rank=4)),
     ],
-    ids=lambda o: ",".join(f"{k}={v.num_layers if hasattr(v, 'num_layers') else v}" for k, v in o.items()),
+    ids=[
+        "no_ssm",
+        "no_odconv",
+        "no_dwconv",
+        "no_ssm_no_odconv",
+        *(f"odconv_layers_{n}" for n in (1, 2, 3)),
+        *(f"ssm_layers_{n}" for n in (1, 2, 3)),
+        "ssm_directions_8",
+    ],
 )
 def test_ablation_variants_build_and_run(overrides):
     cfg = tiny_config(**overrides)
