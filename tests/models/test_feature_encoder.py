@@ -56,7 +56,9 @@ def test_backbone_matches_timm_efficientvit_l1():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name, attention_blocks", [("efficientvit_l0", 4), ("efficientvit_l1", 6), ("efficientvit_l2", 8)])
+@pytest.mark.parametrize(
+    "name, attention_blocks", [("efficientvit_l0", 4), ("efficientvit_l1", 6), ("efficientvit_l2", 8)]
+)
 def test_family_depths(name, attention_blocks):
     backbone = build_backbone(name)
     assert backbone.out_channels == (128, 256, 512)

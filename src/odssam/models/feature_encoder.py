@@ -127,11 +127,14 @@ class SamNeck(nn.Module):
         levels (Bx C_i x H_i x W_i), output size (h, w) -> Bx width x h x w.
     """
 
-    def __init__(self, in_channels: Sequence[int], width: int = 256, num_blocks: int = 8, upsample_mode: str = "bilinear"):
+    def __init__(
+        self, in_channels: Sequence[int], width: int = 256, num_blocks: int = 8, upsample_mode: str = "bilinear"
+    ):
         super().__init__()
         self.upsample_mode = upsample_mode
         self.lateral = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width)) for channels in in_channels
+            nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width))
+            for channels in in_channels
         )
         self.blocks = nn.Sequential(
             *(
