@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,10 @@ def test_dataloader_keeps_samples_as_a_list(kvasir_root):
     loader = DataLoader(build_dataset("kvasir", kvasir_root, "train"), batch_size=3, collate_fn=collate_samples)
     batch = next(iter(loader))
     assert isinstance(batch, list) and len(batch) == 3 and all(isinstance(s, Sample) for s in batch)
+
+
+def test_dataset_pickles_for_worker_processes(monuseg_root):
+    dataset = build_dataset("monuseg", monuseg_root, "train", image_size=16)
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert copy.names == dataset.names
+    np.testing.assert_array_equal(copy[0].mask, dataset[0].mask)
