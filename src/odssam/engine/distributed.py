@@ -99,6 +99,17 @@ def barrier(info: DistInfo) -> None:
             dist.barrier()
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (e.g. BatchNorm running statistics) to every rank.
+
+    DistributedDataParallel keeps parameters equal, but each process updates its running
+    statistics from its own part of the batch; this makes the state identical again.
+    """
+    if info.is_distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=src)
+
+
 def all_reduce_mean(value: float, info: DistInfo) -> float:
     """Mean of a Python float over all ranks."""
     if not info.is_distributed:

@@ -69,18 +69,18 @@ def odconv_temperature(cfg: ExperimentConfig, epoch_index: int) -> float:
     return ODCONV_START_TEMPERATURE - (ODCONV_START_TEMPERATURE - final) * epoch_index / anneal
 
 
-def build_split(dcfg: DataConfig, split: str, run_dir: Path | None = None, category: str | None = None):
+def build_split(dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None):
     """The dataset of one split as ``data`` configures it.
 
-    A split record written next to an earlier run (``splits/<split>.json``) is reused so a
-    resumed run sees exactly the same samples, e.g. MVTec AD's seeded abnormal split.
+    Args:
+        dcfg: The data section of the experiment.
+        split: ``train``, ``val`` or ``test``.
+        split_file: A split record written by an earlier run (``splits/split.json``): a
+            resumed run then sees exactly the same samples, e.g. MVTec AD's seeded split.
+        category: Overrides ``data.category`` (a PraNet test set, an MVTec AD category).
     """
     from odssam.data import build_dataset
 
-    split_file = None
-    if run_dir is not None and category is None:
-        recorded = Path(run_dir) / "splits" / f"{split}.json"
-        split_file = str(recorded) if recorded.is_file() else None
     return build_dataset(
         dcfg.dataset,
         dcfg.root,
@@ -95,7 +95,7 @@ def build_split(dcfg: DataConfig, split: str, run_dir: Path | None = None, categ
     )
 
 
-def test_splits(dcfg: DataConfig, run_dir: Path, say: Callable = print) -> Iterator[tuple[str, object]]:
+def test_splits(dcfg: DataConfig, say: Callable = print) -> Iterator[tuple[str, object]]:
     """``(name, dataset)`` for each test set of the final evaluation.
 
     ``data.test_sets`` lists them (e.g. the five PraNet polyp sets); otherwise it is the
@@ -106,7 +106,7 @@ def test_splits(dcfg: DataConfig, run_dir: Path, say: Callable = print) -> Itera
     for name in names:
         label = name or dcfg.category or dcfg.dataset
         try:
-            dataset = build_split(dcfg, "test", None, category=name)
+            dataset = build_split(dcfg, "test", category=name)
         except OdsSamError as error:
             say(f"skipping test set '{label}': {error}")
             continue

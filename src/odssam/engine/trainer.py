@@ -47,6 +47,7 @@ from odssam.engine.distributed import (
     DistInfo,
     all_reduce_sum,
     barrier,
+    broadcast_buffers,
     cleanup_distributed,
     init_distributed,
 )
@@ -74,6 +75,7 @@ from odssam.models.ods_sam import build_ods_sam
 from odssam.models.sam import sam_weights_fingerprint
 
 LOG_INTERVAL = 10  # steps between loss syncs (progress bar, TensorBoard, NaN check)
+PLOT_EVERY = 10  # epochs between redraws of curves.png (also drawn after the first and last)
 
 
 class TrainingDiverged(OdsSamError):
@@ -91,6 +93,8 @@ class TrainResult:
         best_metric: Best validation value of ``train.monitor`` (``None`` without validation).
         history: The records of ``metrics.jsonl``.
         test_results: Final evaluation of ``best.pt`` per test set.
+        model: The trained :class:`~odssam.models.ods_sam.OdsSam`, in eval mode; with
+            ``train.final_eval`` it holds ``best.pt``'s weights, else the last epoch's.
     """
 
     run_dir: Path
@@ -99,6 +103,7 @@ class TrainResult:
     best_metric: float | None
     history: list[dict] = field(default_factory=list)
     test_results: list[MetricResult] = field(default_factory=list)
+    model: torch.nn.Module | None = None
 
 
 def train(
@@ -177,14 +182,15 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
 
     # ------------------------------------------------------------------ data
-    train_set = build_split(dcfg, "train", run_dir)
+    split_path = run_dir / "splits" / "split.json"
+    recorded_split = split_path if resume and split_path.is_file() else None
+    train_set = build_split(dcfg, "train", recorded_split)
     val_split = "val" if dcfg.val_count > 0 else "test"
-    val_set = build_split(dcfg, val_split, run_dir)
+    val_set = build_split(dcfg, val_split, recorded_split)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        for split, dataset in (("train", train_set), (val_split, val_set)):
-            write_json_atomic(run_dir / "splits" / f"{split}.json", dataset.split_record())
+        write_json_atomic(split_path, train_set.split_record())
     say(f"data: {dcfg.dataset} train {len(train_set)} images, {val_split} {len(val_set)} images")
 
     # ------------------------------------------------------------------ embedding cache
@@ -250,7 +256,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     train_model = model
     if info.is_distributed:
         device_ids = [device.index] if device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids)
+        train_model = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", keep_epochs_up_to=start_epoch) if main else None
     tensorboard = TensorBoardLog(run_dir / "tensorboard", purge_step=step) if main else None
     history = metrics_log.records if main else []
@@ -327,6 +333,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
                 window_steps = 0
             if tcfg.max_steps is not None and step >= tcfg.max_steps:
                 break
+        broadcast_buffers(prompt_encoder, info)  # per-process BatchNorm statistics -> rank 0's
         train_loss = float(all_reduce_sum(loss_sum, info).item()) / (max(batches, 1) * info.world_size)
         epoch_seconds = time.perf_counter() - epoch_start
         images_per_second = images * info.world_size / max(epoch_seconds, 1e-9)
@@ -367,19 +374,23 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
                 ckpt.save_checkpoint(best_path, checkpoint_payload(epoch, with_training_state=False))
             metrics_log.append(record)
             tensorboard.epoch(record)
-            plot_history(history, run_dir / "curves.png", tcfg.monitor)
+            if epoch % PLOT_EVERY == 0 or last_epoch or epoch == start_epoch + 1:
+                plot_history(history, run_dir / "curves.png", tcfg.monitor)
             say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, best_metric))
         barrier(info)
 
     # ------------------------------------------------------------------ final evaluation
     test_results: list[MetricResult] = []
-    if main and tcfg.final_eval:
-        if not best_path.exists() and last_path.exists():
+    if tcfg.final_eval:
+        if main and not best_path.exists() and last_path.exists():
             ckpt.save_checkpoint(best_path, checkpoint_payload(completed_epochs, with_training_state=False))
-        if best_path.exists():
+        barrier(info)
+        if best_path.exists():  # every rank, so all end with the same weights
             prompt_encoder.load_state_dict(ckpt.load_checkpoint(best_path)["prompt_encoder"])
-        for name, dataset in test_splits(dcfg, run_dir, say):
-            write_json_atomic(run_dir / "splits" / f"test-{name}.json", dataset.split_record())
+        model.eval()
+        for name, dataset in test_splits(dcfg, say) if main else ():
+            if dcfg.test_sets:
+                write_json_atomic(run_dir / "splits" / f"test-{name}.json", dataset.split_record())
             result, _ = evaluate_dataset(
                 model, dataset, name=name, metrics=tcfg.metrics, batch_size=per_rank_batch,
                 num_workers=dcfg.num_workers, amp_dtype=amp_dtype, progress=progress,
@@ -402,6 +413,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         best_metric=best_metric,
         history=list(history),
         test_results=test_results,
+        model=model.eval(),
     )
 
 

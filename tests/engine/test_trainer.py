@@ -1,0 +1,168 @@
+"""The training loop on the tiny config and a generated folder dataset (CPU, fp32)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from odssam.cli.main import main as odssam_main
+from odssam.config import load_config
+from odssam.engine import trainer as trainer_module
+from odssam.engine.augment import DecodedTrainingSet, augment_pair
+from odssam.engine.checkpoint import load_checkpoint
+from odssam.engine.trainer import TrainingDiverged, train
+from odssam.errors import OdsSamError
+from odssam.models.loss import DiceBCELoss
+
+from engine_helpers import TINY_CONFIG
+
+
+@pytest.fixture(scope="module")
+def cli_run(folder_dataset, tmp_path_factory):
+    """A 3-epoch run started through ``odssam train``: (run folder, config overrides)."""
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("cli_run")
+    overrides = [f"data.root={folder_dataset}", f"train.output_dir={base / 'runs'}", "train.epochs=3"]
+    args = ["train", "--config", str(TINY_CONFIG), "--no-progress"]
+    for item in overrides:
+        args += ["--set", item]
+    assert odssam_main(args) == 0
+    return base / "runs" / "tiny", args
+
+
+def read_history(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_and_the_run_folder_is_complete(cli_run):
+    run_dir, _ = cli_run
+    history = read_history(run_dir)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    losses = [r["train_loss"] for r in history]
+    assert losses[-1] < losses[0]
+    assert all(r["val"] is not None and "dice@0.5" in r["val"] for r in history)
+    for name in ("config.yaml", "splits/split.json", "cache.json", "last.pt", "best.pt", "curves.png", "report.md"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").iterdir())
+    assert load_config(run_dir / "config.yaml").train.epochs == 3
+    split = json.loads((run_dir / "splits" / "split.json").read_text())
+    assert len(split["splits"]["train"]) == 4 and len(split["splits"]["val"]) == 2
+    last = load_checkpoint(run_dir / "last.pt")
+    assert last["epoch"] == 3 and last["step"] == 6 and "optimizer" in last
+    best = load_checkpoint(run_dir / "best.pt")
+    assert "optimizer" not in best
+    best_epoch = [r["epoch"] for r in history if r["best"]][-1]
+    assert best["epoch"] == best_epoch and best["best_metric"] == last["best_metric"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "folder" in json.dumps(report)
+
+
+def test_an_existing_run_is_not_overwritten(cli_run, capsys):
+    _, args = cli_run
+    assert odssam_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_eval_command_writes_reports_maps_and_figures(cli_run, tmp_path):
+    run_dir, _ = cli_run
+    out = tmp_path / "eval"
+    args = ["eval", "--checkpoint", str(run_dir / "best.pt"), "--output", str(out),
+            "--save-probabilities", "--figures", "2", "--no-progress"]
+    assert odssam_main(args) == 0
+    assert (out / "report.md").is_file() and (out / "folder-figure.png").is_file()
+    maps = sorted((out / "folder" / "probabilities").glob("*.png"))
+    assert [p.stem for p in maps] == ["test00", "test01"]
+    scores = json.loads((out / "report.json").read_text())
+    final = json.loads((run_dir / "report.json").read_text())
+    assert scores == final  # the same checkpoint on the same test split
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_config):
+    tiny_config.train.epochs = 2
+    tiny_config.train.final_eval = False
+    tiny_config.train.run_name = "straight"
+    straight = train(tiny_config, progress=False)
+    tiny_config.train.run_name = "interrupted"
+    tiny_config.train.epochs = 1
+    first_half = train(tiny_config, progress=False)
+    assert first_half.epochs == 1
+    tiny_config.train.epochs = 2
+    resumed = train(tiny_config, resume=True, progress=False)
+    assert resumed.epochs == 2 and resumed.steps == straight.steps
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    assert [r["monitor"] for r in resumed.history] == [r["monitor"] for r in straight.history]
+    straight_state = straight.model.prompt_encoder.state_dict()
+    for key, value in resumed.model.prompt_encoder.state_dict().items():
+        assert torch.equal(value, straight_state[key]), key
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+    class PoisonedAfterFirstEpoch(DiceBCELoss):
+        calls = 0
+
+        def forward(self, logits, target):
+            PoisonedAfterFirstEpoch.calls += 1
+            loss = super().forward(logits, target)
+            return loss * float("nan") if PoisonedAfterFirstEpoch.calls > 2 else loss
+
+    monkeypatch.setattr(trainer_module, "DiceBCELoss", PoisonedAfterFirstEpoch)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*last\.pt \(epoch 1\)"):
+        train(tiny_config, progress=False)
+    last = load_checkpoint(tiny_config_run_dir(tiny_config) / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(value).all() for value in last["prompt_encoder"].values() if value.is_floating_point())
+
+
+def tiny_config_run_dir(cfg):
+    from pathlib import Path
+
+    return Path(cfg.train.output_dir) / cfg.name
+
+
+def test_augmented_training_runs_without_the_training_cache(tiny_config):
+    tiny_config.train.augment = True
+    tiny_config.train.color_jitter = True
+    tiny_config.train.max_steps = 1
+    tiny_config.train.final_eval = False
+    result = train(tiny_config, progress=False)
+    assert result.steps == 1 and np.isfinite(result.history[0]["train_loss"])
+    cache_report = json.loads((result.run_dir / "cache.json").read_text())
+    assert "train" not in cache_report and "val" in cache_report
+
+
+def test_augmentation_is_seeded_per_epoch_and_item(folder_dataset):
+    from odssam.data import build_dataset
+
+    items = DecodedTrainingSet(build_dataset("folder", folder_dataset, "train"), 256, 64, augment=True, seed=5)
+    items.set_epoch(1)
+    first, again = items[0], items[0]
+    assert torch.equal(first["x"], again["x"]) and first["x"].shape == (3, 256, 256)
+    targets = set()
+    for epoch in range(2, 8):
+        items.set_epoch(epoch)
+        targets.add(items[0]["target"].numpy().tobytes())
+    assert len(targets) > 1  # other epochs draw other flips/rotations
+
+
+def test_augment_pair_moves_image_and_mask_together(rng):
+    image = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    mask = image[..., 0] > 127
+    for seed in range(8):
+        out_image, out_mask = augment_pair(image, mask, np.random.default_rng(seed))
+        assert np.array_equal(out_image[..., 0] > 127, out_mask)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("train.lr_schedule=linear", "lr_schedule"), ("train.monitor=meanDic", "train.monitor"),
+     ("train.batch_size=0", "batch_size"), ("data.root=", "data.root")],
+)
+def test_bad_training_settings_are_rejected_early(tiny_config, override, message):
+    from odssam.config import apply_overrides, from_dict, to_dict, ExperimentConfig
+
+    cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(tiny_config), [override]))
+    with pytest.raises(OdsSamError, match=message):
+        train(cfg, progress=False)
