@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from odssam.metrics.histogram import split_histogram
+
 DEFAULT_NUM_BINS = 65536
 DEFAULT_FPR_LIMIT = 0.3
 
@@ -89,9 +91,9 @@ class PixelScoreAccumulator:
         if self.track_regions:
             labels, count = label_regions(gt)
             if count:
-                sizes = np.bincount(labels.ravel())
+                fg_labels = labels[gt]
                 # Each region then sums to 1, so a histogram of weights sums overlaps.
-                region_weight = 1.0 / sizes[labels[gt]]
+                region_weight = 1.0 / np.bincount(fg_labels)[fg_labels]
             self.n_regions += count
         if self.exact:
             self._neg_scores.append(prob[~gt])
@@ -101,13 +103,13 @@ class PixelScoreAccumulator:
             elif self.track_regions:
                 self._pos_weights.append(np.zeros(0))
             return
-        index = np.rint(prob * (self.num_bins - 1)).astype(np.intp)
-        pos_index = index[gt]
-        pos_hist = np.bincount(pos_index, minlength=self.num_bins)
-        self._neg_hist += np.bincount(index.ravel(), minlength=self.num_bins) - pos_hist
+        scaled = prob * (self.num_bins - 1)
+        index = np.rint(scaled, out=scaled).astype(np.int32)
+        neg_hist, pos_hist = split_histogram(index, gt, self.num_bins)
+        self._neg_hist += neg_hist
         self._pos_hist += pos_hist
         if region_weight is not None:
-            self._region_hist += np.bincount(pos_index, weights=region_weight, minlength=self.num_bins)
+            self._region_hist += np.bincount(index[gt], weights=region_weight, minlength=self.num_bins)
 
     def _per_score_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Negative count, positive count and region weight per distinct score, ascending."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from odssam.metrics.histogram import split_histogram
 from odssam.metrics.inputs import EPS, NUM_LEVELS, quantize
 
 
@@ -37,11 +38,9 @@ def threshold_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.n
         ``(tp, fp)``, two int64 arrays of 256: ``tp[k]`` foreground and ``fp[k]`` background
         pixels with ``floor(255 * pred) >= k``.
     """
-    levels = quantize(pred)
-    hist_all = np.bincount(levels.ravel(), minlength=NUM_LEVELS)
-    hist_fg = np.bincount(levels[gt], minlength=NUM_LEVELS)
+    hist_bg, hist_fg = split_histogram(quantize(pred), gt, NUM_LEVELS)
     tp = np.cumsum(hist_fg[::-1])[::-1]
-    fp = np.cumsum((hist_all - hist_fg)[::-1])[::-1]
+    fp = np.cumsum(hist_bg[::-1])[::-1]
     return tp, fp
 
 
