@@ -39,7 +39,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    dataset = build_dataset(args.dataset, args.root, args.split, category=args.category, image_size=args.image_size)
+    dataset = build_dataset(
+        args.dataset, args.root, args.split, category=args.category, image_size=args.image_size
+    )
     indices = list(range(len(dataset) if args.limit is None else min(args.limit, len(dataset))))
 
     for i in indices:  # warm the OS file cache so both passes below read from memory

@@ -50,7 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_dataset_arguments(convert)
     convert.add_argument("--out", required=True, help="output folder: <out>/<split>/masks/<name>.png")
     convert.add_argument(
-        "--split", action="append", choices=["train", "val", "test"], help="split(s) to write (default: train, test)"
+        "--split",
+        action="append",
+        choices=["train", "val", "test"],
+        help="split(s) to write (default: train, test)",
     )
     convert.add_argument("--images", action="store_true", help="also write images: a `folder` dataset")
     convert.add_argument("--image-size", type=int, default=None, help="resize to this square size")
@@ -69,7 +72,8 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps(infos, indent=2))
         return 0
     for info in infos:
-        size = f"; images at {info['paper_image_size']}x{info['paper_image_size']}" if info["paper_image_size"] else ""
+        side = info["paper_image_size"]
+        size = f"; images at {side}x{side}" if side else ""
         print(f"{info['name']:<9} {info['title']}")
         print(f"          layout:   {info['layout']}")
         print(f"          protocol: {info['protocol']}{size}")

@@ -127,5 +127,8 @@ class SegmentationDataset(Dataset):
 
     def __repr__(self) -> str:
         where = f"{self.dataset}/{self.category}" if self.category else self.dataset
-        return f"{type(self).__name__}({where}, split={self.split!r}, {len(self)} samples, root={str(self.root)!r})"
+        return (
+            f"{type(self).__name__}({where}, split={self.split!r}, {len(self)} samples, "
+            f"root={str(self.root)!r})"
+        )
 

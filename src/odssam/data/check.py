@@ -81,8 +81,10 @@ class CheckReport:
         title = get_spec(self.dataset).title
         where = f" [{self.category}]" if self.category else ""
         lines = [f"{title} ({self.dataset}){where} at {self.root}"]
-        header = f"  {'split':<22} {'images':>6} {'of':>5}  {'height':>11} {'width':>11} {'sizes':>5}  {'foreground mean (min..max)':<28} {'empty':>5}"
-        lines.append(header)
+        lines.append(
+            f"  {'split':<22} {'images':>6} {'of':>5}  {'height':>11} {'width':>11} {'sizes':>5}  "
+            f"{'foreground mean (min..max)':<28} {'empty':>5}"
+        )
         for key, stats in self.splits.items():
             expected = "-" if stats.expected is None else str(stats.expected)
             height = _span(stats.height_range)
@@ -160,7 +162,9 @@ def check_dataset(
         include_good=True, split_seed=split_seed, test_fraction=test_fraction, every_category=True
     )
     index = index_dataset(name, root, category, options)
-    report = CheckReport(name, str(index.root), index.category, issues=list(index.issues), notes=list(index.notes))
+    report = CheckReport(
+        name, str(index.root), index.category, issues=list(index.issues), notes=list(index.notes)
+    )
     total = sum(len(entries) for entries in index.splits.values())
     if progress is None:
         progress = sys.stderr.isatty()

@@ -32,10 +32,6 @@ class IndexOptions:
     every_category: bool = False
 
 
-# How an entry's mask is stored.
-MASK_KINDS = ("binary", "labels", "polygons", "empty")
-
-
 @dataclass(frozen=True)
 class Entry:
     """One image of a dataset and where its mask comes from.

@@ -56,7 +56,10 @@ def index_glas(root: str | Path, category: str | None, options: IndexOptions) ->
     annotations = list_images(base, index, None, suffix=_ANNOTATION_SUFFIX)
     unknown = sorted(s for s in images if not _FILE_NAME.match(s))
     if unknown:
-        index.warn(f"{len(unknown)} images not named train_N/testA_N/testB_N (ignored): {short_list(unknown)}", base)
+        index.warn(
+            f"{len(unknown)} images not named train_N/testA_N/testB_N (ignored): {short_list(unknown)}",
+            base,
+        )
     test_parts = (category,) if category else ("testA", "testB")
     index.splits = {"train": [], "test": []}
     for stem in sorted((s for s in images if _FILE_NAME.match(s)), key=_sort_key):
