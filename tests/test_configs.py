@@ -1,0 +1,94 @@
+"""Every experiment config under configs/ parses, names real datasets/metrics, and builds its model.
+
+The big models are built on the meta device (shapes only, no memory, no weights), with a
+small SAM swapped in where a whole OdsSam is assembled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from odssam.config import load_config
+from odssam.data import list_datasets
+from odssam.engine.setup import monitor_direction
+from odssam.models.ods_sam import build_ods_sam
+from odssam.models.prompt_encoder import build_prompt_encoder
+from odssam.models.sam import list_sam_variants
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+PAPER_PROMPT_ENCODER_PARAMS = 53.687e6
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_DIR))
+
+
+def prompt_encoder_params(path: Path) -> int:
+    with torch.device("meta"):
+        encoder = build_prompt_encoder(load_config(path).model.prompt_encoder)
+    return sum(p.numel() for p in encoder.parameters())
+
+
+def test_there_is_a_config_per_paper_experiment():
+    names = {config_id(p) for p in CONFIGS}
+    expected = {"mvtec_ad.yaml", "polyp_pranet.yaml", "kvasir.yaml", "clinicdb.yaml", "monuseg.yaml",
+                "glas.yaml", "tiny.yaml"}
+    expected |= {f"ablations/{n}.yaml" for n in ("sam_basic_prompt", "odssm", "odconv", "odssm_odconv")}
+    expected |= {f"ablations/odconv_{k}.yaml" for k in (1, 2, 3)} | {f"ablations/odssm_{k}.yaml" for k in (1, 2, 3)}
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
+def test_config_parses_and_builds_its_model(path):
+    cfg = load_config(path)
+    assert cfg.data.dataset in list_datasets()
+    assert cfg.model.sam.variant in list_sam_variants()
+    monitor_direction(cfg.train)  # the monitored metric is one the metrics produce
+    cfg.model.sam.variant, cfg.model.sam.image_size, cfg.model.sam.checkpoint = "vit_micro", 256, None
+    with torch.device("meta"):
+        model = build_ods_sam(cfg.model)
+    assert model.trainable_parameters()
+    assert all(not p.requires_grad for p in model.sam.parameters())
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name != "tiny.yaml"], ids=config_id)
+def test_paper_configs_use_the_paper_recipe(path):
+    cfg = load_config(path)
+    assert cfg.model.sam.variant == "vit_h" and cfg.model.sam.checkpoint == "auto"
+    train = cfg.train
+    assert (train.epochs, train.batch_size, train.lr, train.weight_decay) == (200, 10, 1e-3, 1e-5)
+    assert (train.dice_weight, train.bce_weight, train.lr_schedule) == (0.5, 0.5, "constant")
+
+
+def test_full_model_configs_have_the_papers_parameter_count():
+    for name in ("kvasir.yaml", "mvtec_ad.yaml", "ablations/odssm_odconv.yaml"):
+        assert prompt_encoder_params(CONFIG_DIR / name) == pytest.approx(PAPER_PROMPT_ENCODER_PARAMS, rel=5e-3)
+
+
+def test_ablations_switch_what_their_tables_vary():
+    ablation = CONFIG_DIR / "ablations"
+    params = {p.stem: prompt_encoder_params(p) for p in ablation.glob("*.yaml")}
+    assert params["sam_basic_prompt"] < params["odssm"] < params["odconv"] < params["odssm_odconv"]
+    assert params["odconv_1"] < params["odconv_2"] < params["odconv_3"]
+    assert params["odssm_1"] < params["odssm_2"] < params["odssm_3"]
+    assert params["odconv_2"] == params["odssm_1"] == params["odssm_odconv"]
+    basic = load_config(ablation / "sam_basic_prompt.yaml").model.prompt_encoder
+    assert not (basic.use_dwconv or basic.use_ssm or basic.use_odconv)
+
+
+def test_polyp_config_tests_on_the_five_sets():
+    from odssam.data.datasets.pranet import resolve_test_set
+
+    cfg = load_config(CONFIG_DIR / "polyp_pranet.yaml")
+    assert sorted(resolve_test_set(name) for name in cfg.data.test_sets) == sorted(
+        ["Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "ETIS-LaribPolypDB", "CVC-300"]
+    )
+
+
+def test_mvtec_category_is_a_field():
+    cfg = load_config(CONFIG_DIR / "mvtec_ad.yaml", ["data.category=screw"])
+    assert cfg.data.dataset == "mvtec" and cfg.data.category == "screw"
