@@ -114,6 +114,17 @@ def test_recursive_matching_with_mask_suffix_like_mvtec(tmp_path, rng):
     assert score.result.n_images == 2
     assert 0 < score.result.values["pixel_AUPRO"] <= 1
 
+    # Defect-free images have no mask file: an error unless scored against empty masks.
+    (tmp_path / "pred" / "good").mkdir()
+    Image.fromarray(np.full((20, 20), 250, np.uint8)).save(tmp_path / "pred" / "good" / "000.png")
+    with pytest.raises(OdsSamError, match="good/000 .*--missing-gt-empty"):
+        match_folders(tmp_path / "pred", tmp_path / "gt", recursive=True, gt_suffix="_mask")
+    with_good = evaluate_folders(tmp_path / "pred", tmp_path / "gt", name="bottle", recursive=True,
+                                 gt_suffix="_mask", metrics="mae,aupro", missing_gt_empty=True)
+    assert with_good.result.n_images == 3
+    # A confident false alarm on the good image raises the FPR, lowering AUPRO.
+    assert with_good.result.values["pixel_AUPRO"] < score.result.values["pixel_AUPRO"]
+
 
 def test_read_map_formats(tmp_path):
     rgb_tiff = tmp_path / "gt.tif"

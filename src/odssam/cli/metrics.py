@@ -4,7 +4,7 @@ Examples::
 
     odssam metrics --pred runs/kvasir/pred --gt data/Kvasir-SEG/masks --dataset Kvasir
     odssam metrics --pred pred/bottle --gt MVTec-AD/bottle/ground_truth --recursive \\
-        --gt-suffix _mask --partial --metrics default,auroc,aupro --out reports/
+        --gt-suffix _mask --missing-gt-empty --metrics default,auroc,aupro --out reports/
     odssam metrics --combine reports/bottle.json reports/cable.json --layout columns
 """
 
@@ -54,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="ground truth is > this value on the 8-bit scale (default: %(default)s)")
     parser.add_argument("--partial", action="store_true",
                         help="score only the ground truths that have a prediction instead of failing")
+    parser.add_argument("--missing-gt-empty", action="store_true",
+                        help="score predictions without a ground-truth file against an empty mask "
+                        "(defect-free images such as MVTec AD test/good)")
     parser.add_argument("--exact-auc", action="store_true",
                         help="keep every pixel score for AUROC/AUPRO (exact for any float map; memory grows)")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
@@ -107,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         show_progress = not args.quiet and sys.stderr.isatty()
         score = evaluate_folders(
             args.pred, args.gt, name=name, metrics=args.metrics, recursive=args.recursive,
-            gt_suffix=args.gt_suffix, partial=args.partial, gt_threshold=args.gt_threshold,
+            gt_suffix=args.gt_suffix, partial=args.partial, missing_gt_empty=args.missing_gt_empty,
+            gt_threshold=args.gt_threshold,
             exact_auc=args.exact_auc, progress=_progress_factory(show_progress),
         )
         results = {args.method: [score.result]} if args.method else [score.result]

@@ -111,11 +111,11 @@ def mask_from_array(array: np.ndarray, path: Path, threshold: int = 127) -> np.n
 
 @dataclass(frozen=True)
 class MatchedPair:
-    """A prediction file and its ground truth."""
+    """A prediction file and its ground truth (``None``: an all-normal image, empty mask)."""
 
     key: str
     prediction: Path
-    ground_truth: Path
+    ground_truth: Path | None
 
 
 def _index_folder(folder: Path, recursive: bool, strip_suffix: str, role: str) -> dict[str, Path]:
@@ -150,6 +150,7 @@ def match_folders(
     recursive: bool = False,
     gt_suffix: str = "",
     partial: bool = False,
+    missing_gt_empty: bool = False,
 ) -> tuple[list[MatchedPair], int]:
     """Pair prediction and ground-truth files by name.
 
@@ -159,27 +160,29 @@ def match_folders(
         recursive: Match relative paths (without extension) in sub-folders.
         gt_suffix: Suffix removed from ground-truth stems before matching (MVTec AD's ``_mask``).
         partial: Allow ground truths without a prediction (they are skipped).
+        missing_gt_empty: Score predictions without a ground-truth file against an empty
+            mask (MVTec AD ships no masks for its defect-free ``good`` images).
 
     Returns:
         ``(pairs, skipped)``: pairs sorted by key, and the number of unmatched ground truths.
 
     Raises:
-        OdsSamError: On a prediction without ground truth, or (unless ``partial``) a ground
-            truth without prediction.
+        OdsSamError: On a prediction without ground truth (unless ``missing_gt_empty``), or
+            (unless ``partial``) a ground truth without prediction.
     """
     preds = _index_folder(Path(pred_dir), recursive, "", "prediction")
     gts = _index_folder(Path(gt_dir), recursive, gt_suffix, "ground-truth")
     orphans = preds.keys() - gts.keys()
-    if orphans:
+    if orphans and not missing_gt_empty:
         raise OdsSamError(f"{pred_dir}: {len(orphans)} prediction(s) without ground truth in {gt_dir}: "
-                          f"{_listing(orphans)}")
+                          f"{_listing(orphans)} (pass --missing-gt-empty if these images have no anomaly)")
     missing = gts.keys() - preds.keys()
     if missing and not partial:
         raise OdsSamError(
             f"{gt_dir}: {len(missing)} ground truth(s) without prediction in {pred_dir}: {_listing(missing)} "
             "(pass --partial to score only the predictions present)"
         )
-    pairs = [MatchedPair(key, preds[key], gts[key]) for key in sorted(preds)]
+    pairs = [MatchedPair(key, preds[key], gts.get(key)) for key in sorted(preds)]
     return pairs, len(missing)
 
 
@@ -187,6 +190,9 @@ def iter_loaded_pairs(pairs: Iterable[MatchedPair], gt_threshold: int = 127) -> 
     """Read each pair as (float64 probability map, bool mask), checking their sizes."""
     for pair in pairs:
         prob = prediction_from_array(read_map(pair.prediction), pair.prediction)
+        if pair.ground_truth is None:
+            yield prob, np.zeros(prob.shape, dtype=bool)
+            continue
         mask = mask_from_array(read_map(pair.ground_truth), pair.ground_truth, gt_threshold)
         if prob.shape != mask.shape:
             raise OdsSamError(
@@ -222,6 +228,7 @@ def evaluate_folders(
     recursive: bool = False,
     gt_suffix: str = "",
     partial: bool = False,
+    missing_gt_empty: bool = False,
     gt_threshold: int = 127,
     exact_auc: bool = False,
     progress=None,
@@ -237,7 +244,9 @@ def evaluate_folders(
             taking ``(iterable, total)``).
     """
     evaluator = Evaluator(metrics=metrics, name=name, exact_auc=exact_auc)
-    pairs, skipped = match_folders(pred_dir, gt_dir, recursive=recursive, gt_suffix=gt_suffix, partial=partial)
+    pairs, skipped = match_folders(
+        pred_dir, gt_dir, recursive=recursive, gt_suffix=gt_suffix, partial=partial, missing_gt_empty=missing_gt_empty
+    )
     loaded = iter_loaded_pairs(pairs, gt_threshold)
     if progress is not None:
         loaded = progress(loaded, len(pairs))
