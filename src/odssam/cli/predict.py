@@ -1,0 +1,99 @@
+"""``odssam predict``: masks, probability maps, overlays and a CSV for any images.
+
+::
+
+    odssam predict --checkpoint runs/demo/best.pt photos/ extra/*.jpg --output predictions
+
+Writes ``masks/``, ``probabilities/``, ``overlays/`` and ``predictions.csv`` under the
+output folder (see :mod:`odssam.inference.io`). Files that cannot be read are reported
+and skipped; the exit code is then 1 (0 when every image was predicted).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from odssam.errors import OdsSamError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict anomaly masks for image files, folders or glob patterns",
+        description=(
+            "Predict anomaly masks with a trained checkpoint. Writes per image a binary mask (PNG), a "
+            "probability map (8-bit PNG or float32 .npy) and an overlay (PNG), all at the original size, "
+            "plus predictions.csv (max score and anomalous area fraction per image). Unreadable files are "
+            "reported and skipped (exit code 1)."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("--checkpoint", required=True, help="odssam training checkpoint (best.pt / last.pt)")
+    parser.add_argument("--output", required=True, help="output folder (created)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "bf16", "fp32"), help="auto: bf16 on GPU, fp32 on CPU"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is anomalous")
+    parser.add_argument(
+        "--probability-format", default="png", choices=("png", "npy", "none"),
+        help="probability maps as 8-bit PNG (default), float32 .npy, or not at all",
+    )
+    parser.add_argument("--no-overlay", action="store_true", help="do not write overlays")
+    parser.add_argument("--recursive", action="store_true", help="also take images in sub-folders of INPUT folders")
+    parser.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
+    parser.add_argument("--sam-checkpoint", help="SAM weights, if the path stored in the checkpoint is not valid here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _report(message: str) -> None:
+    """Print to stderr without tearing the progress bar."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(message, file=sys.stderr)
+    else:
+        tqdm.write(message, file=sys.stderr)
+
+
+def run(args) -> int:
+    from odssam.inference import PredictionWriter, Predictor, expand_inputs
+
+    if args.batch_size < 1:
+        raise OdsSamError(f"--batch-size must be at least 1, got {args.batch_size}")
+    inputs = expand_inputs(args.inputs, recursive=args.recursive)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        sam_checkpoint=args.sam_checkpoint,
+        threshold=args.threshold,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
+    precision = "bf16" if predictor.amp_dtype is not None else "fp32"
+    print(f"predicting {len(inputs)} images on {predictor.device} ({precision}, batch {args.batch_size})")
+    skipped = []
+    start = time.perf_counter()
+    writer = PredictionWriter(args.output, probability_format=args.probability_format, overlays=not args.no_overlay)
+    with writer:
+        stream = predictor.predict_stream(
+            inputs, keep_images=not args.no_overlay, progress=not args.no_progress, total=len(inputs)
+        )
+        for result in stream:
+            if result.ok:
+                writer.submit(result.prediction, result.image)
+            else:
+                skipped.append(result)
+                _report(f"skipped: {result.error}")
+    seconds = time.perf_counter() - start
+    done = len(inputs) - len(skipped)
+    print(f"{done} images predicted in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} img/s); outputs in {args.output}")
+    print(f"table: {writer.csv_path}")
+    if skipped:
+        print(f"{len(skipped)} of {len(inputs)} files could not be read and were skipped", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,278 @@
+"""ONNX export of a trained model: two graphs with a dynamic batch, metadata, parity check.
+
+Output folder::
+
+    image_encoder.onnx      image Bx3xSxS -> image_embedding Bx256x(S/16)x(S/16)
+    prompt_decoder.onnx     (image, image_embedding) -> logits Bx1x(S/4)x(S/4)
+    odssam_onnx.json        input size, normalisation, threshold, opset, parity figures
+
+Graphs over 2 GB (ViT-H's encoder) keep their weights in ``<graph>.onnx.data`` beside
+them. ``image`` is SAM's preprocessed input: RGB resized so the longest side is S,
+normalised with :data:`~odssam.models.transforms.PIXEL_MEAN` / ``PIXEL_STD`` and
+zero-padded bottom/right to SxS; :mod:`odssam.export.runtime` does this (and the
+postprocessing) with NumPy and Pillow, without PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from odssam import __version__
+from odssam.errors import OdsSamError
+from odssam.export.graphs import EXPORT_SCAN_BACKEND, ImageEncoderGraph, PromptDecoderGraph, export_friendly
+from odssam.inference.io import write_bytes_atomic
+from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, sam_preprocess
+
+ENCODER_FILE = "image_encoder.onnx"
+DECODER_FILE = "prompt_decoder.onnx"
+METADATA_FILE = "odssam_onnx.json"
+METADATA_FORMAT = "odssam-onnx"
+DEFAULT_OPSET = 17
+_PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GiB: larger graphs keep weights outside
+
+
+@dataclass
+class ParityReport:
+    """onnxruntime (CPU) against PyTorch (fp32) on the same preprocessed images.
+
+    Attributes:
+        batch_size: Images in the check (not the export's trace batch, to exercise the dynamic axis).
+        max_abs_diff_logits: Encoder + decoder graphs end to end vs the PyTorch model.
+        max_abs_diff_embedding: Encoder graph vs SAM's image encoder.
+        max_abs_diff_decoder: Decoder graph fed PyTorch's embedding vs the PyTorch model.
+        logit_range: ``(min, max)`` of the PyTorch logits, for scale.
+    """
+
+    batch_size: int
+    max_abs_diff_logits: float
+    max_abs_diff_embedding: float
+    max_abs_diff_decoder: float
+    logit_range: tuple[float, float]
+
+
+@dataclass
+class ExportResult:
+    """Paths written by :func:`export_onnx` and its parity check (``None`` if skipped)."""
+
+    encoder: Path
+    decoder: Path
+    metadata: Path
+    parity: ParityReport | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def example_images(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Small generated textured images with drawn defects, for tracing and parity checks."""
+    from odssam.demo.synthetic import render_surface
+
+    rng = np.random.default_rng(seed)
+    shapes = [(192, 256), (256, 192), (224, 224)]
+    return [render_surface(rng, *shapes[i % len(shapes)])[0] for i in range(count)]
+
+
+def _check_onnx_available() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError as error:
+        raise OdsSamError(
+            "ONNX export needs the 'onnx' package (and 'onnxruntime' for the parity check): "
+            "pip install 'odssam[export]'"
+        ) from error
+
+
+def _trace(graph: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, opset: int) -> None:
+    # The exporter restores the wrapper's train/eval flag afterwards, recursively: a new
+    # wrapper (training by default) would leave the prompt encoder's BatchNorms training.
+    graph.eval()
+    dynamic_axes = {name: {0: "batch"} for name in [*inputs, output]}
+    with warnings.catch_warnings():
+        # Tracer notes about Python values turned into constants (shapes, the scan's
+        # segment plan) are expected: only the batch axis is dynamic.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=[output],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+
+
+def _finalise(traced: Path, target_dir: Path) -> list[Path]:
+    """Re-save a traced graph as one file (or graph + one weight file when over 2 GB); check it."""
+    import onnx
+
+    model = onnx.load(str(traced), load_external_data=True)
+    destination = target_dir / traced.name
+    if model.ByteSize() < _PROTOBUF_LIMIT:
+        onnx.save_model(model, str(destination))
+        written = [destination]
+    else:
+        data_name = traced.name + ".data"
+        onnx.save_model(
+            model, str(destination), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+        )
+        written = [destination, target_dir / data_name]
+    onnx.checker.check_model(str(destination))
+    return written
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    output_dir: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    parity_batch: int = 2,
+    threshold: float = 0.5,
+    source: str | None = None,
+) -> ExportResult:
+    """Export a model's two graphs to ONNX, with a dynamic batch axis.
+
+    The model is traced on the CPU in fp32 at batch 1 (generated images); the parity
+    check then runs both graphs in onnxruntime at ``parity_batch`` images and compares
+    them with the PyTorch model as it normally runs.
+
+    Args:
+        model: An :class:`~odssam.models.ods_sam.OdsSam`; it is moved to the CPU.
+        output_dir: Folder for the graphs and ``odssam_onnx.json`` (created).
+        opset: ONNX opset.
+        check: Run the onnxruntime parity check (needs ``onnxruntime``).
+        parity_batch: Images in the parity check.
+        threshold: Mask threshold recorded in the metadata for runtimes.
+        source: Checkpoint the model came from, recorded in the metadata.
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        OdsSamError: ``onnx``/``onnxruntime`` missing, or an output folder that cannot be written.
+    """
+    _check_onnx_available()
+    if parity_batch < 1:
+        raise OdsSamError(f"parity batch must be at least 1, got {parity_batch}")
+    model = model.cpu().float().eval()
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OdsSamError(f"{output_dir}: cannot create the output folder ({error.strerror})") from error
+
+    x, _, _ = sam_preprocess(example_images(1), model.image_size)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=output_dir) as scratch:
+        traced_dir, final_dir = Path(scratch) / "traced", Path(scratch) / "final"
+        traced_dir.mkdir()
+        final_dir.mkdir()
+        with torch.no_grad(), export_friendly(model):
+            embedding = model.encode(x)
+            _trace(ImageEncoderGraph(model), (x,), traced_dir / ENCODER_FILE, ["image"], "image_embedding", opset)
+            _trace(
+                PromptDecoderGraph(model),
+                (x, embedding),
+                traced_dir / DECODER_FILE,
+                ["image", "image_embedding"],
+                "logits",
+                opset,
+            )
+        model.eval()  # belt and braces: tracing must not leave any module training
+        staged = _finalise(traced_dir / ENCODER_FILE, final_dir) + _finalise(traced_dir / DECODER_FILE, final_dir)
+        # Weight files first, graphs last: a graph never points at a missing weight file.
+        for path in sorted(staged, key=lambda p: p.suffix == ".onnx"):
+            os.replace(path, output_dir / path.name)
+            written.append(output_dir / path.name)
+
+    result = ExportResult(output_dir / ENCODER_FILE, output_dir / DECODER_FILE, output_dir / METADATA_FILE)
+    if check:
+        result.parity = check_parity(model, output_dir, batch_size=parity_batch)
+    metadata = build_metadata(model, opset=opset, threshold=threshold, source=source, parity=result.parity)
+    write_metadata(metadata, result.metadata)
+    result.files = written + [result.metadata]
+    return result
+
+
+def build_metadata(
+    model: torch.nn.Module, *, opset: int, threshold: float, source: str | None, parity: ParityReport | None
+) -> dict[str, Any]:
+    """What a runtime needs to feed and read the graphs (see :mod:`odssam.export.runtime`)."""
+    size = model.image_size
+    return {
+        "format": METADATA_FORMAT,
+        "version": 1,
+        "odssam_version": __version__,
+        "opset": opset,
+        "encoder": ENCODER_FILE,
+        "decoder": DECODER_FILE,
+        "image_size": size,
+        "embedding_size": size // 16,
+        "logit_size": size // 4,
+        "prompt_input_size": model.prompt_input_size,
+        "pixel_mean": list(PIXEL_MEAN),
+        "pixel_std": list(PIXEL_STD),
+        "threshold": threshold,
+        "selective_scan_backend": EXPORT_SCAN_BACKEND,
+        "preprocessing": (
+            "RGB uint8 -> resize the longest side to image_size (bilinear, antialiased), "
+            "(x - pixel_mean) / pixel_std, zero-pad bottom/right to image_size x image_size, NCHW float32"
+        ),
+        "postprocessing": (
+            "logits -> bilinear upsample to image_size, crop the resized image's area, bilinear resize "
+            "to the original size, sigmoid; mask = probability > threshold"
+        ),
+        "source_checkpoint": source,
+        "parity": asdict(parity) if parity is not None else None,
+    }
+
+
+def write_metadata(metadata: dict[str, Any], path: Path) -> None:
+    """Write the metadata JSON atomically."""
+    write_bytes_atomic(path, (json.dumps(metadata, indent=2) + "\n").encode("utf-8"))
+
+
+def check_parity(model: torch.nn.Module, onnx_dir: str | os.PathLike, batch_size: int = 2, seed: int = 1) -> ParityReport:
+    """Compare the exported graphs (onnxruntime, CPU) with the PyTorch model (fp32) on generated images.
+
+    Args:
+        model: The exported model, on the CPU.
+        onnx_dir: Folder holding the two graphs.
+        batch_size: Images compared in one batch.
+        seed: Seed of the generated images.
+
+    Returns:
+        A :class:`ParityReport` with the maximum absolute differences.
+    """
+    from odssam.export.runtime import create_session
+
+    onnx_dir = Path(onnx_dir)
+    x, _, _ = sam_preprocess(example_images(batch_size, seed), model.image_size)
+    with torch.no_grad():
+        embedding = model.encode(x)
+        logits = model.decode(embedding, model.prompt(x))
+    encoder = create_session(onnx_dir / ENCODER_FILE)
+    decoder = create_session(onnx_dir / DECODER_FILE)
+    image = x.numpy()
+    onnx_embedding = encoder.run(None, {"image": image})[0]
+    onnx_logits = decoder.run(None, {"image": image, "image_embedding": onnx_embedding})[0]
+    decoder_only = decoder.run(None, {"image": image, "image_embedding": embedding.numpy()})[0]
+    reference = logits.numpy()
+    return ParityReport(
+        batch_size=batch_size,
+        max_abs_diff_logits=float(np.abs(onnx_logits - reference).max()),
+        max_abs_diff_embedding=float(np.abs(onnx_embedding - embedding.numpy()).max()),
+        max_abs_diff_decoder=float(np.abs(decoder_only - reference).max()),
+        logit_range=(float(reference.min()), float(reference.max())),
+    )
+

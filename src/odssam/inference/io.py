@@ -1,0 +1,442 @@
+"""Inputs and outputs of prediction: which files to read, and what to write per image.
+
+Inputs are image files, folders (their image files, sorted; ``recursive`` descends) and
+glob patterns. Each image gets a unique output name: its stem, or its path relative to
+the folder it was found in (sub-folders are kept).
+
+Per image, :class:`PredictionWriter` writes under the output folder::
+
+    masks/<name>.png            binary mask (0/255), original size
+    probabilities/<name>.png    probability map as 8-bit grey (or <name>.npy, float32)
+    overlays/<name>.png         the image with the mask contour (and a light tint) drawn on it
+    predictions.csv             name, source, height, width, max_score, area_fraction
+
+Every file is written atomically (temporary file in the same folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from odssam.data.image_io import IMAGE_EXTENSIONS, array_to_rgb, is_image_file, read_image
+from odssam.errors import OdsSamError
+
+PROBABILITY_FORMATS = ("png", "npy", "none")
+CSV_COLUMNS = ("name", "source", "height", "width", "max_score", "area_fraction")
+CONTOUR_COLOR = (255, 32, 32)
+_GLOB_CHARACTERS = set("*?[")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image file to predict.
+
+    Attributes:
+        path: The file.
+        name: Unique output name (may hold ``/`` for images found in sub-folders).
+    """
+
+    path: Path
+    name: str
+
+
+def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path
+        for path in candidates
+        if path.is_file() and is_image_file(path) and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def _unique(name: str, path: Path, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    with_suffix = f"{name}_{path.suffix.lstrip('.').lower()}" if path.suffix else name
+    candidate, counter = with_suffix, 2
+    while candidate in taken:
+        candidate = f"{with_suffix}_{counter}"
+        counter += 1
+    return candidate
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike], recursive: bool = False) -> list[InputImage]:
+    """Resolve files, folders and glob patterns into a list of images with unique names.
+
+    A file named explicitly is kept whatever its extension (an unreadable one is reported
+    when it is read); folders and patterns contribute files with an image extension
+    (``.png .jpg .jpeg .bmp .tif .tiff``). The same file listed twice is kept once.
+
+    Args:
+        inputs: Paths of files or folders, or glob patterns (``**`` matches sub-folders).
+        recursive: Also take images in sub-folders of the given folders.
+
+    Returns:
+        The images in the order of ``inputs`` (sorted within each folder or pattern).
+
+    Raises:
+        OdsSamError: An input that does not exist or matches nothing, a folder without
+            images, or no input at all.
+    """
+    if not inputs:
+        raise OdsSamError("no input given: pass image files, folders or glob patterns")
+    found: list[tuple[Path, str]] = []
+    problems = []
+    for raw in inputs:
+        text = os.fspath(raw)
+        path = Path(text).expanduser()
+        if path.is_file():
+            found.append((path, path.stem))
+        elif path.is_dir():
+            images = _folder_images(path, recursive)
+            if not images:
+                hint = "" if recursive else " (pass --recursive to search sub-folders)"
+                problems.append(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}){hint}")
+            found += [(image, image.relative_to(path).with_suffix("").as_posix()) for image in images]
+        elif _GLOB_CHARACTERS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True))
+            images = [m for m in matches if m.is_file() and is_image_file(m)]
+            if not images:
+                problems.append(f"{text}: the pattern matches no image file")
+            found += [(image, image.stem) for image in images]
+        else:
+            problems.append(f"{path}: no such file or folder")
+    if problems:
+        raise OdsSamError("; ".join(problems))
+    seen: set[Path] = set()
+    taken: set[str] = set()
+    result = []
+    for path, name in found:
+        key = path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        name = _unique(name, path, taken)
+        taken.add(name)
+        result.append(InputImage(path, name))
+    return result
+
+
+def to_rgb(image: Any, where: str = "image") -> np.ndarray:
+    """Turn a path, PIL image or array into an HxWx3 uint8 RGB array.
+
+    Arrays may be HxW (grey), HxWx1..4 or 3xHxW, of any integer or float type (16-bit
+    scaled to 8-bit, floats in [0, 1] or [0, 255]); alpha is dropped. Torch tensors are
+    accepted like arrays.
+
+    Args:
+        image: A path (``str`` or ``os.PathLike``), a ``PIL.Image.Image`` or an array.
+        where: How to name the image in error messages.
+
+    Raises:
+        OdsSamError: An unreadable file, an empty image or an unsupported type or shape.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return _writable(read_image(image))
+    if isinstance(image, Image.Image):
+        where = getattr(image, "filename", "") or where
+        try:
+            array = _pil_array(image)
+        except Exception as error:  # noqa: BLE001 - lazily loaded PIL images can fail here
+            raise OdsSamError(f"{where}: cannot decode image data ({error})") from error
+    elif hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor
+        array = image.detach().cpu().numpy()
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise OdsSamError(
+            f"{where}: expected an image path, a PIL image or an HxW / HxWxC array, got {type(image).__name__}"
+        )
+    if array.size == 0 or array.ndim < 2:
+        raise OdsSamError(f"{where}: empty or not 2-D (shape {tuple(array.shape)})")
+    return _writable(array_to_rgb(array, where))
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    # Arrays viewing PIL's buffer are read-only, which torch.from_numpy warns about.
+    return array if array.flags.writeable else array.copy()
+
+
+def _pil_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGB", "RGBA", "L", "LA", "I", "I;16", "I;16B", "F"):
+        return np.asarray(image)
+    return np.asarray(image.convert("RGB"))
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files are created 0600; outputs get the permissions of an ordinary new file.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temp_name, _FILE_MODE)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 array (HxW or HxWx3; bool as 0/255) as PNG, atomically."""
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an HxW bool mask as a 0/255 greyscale PNG."""
+    return write_png(np.asarray(mask, dtype=bool), path)
+
+
+def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
+    """HxW probabilities in [0, 1] -> HxW uint8 (``round(255 p)``)."""
+    return np.clip(np.rint(np.asarray(probability, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_probability_png(probability: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an HxW probability map as an 8-bit greyscale PNG (value ``round(255 p)``)."""
+    return write_png(probability_to_uint8(probability), path)
+
+
+def write_probability_npy(probability: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an HxW probability map as a float32 ``.npy`` file."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(probability, dtype=np.float32))
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def mask_contour(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """Pixels of ``mask`` within ``thickness`` steps (8-connected) of a background pixel or the border.
+
+    Args:
+        mask: HxW bool.
+        thickness: Contour width in pixels.
+
+    Returns:
+        HxW bool.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    interior = mask
+    for _ in range(max(1, thickness)):
+        padded = np.pad(interior, 1, constant_values=False)
+        eroded = interior.copy()
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                eroded &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
+        interior = eroded
+    return mask & ~interior
+
+
+def overlay_image(
+    image: np.ndarray,
+    mask: np.ndarray,
+    color: tuple[int, int, int] = CONTOUR_COLOR,
+    thickness: int | None = None,
+    fill_alpha: float = 0.25,
+) -> np.ndarray:
+    """Draw the contour of ``mask`` on ``image``, with a light tint inside.
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        mask: HxW bool of the same size.
+        color: Contour and tint colour.
+        thickness: Contour width in pixels (default: about 1/250 of the shorter side, at least 1).
+        fill_alpha: Opacity of the tint inside the mask (0 for the contour only).
+
+    Returns:
+        HxWx3 uint8.
+    """
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"overlay: image {image.shape[:2]} and mask {mask.shape} differ in size")
+    if thickness is None:
+        thickness = max(1, round(min(mask.shape) / 250))
+    colour = np.array(color, dtype=np.float32)
+    out = image.copy()
+    if fill_alpha > 0 and mask.any():
+        inside = out[mask].astype(np.float32)
+        out[mask] = np.rint((1 - fill_alpha) * inside + fill_alpha * colour).astype(np.uint8)
+    out[mask_contour(mask, thickness)] = np.array(color, dtype=np.uint8)
+    return out
+
+
+def write_overlay_png(image: np.ndarray, mask: np.ndarray, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write :func:`overlay_image` as an RGB PNG."""
+    return write_png(overlay_image(image, mask, **kwargs), path)
+
+
+def write_predictions_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write one row per image with the columns of :data:`CSV_COLUMNS`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    write_bytes_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    return Path(path)
+
+
+def read_predictions_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a ``predictions.csv`` as dicts of strings."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+class PredictionWriter:
+    """Writes the outputs of each prediction in background threads, then the CSV.
+
+    Example::
+
+        with PredictionWriter("out", probability_format="npy") as writer:
+            for result in predictor.predict_stream(paths, keep_images=True):
+                if result.ok:
+                    writer.submit(result.prediction, result.image)
+        # out/masks, out/probabilities, out/overlays, out/predictions.csv
+
+    Args:
+        output_dir: Output folder (created).
+        probability_format: ``png`` (8-bit), ``npy`` (float32) or ``none``.
+        masks: Write binary masks.
+        overlays: Write overlays (the image must then be given to :meth:`submit`).
+        workers: Writer threads (PNG encoding releases the GIL); 0 writes inline.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        probability_format: str = "png",
+        masks: bool = True,
+        overlays: bool = True,
+        workers: int = 2,
+    ):
+        if probability_format not in PROBABILITY_FORMATS:
+            raise OdsSamError(
+                f"probability format '{probability_format}' is not one of {', '.join(PROBABILITY_FORMATS)}"
+            )
+        self.output_dir = Path(output_dir)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OdsSamError(f"{self.output_dir}: cannot create the output folder ({error.strerror})") from error
+        self.probability_format = probability_format
+        self.masks = masks
+        self.overlays = overlays
+        self.rows: list[dict[str, Any]] = []
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="odssam-write") if workers > 0 else None
+        self._pending: list[Future] = []
+        self._max_pending = max(4, 4 * workers)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.output_dir / "predictions.csv"
+
+    def paths_for(self, name: str) -> dict[str, Path]:
+        """Where the outputs of image ``name`` go (those switched on)."""
+        paths = {}
+        if self.masks:
+            paths["mask"] = self.output_dir / "masks" / f"{name}.png"
+        if self.probability_format != "none":
+            paths["probability"] = self.output_dir / "probabilities" / f"{name}.{self.probability_format}"
+        if self.overlays:
+            paths["overlay"] = self.output_dir / "overlays" / f"{name}.png"
+        return paths
+
+    def submit(self, prediction, image: np.ndarray | None = None) -> None:
+        """Queue the files of one :class:`~odssam.inference.predictor.Prediction`.
+
+        Args:
+            prediction: The prediction.
+            image: The HxWx3 uint8 image it was made from (needed for overlays).
+        """
+        if self.overlays and image is None:
+            raise ValueError("overlays need the image the prediction was made from")
+        height, width = prediction.probability.shape
+        self.rows.append(
+            {
+                "name": prediction.name,
+                "source": prediction.source or "",
+                "height": height,
+                "width": width,
+                "max_score": f"{prediction.score:.6f}",
+                "area_fraction": f"{prediction.area_fraction:.6f}",
+            }
+        )
+        if self._executor is None:
+            self._write(prediction, image)
+            return
+        self._pending.append(self._executor.submit(self._write, prediction, image))
+        if len(self._pending) >= self._max_pending:
+            self._drain(keep=self._max_pending // 2)
+
+    def _write(self, prediction, image: np.ndarray | None) -> None:
+        try:
+            self._write_files(prediction, image)
+        except OSError as error:
+            raise OdsSamError(f"{error.filename or self.output_dir}: cannot write ({error.strerror or error})") from error
+
+    def _write_files(self, prediction, image: np.ndarray | None) -> None:
+        paths = self.paths_for(prediction.name)
+        if "mask" in paths:
+            write_mask_png(prediction.mask, paths["mask"])
+        if "probability" in paths:
+            write = write_probability_png if self.probability_format == "png" else write_probability_npy
+            write(prediction.probability, paths["probability"])
+        if "overlay" in paths:
+            write_overlay_png(image, prediction.mask, paths["overlay"])
+
+    def _drain(self, keep: int = 0) -> None:
+        while len(self._pending) > keep:
+            self._pending.pop(0).result()  # re-raises a failed write
+
+    def close(self) -> Path:
+        """Wait for every queued file, write ``predictions.csv`` and return its path."""
+        try:
+            self._drain()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+        return write_predictions_csv(self.rows, self.csv_path)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.close()
+        elif self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
