@@ -166,3 +166,14 @@ def test_bad_training_settings_are_rejected_early(tiny_config, override, message
     cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(tiny_config), [override]))
     with pytest.raises(OdsSamError, match=message):
         train(cfg, progress=False)
+
+
+def test_cli_resume_trains_further_from_the_stored_config(cli_run):
+    run_dir, _ = cli_run
+    args = ["train", "--resume", str(run_dir), "--set", "train.epochs=4", "--set", "train.final_eval=false",
+            "--no-progress"]
+    assert odssam_main(args) == 0
+    assert [r["epoch"] for r in read_history(run_dir)] == [1, 2, 3, 4]
+    last = load_checkpoint(run_dir / "last.pt")
+    assert (last["epoch"], last["step"]) == (4, 8)
+    assert load_config(run_dir / "config.yaml").train.epochs == 4

@@ -24,9 +24,7 @@ is the global batch, split evenly over the processes). Rank 0 writes the run fol
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -35,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from odssam.config import ExperimentConfig, save_config, to_dict
+from odssam.config import ExperimentConfig, to_dict
 from odssam.engine import checkpoint as ckpt
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
@@ -58,6 +57,7 @@ from odssam.engine.logging import (
     format_epoch_summary,
     plot_history,
     write_json_atomic,
+    write_text_atomic,
 )
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
@@ -189,7 +189,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     val_set = build_split(dcfg, val_split, recorded_split)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json_atomic(split_path, train_set.split_record())
     say(f"data: {dcfg.dataset} train {len(train_set)} images, {val_split} {len(val_set)} images")
 
@@ -229,6 +229,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         num_workers=dcfg.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=False,
+        # Cached items have no per-epoch state, so workers can live across epochs.
+        persistent_workers=use_cache_for_training and dcfg.num_workers > 0,
     )
 
     # ------------------------------------------------------------------ optimizer and schedule
