@@ -64,7 +64,7 @@ def test_rows_layout_and_legend_name_each_convention():
     table = format_table(results, layout="rows", percent=True)
     rows = _rows(table)
     assert rows[0] == ["Dataset", "Images", "Dice@0.5(%)↑", "IoU@0.5(%)↑", "meanDic(%)↑", "MAE↓"]
-    assert rows[2] == ["MoNuSeg", "14", "80.000", "67.000", "78.000", "0.100"]
+    assert rows[2] == ["MoNuSeg", "14", "80.00", "67.00", "78.00", "0.10"]  # percent: 2 decimals
     assert "prob > 0.5, per image then mean over images" in table
     assert "PraNet" in table and "256 thresholds" in table
 

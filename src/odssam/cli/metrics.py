@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="columns: datasets as columns, metrics as rows (Table 1); wide: one row per "
                         "method, datasets x metrics as columns (Tables 2-3); rows: one row per dataset")
     parser.add_argument("--percent", action="store_true", help="show higher-is-better scores in percent")
+    parser.add_argument("--digits", type=int, help="decimals shown (default: 3, or 2 with --percent)")
     parser.add_argument("--recursive", action="store_true",
                         help="match files in sub-folders by relative path (e.g. MVTec AD defect folders)")
     parser.add_argument("--gt-suffix", default="", help="suffix removed from ground-truth stems, e.g. _mask")
@@ -126,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if args.out:
-        written = write_report(results, args.out, _safe_stem(stem), layout=args.layout, percent=args.percent)
+        written = write_report(results, args.out, _safe_stem(stem), layout=args.layout, percent=args.percent,
+                               digits=args.digits)
         if not args.quiet:
             print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
     if args.json:
         print(results_to_json(results, include_curves=False), end="")
     else:
-        print(format_table(results, layout=args.layout, percent=args.percent))
+        print(format_table(results, layout=args.layout, percent=args.percent, digits=args.digits))
     return 0
 
 

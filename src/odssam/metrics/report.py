@@ -96,7 +96,7 @@ def format_table(
     layout: str = "columns",
     metrics: Sequence[str] | None = None,
     *,
-    digits: int = 3,
+    digits: int | None = None,
     percent: bool = False,
     mean: bool | None = None,
     legend: bool = True,
@@ -107,7 +107,7 @@ def format_table(
         results: One method's results (a list) or a mapping method -> list.
         layout: ``"columns"`` (Table 1), ``"wide"`` (Tables 2-3) or ``"rows"``.
         metrics: Metric keys to show, in order (default: all keys found).
-        digits: Decimals shown.
+        digits: Decimals shown (default 3, or 2 with ``percent`` as the paper prints).
         percent: Show higher-is-better metrics in percent, as Tables 2-3 do.
         mean: Add the unweighted mean over datasets/categories; by default on for
             ``"columns"`` and ``"rows"`` with several datasets, off for ``"wide"`` (Tables 2-3
@@ -122,6 +122,8 @@ def format_table(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if digits is None:
+        digits = 2 if percent else 3
     groups = _by_method(results)
     keys = list(metrics) if metrics is not None else metric_keys(results)
     names = _unique(result.name for _, group in groups for result in group)
@@ -212,6 +214,7 @@ def write_report(
     layout: str = "columns",
     metrics: Sequence[str] | None = None,
     percent: bool = False,
+    digits: int | None = None,
     title: str | None = None,
 ) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.md`` into ``out_dir`` (atomically).
@@ -221,7 +224,7 @@ def write_report(
     """
     out = Path(out_dir)
     heading = f"# {title or stem}\n\n"
-    markdown = heading + format_table(results, layout=layout, metrics=metrics, percent=percent) + "\n"
+    markdown = heading + format_table(results, layout=layout, metrics=metrics, percent=percent, digits=digits) + "\n"
     return {
         "json": atomic_write_text(out / f"{stem}.json", results_to_json(results)),
         "csv": atomic_write_text(out / f"{stem}.csv", results_to_csv(results)),
