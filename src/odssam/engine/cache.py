@@ -352,7 +352,9 @@ def build_embedding_cache(
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 embeddings = model.encode(x)
-            prompt_inputs = prompt_input_from(x, cache.params.prompt_input_size)
+            # One device-to-host copy per batch, in the stored dtypes.
+            embeddings = embeddings.to("cpu", cache.torch_dtype)
+            prompt_inputs = prompt_input_from(x, cache.params.prompt_input_size).to("cpu", torch.float16)
             for row, item_position in enumerate(to_prompt):
                 _, record, missing = items[item_position]
                 if "embedding" in missing:

@@ -116,8 +116,8 @@ def evaluate_cached(
     if progress:
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
     for batch in loader:
-        prompt_input = batch["prompt_input"].to(device, torch.float32, non_blocking=True)
-        embedding = batch["embedding"].to(device, torch.float32, non_blocking=True)
+        prompt_input = batch["prompt_input"].to(device, non_blocking=True).float()
+        embedding = batch["embedding"].to(device, non_blocking=True).float()
         with autocast(device, amp_dtype):
             logits = model(prompt_input, image_embeddings=embedding)
         probabilities = logits_to_probabilities(model, logits, batch["input_sizes"], batch["image_shapes"])

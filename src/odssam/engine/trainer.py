@@ -302,8 +302,9 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             target = batch["target"].to(device, non_blocking=True)
             with autocast(device, amp_dtype):
                 if use_cache_for_training:
-                    prompt_input = batch["prompt_input"].to(device, torch.float32, non_blocking=True)
-                    embedding = batch["embedding"].to(device, torch.float32, non_blocking=True)
+                    # Copied in their stored 16-bit form, widened on the device.
+                    prompt_input = batch["prompt_input"].to(device, non_blocking=True).float()
+                    embedding = batch["embedding"].to(device, non_blocking=True).float()
                     logits = train_model(prompt_input, image_embeddings=embedding)
                 else:
                     logits = train_model(batch["x"].to(device, non_blocking=True))
