@@ -94,7 +94,8 @@ def main() -> None:
     rows = []
     for label, metrics in METRIC_SETS.items():
         wall, cpu = time_evaluator(pairs, metrics, args.repeats)
-        rows.append({"what": f"odssam {label}", "images_per_s": args.images / wall, "cpu_images_per_s": args.images / cpu})
+        rows.append({"what": f"odssam {label}", "images_per_s": args.images / wall,
+                     "cpu_images_per_s": args.images / cpu})
     reference = time_pysodmetrics(pairs, args.repeats)
     if reference is not None:
         wall, cpu = reference
@@ -105,7 +106,8 @@ def main() -> None:
         return
     print(f"{args.images} images of {args.size}x{args.size}, best of {args.repeats}")
     for row in rows:
-        print(f"  {row['what']:<50} {row['images_per_s']:8.1f} images/s  ({row['cpu_images_per_s']:.1f} per CPU-second)")
+        rate, cpu_rate = row["images_per_s"], row["cpu_images_per_s"]
+        print(f"  {row['what']:<50} {rate:8.1f} images/s  ({cpu_rate:.1f} per CPU-second)")
 
 
 if __name__ == "__main__":

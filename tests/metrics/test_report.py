@@ -28,7 +28,8 @@ def _categories():
 
 
 def _rows(table):
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
 def test_columns_layout_is_table_one_with_unweighted_mean():
@@ -55,7 +56,8 @@ def test_wide_layout_is_tables_two_three_in_percent():
                  MetricResult("ETIS", 196, {"meanDic": 0.7, "meanIoU": math.nan})],
     }
     rows = _rows(format_table(results, layout="wide", percent=True, digits=2, legend=False))
-    assert rows[0] == ["Method", "Kvasir meanDic(%)↑", "Kvasir meanIoU(%)↑", "ETIS meanDic(%)↑", "ETIS meanIoU(%)↑"]
+    assert rows[0] == ["Method", "Kvasir meanDic(%)↑", "Kvasir meanIoU(%)↑",
+                       "ETIS meanDic(%)↑", "ETIS meanIoU(%)↑"]
     assert rows[2] == ["Ours", "91.23", "86.21", "70.00", "n/a"]
 
 
