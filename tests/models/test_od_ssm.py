@@ -115,7 +115,7 @@ def test_scan_gets_grouped_fp32_inputs_under_autocast(monkeypatch):
 
     def spy(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kwargs):
         seen.update(dtypes={t.dtype for t in (u, delta, A, B, C, D, delta_bias)}, B=B.shape, u=u.shape)
-        seen.update(softplus=delta_softplus, backend=kwargs["backend"])
+        seen.update(softplus=delta_softplus, backend=kwargs["backend"], checkpoint=kwargs["checkpoint"])
         return real_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **kwargs)
 
     monkeypatch.setattr(od_ssm, "selective_scan", spy)
@@ -125,7 +125,7 @@ def test_scan_gets_grouped_fp32_inputs_under_autocast(monkeypatch):
     assert torch.isfinite(y.float()).all()
     assert seen["dtypes"] == {torch.float32}
     assert seen["u"] == (1, 4 * 16, 12) and seen["B"] == (1, 4, 4, 12)
-    assert seen["softplus"] is True and seen["backend"] == "chunked"
+    assert seen["softplus"] is True and seen["backend"] == "chunked" and seen["checkpoint"] is True
 
 
 def test_initialisation_follows_mamba():

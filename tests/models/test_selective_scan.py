@@ -8,8 +8,7 @@ import torch
 from odssam.errors import OdsSamError
 from odssam.models import selective_scan as scan_module
 from odssam.models.selective_scan import (
-    _MAX_LOG_DECAY_SPREAD,
-    _plan_segments,
+    _plan_chunks,
     selective_scan,
     selective_scan_chunked,
     selective_scan_flops,
@@ -70,10 +69,18 @@ def test_reference_follows_the_recurrence_by_hand():
     torch.testing.assert_close(y[0, 0], torch.tensor(expected, dtype=torch.float64))
 
 
+@pytest.fixture(params=["closed_form", "doubling"])
+def chunk_solver(request, monkeypatch):
+    """Run a test once per way of solving a chunk (a negative spread limit forces doubling)."""
+    if request.param == "doubling":
+        monkeypatch.setattr(scan_module, "_MAX_LOG_DECAY_SPREAD", -1.0)
+    return request.param
+
+
 @pytest.mark.parametrize("groups", [None, 1, 3])
 @pytest.mark.parametrize("options", [(), ("D",), ("z",), ("delta_bias",), OPTION_NAMES])
 @pytest.mark.parametrize("softplus", [False, True])
-def test_chunked_equals_reference_fp64(groups, options, softplus):
+def test_chunked_equals_reference_fp64(groups, options, softplus, chunk_solver):
     inputs = make_inputs(2, 6, 11, 3, groups)
     for name in set(OPTION_NAMES) - set(options):
         del inputs[name]
@@ -82,7 +89,7 @@ def test_chunked_equals_reference_fp64(groups, options, softplus):
     assert_same(ref, chunked, rtol=1e-9, atol=1e-11)
 
 
-def test_chunked_passes_gradcheck():
+def test_chunked_passes_gradcheck(chunk_solver):
     inputs = make_inputs(1, 4, 7, 2, groups=2)
     tensors = [v.requires_grad_() for v in inputs.values()]
 
@@ -100,7 +107,7 @@ def test_chunked_equals_reference_fp32_moderate_size(chunk_size):
     assert_same(ref, chunked, rtol=2e-4, atol=2e-4)
 
 
-def test_checkpointed_chunks_give_the_same_values_and_gradients():
+def test_checkpointed_chunks_give_the_same_values_and_gradients(chunk_solver):
     inputs = make_inputs(2, 8, 40, 4, groups=2)
     plain = values_and_grads(selective_scan_chunked, inputs, delta_softplus=True, chunk_size=16)
     checkpointed = values_and_grads(
@@ -126,28 +133,31 @@ def test_steep_decays_do_not_overflow():
     assert_same(ref, chunked, rtol=1e-4, atol=1e-4)
 
 
-def test_moderately_steep_chunks_are_cut_into_multistep_segments():
-    # ~5 per step: 32-step chunks would reach ~160, beyond fp32's exp range, but
-    # segments of about a dozen steps are safe.
+def test_only_the_steep_chunks_leave_the_closed_form():
+    # ~5 per step from step 40 on: 32-step chunks there would reach ~155, beyond fp32's
+    # exp range; the gentle chunks before keep the closed form.
     batch, dim, length, n_state = 2, 4, 100, 2
     inputs = make_inputs(batch, dim, length, n_state, dtype=torch.float32, seed=2)
-    inputs["delta"] = torch.full((batch, dim, length), 1.0)
+    inputs["delta"] = torch.full((batch, dim, length), 0.01)
+    inputs["delta"][..., 40:] = 1.0
     inputs["A"] = torch.full((dim, n_state), -5.0)
-    segments = _plan_segments(inputs["delta"].view(batch, 1, dim, length), inputs["A"].view(1, dim, n_state), 32)
-    lengths = [end - begin for begin, end in segments]
-    assert segments[0][0] == 0 and segments[-1][1] == length
-    assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))
-    assert max(lengths) > 1
-    assert all(5.0 * (n - 1) <= _MAX_LOG_DECAY_SPREAD for n in lengths)
+    plan = _plan_chunks(inputs["delta"].view(batch, 1, dim, length), inputs["A"].view(1, dim, n_state), 32)
+    assert plan == [(0, 32, True), (32, 64, False), (64, 96, False), (96, 100, True)]
     ref = values_and_grads(selective_scan_ref, inputs)
     chunked = values_and_grads(selective_scan_chunked, inputs, chunk_size=32)
     assert_same(ref, chunked, rtol=1e-4, atol=1e-4)
 
 
-def test_gentle_decays_keep_whole_chunks():
+def test_nan_steps_leave_the_closed_form():
+    delta = torch.full((1, 1, 2, 8), 0.01)
+    delta[..., 5] = float("nan")
+    assert _plan_chunks(delta, -torch.ones(1, 2, 3), 4) == [(0, 4, True), (4, 8, False)]
+
+
+def test_gentle_decays_keep_the_closed_form_everywhere():
     delta = torch.full((1, 2, 3, 70), 0.01)
     A = -torch.ones(2, 3, 4)
-    assert _plan_segments(delta, A, 32) == [(0, 32), (32, 64), (64, 70)]
+    assert _plan_chunks(delta, A, 32) == [(0, 32, True), (32, 64, True), (64, 70, True)]
 
 
 def test_half_precision_inputs_are_scanned_in_fp32():

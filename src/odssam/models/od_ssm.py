@@ -137,7 +137,7 @@ class SS2D(nn.Module):
     Args:
         d_model: Input and output channels.
         cfg: Scan settings (directions, d_state, dt_rank, expand, d_conv, dt init range,
-            backend, chunk size).
+            backend, chunk size, checkpointing).
 
     Attributes:
         x_proj_weight: ``K x (R + 2N) x D_inner``: per direction, D_inner -> (dt, B, C).
@@ -208,6 +208,7 @@ class SS2D(nn.Module):
                 delta_softplus=True,
                 backend=self.cfg.scan_backend,
                 chunk_size=self.cfg.chunk_size,
+                checkpoint=self.cfg.scan_checkpoint,
             )
             return cross_merge(ys.reshape(batch, k, d_inner, length), height, width)
 

@@ -38,10 +38,10 @@ __all__ = [
 
 SCAN_BACKENDS = ("auto", "reference", "chunked", "triton")
 
-# Largest spread of the cumulative log-decay allowed inside one closed-form segment.
-# Exponents then stay within +-32 (fp32 overflows past 88), which also keeps the
+# Largest spread of the cumulative log-decay allowed inside one closed-form chunk.
+# Exponents then stay within +-50 (fp32 overflows past 88), which also keeps the
 # closed form about as accurate as the sequential loop.
-_MAX_LOG_DECAY_SPREAD = 64.0
+_MAX_LOG_DECAY_SPREAD = 100.0
 
 
 def selective_scan_flops(b: int, d: int, l: int, n: int) -> int:  # noqa: E741 (mamba's names)
@@ -69,7 +69,9 @@ def _compute_dtype(u: torch.Tensor) -> torch.dtype:
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> int:
     """Validate the shapes of a scan's inputs and return the number of B/C groups."""
     if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f"selective scan: u and delta must both be (b, d, l), got {tuple(u.shape)}, {tuple(delta.shape)}")
+        raise ValueError(
+            f"selective scan: u and delta must both be (b, d, l), got {tuple(u.shape)}, {tuple(delta.shape)}"
+        )
     batch, dim, length = u.shape
     if A.dim() != 2 or A.shape[0] != dim or A.is_complex():
         raise ValueError(f"selective scan: A must be a real (d, n) tensor with d={dim}, got {tuple(A.shape)}")
@@ -164,7 +166,7 @@ def selective_scan_ref(
     return _skip_and_gate(y, x_in, D, z).to(u.dtype)
 
 
-def _scan_segment(
+def _closed_form_chunk(
     u: torch.Tensor,
     delta: torch.Tensor,
     A: torch.Tensor,
@@ -172,7 +174,7 @@ def _scan_segment(
     C: torch.Tensor,
     state: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed form of the recurrence over one segment of ``t`` steps.
+    """Closed form of the recurrence over one chunk of ``t`` steps.
 
     With ``S_t`` the cumulative log-decay ``sum_{0 < r <= t} delta_r A`` (the first
     step's decay is applied to the incoming state only), the recurrence unrolls to::
@@ -189,7 +191,7 @@ def _scan_segment(
         A: ``g x c x n``.
         B: ``b x g x t x n``.
         C: ``b x g x t x n``.
-        state: State entering the segment, ``b x g x c x n``.
+        state: State entering the chunk, ``b x g x c x n``.
 
     Returns:
         ``(y, state_out)``: ``y`` is ``<x_t, C_t>``, ``b x g x c x t``; ``state_out`` is
@@ -209,45 +211,61 @@ def _scan_segment(
     return y, states[..., -1, :]
 
 
-def _plan_segments(delta: torch.Tensor, A: torch.Tensor, chunk_size: int) -> list[tuple[int, int]]:
-    """Cut ``[0, l)`` into segments of at most ``chunk_size`` steps with a safe closed form.
+def _doubling_chunk(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    state: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same chunk by a log-depth scan (Hillis-Steele) of the pairs ``(decay, input)``.
 
-    A segment is safe when, for every channel, ``sum |delta_r| max_n |A|`` over its steps
-    after the first stays below ``_MAX_LOG_DECAY_SPREAD``. Chunks of ``chunk_size`` steps
-    that pass are kept whole; the others are cut greedily using the per-step maximum over
-    channels (an upper bound). A single step is always safe. Costs one device sync.
+    Used where the decays are too steep for the closed form: it only multiplies decays
+    (each <= 1 for a stable ``A``) and adds, so nothing can overflow, at about twice the
+    closed form's work. Arguments and return value as :func:`_closed_form_chunk`.
+    """
+    decay = torch.exp(delta[..., None] * A[:, :, None, :])  # b x g x c x t x n
+    inputs = (delta * u)[..., None] * B[:, :, None]
+    # Fold the incoming state into the first step.
+    inputs = torch.cat([inputs[..., :1, :] + decay[..., :1, :] * state[..., None, :], inputs[..., 1:, :]], dim=-2)
+    length, span = inputs.shape[-2], 1
+    while span < length:
+        # After this round, step t holds the composition of steps t-2*span+1 .. t.
+        combined = inputs[..., span:, :] + decay[..., span:, :] * inputs[..., :-span, :]
+        inputs = torch.cat([inputs[..., :span, :], combined], dim=-2)
+        if 2 * span < length:
+            decay = torch.cat([decay[..., :span, :], decay[..., span:, :] * decay[..., :-span, :]], dim=-2)
+        span *= 2
+    y = (inputs * C[:, :, None]).sum(-1)
+    return y, inputs[..., -1, :]
+
+
+def _plan_chunks(delta: torch.Tensor, A: torch.Tensor, chunk_size: int) -> list[tuple[int, int, bool]]:
+    """Cut ``[0, l)`` into chunks and say which ones the closed form can take.
+
+    A chunk suits the closed form when, for every channel, ``sum |delta_r| max_n |A|``
+    over its steps after the first stays below ``_MAX_LOG_DECAY_SPREAD``. Costs one
+    device sync.
 
     Args:
         delta: Discretised step sizes, ``b x g x c x l``.
         A: ``g x c x n``.
-        chunk_size: Longest segment.
+        chunk_size: Steps per chunk.
 
     Returns:
-        ``(start, end)`` pairs covering ``[0, l)`` in order.
+        ``(start, end, closed_form)`` for each chunk, in order.
     """
     length = delta.shape[-1]
     n_chunks = math.ceil(length / chunk_size)
     with torch.no_grad():
-        rate = delta.abs() * A.abs().amax(-1)[..., None]  # log-decay bound per step
+        rate = delta.abs() * A.abs().amax(-1)[..., None]  # bound on the log-decay per step
         padded = F.pad(rate, (0, n_chunks * chunk_size - length)).unflatten(-1, (n_chunks, chunk_size))
-        chunk_spread = padded[..., 1:].sum(-1).flatten(0, -2).amax(0)
-        step_max = rate.flatten(0, -2).amax(0)
-        bounds = torch.cat([chunk_spread, step_max]).tolist()
-    spreads, steps = bounds[:n_chunks], bounds[n_chunks:]
-    segments = []
-    for index, spread in enumerate(spreads):
-        begin, end = index * chunk_size, min(length, (index + 1) * chunk_size)
-        if spread <= _MAX_LOG_DECAY_SPREAD:
-            segments.append((begin, end))
-            continue
-        total = 0.0
-        for t in range(begin + 1, end):
-            total += steps[t]
-            if not total <= _MAX_LOG_DECAY_SPREAD:  # also cuts on NaN
-                segments.append((begin, t))
-                begin, total = t, 0.0
-        segments.append((begin, end))
-    return segments
+        spreads = padded[..., 1:].sum(-1).flatten(0, -2).amax(0).tolist()
+    return [
+        (i * chunk_size, min(length, (i + 1) * chunk_size), spread <= _MAX_LOG_DECAY_SPREAD)  # NaN: not closed
+        for i, spread in enumerate(spreads)
+    ]
 
 
 def selective_scan_chunked(
@@ -268,15 +286,16 @@ def selective_scan_chunked(
     Inside a chunk the recurrence is unrolled with cumulative sums of ``delta * A`` (one
     vectorised pass instead of ``chunk_size`` steps); the state is carried from chunk to
     chunk. Only one chunk's ``b x d x chunk_size x n`` states exist at a time, instead of
-    the ``b x d x l x n`` of a fully vectorised form. Chunks whose decays are steep
-    enough to overflow the closed form are cut into shorter segments (see
-    :func:`_plan_segments`), so any input gives the reference's values. Same values and
+    the ``b x d x l x n`` of a fully vectorised form. A chunk whose decays are steep
+    enough to overflow the closed form is solved by a log-depth scan instead (see
+    :func:`_plan_chunks`), so any input gives the reference's values. Same values and
     gradients as :func:`selective_scan_ref` up to rounding; differentiable by autograd.
 
     Args:
         u, delta, A, B, C, D, z, delta_bias, delta_softplus: As in
             :func:`selective_scan_ref`.
-        chunk_size: Steps per chunk. Work is linear in it; memory per chunk too.
+        chunk_size: Steps per chunk: longer chunks mean fewer but larger tensor
+            operations; the closed form needs the decay over a chunk to stay moderate.
         checkpoint: Recompute each chunk in the backward pass instead of storing its
             intermediate ``b x d x chunk_size x n`` tensors (about ten per chunk), so
             training memory grows like ``b x d x l`` instead of ``b x d x l x n``.
@@ -295,17 +314,19 @@ def selective_scan_chunked(
     x_in = u.to(dtype)
     delta = _discretised_delta(delta, delta_bias, delta_softplus, dtype)
     if length == 0:
-        return _skip_and_gate(x_in.clone(), x_in, D, z).to(u.dtype)
+        return x_in.new_zeros(batch, dim, 0).to(u.dtype)
     grouped = (batch, groups, per_group, length)
     x_grouped, delta_grouped = x_in.reshape(grouped), delta.reshape(grouped)
     A_grouped = A.to(dtype).reshape(groups, per_group, -1)
-    # b x g x l x n: a segment is then a slice along l with n contiguous.
+    # b x g x l x n: a chunk is then a slice along l with n contiguous.
     B_time = _as_grouped(B).to(dtype).transpose(-1, -2)
     C_time = _as_grouped(C).to(dtype).transpose(-1, -2)
     state = x_in.new_zeros(batch, groups, per_group, A.shape[1])
-    use_checkpoint = checkpoint and torch.is_grad_enabled()
+    needs_grad = any(t is not None and t.requires_grad for t in (u, delta, A, B, C))
+    use_checkpoint = checkpoint and needs_grad and torch.is_grad_enabled()
     outputs = []
-    for begin, end in _plan_segments(delta_grouped, A_grouped, chunk_size):
+    for begin, end, closed_form in _plan_chunks(delta_grouped, A_grouped, chunk_size):
+        solve = _closed_form_chunk if closed_form else _doubling_chunk
         args = (
             x_grouped[..., begin:end],
             delta_grouped[..., begin:end],
@@ -315,9 +336,9 @@ def selective_scan_chunked(
             state,
         )
         if use_checkpoint:
-            y, state = _checkpoint(_scan_segment, *args, use_reentrant=False, preserve_rng_state=False)
+            y, state = _checkpoint(solve, *args, use_reentrant=False, preserve_rng_state=False)
         else:
-            y, state = _scan_segment(*args)
+            y, state = solve(*args)
         outputs.append(y)
     y = torch.cat(outputs, dim=-1).reshape(batch, dim, length)
     return _skip_and_gate(y, x_in, D, z).to(u.dtype)
@@ -328,8 +349,8 @@ def _load_triton() -> tuple[Callable | None, Callable[[torch.device], bool] | No
     """Import the Triton backend once; ``(scan, is_available, why_not)``."""
     try:
         from odssam.models import selective_scan_triton as module
-    except ImportError as error:
-        return None, None, str(error)
+    except Exception as error:  # a broken Triton install must not break the other backends
+        return None, None, f"{type(error).__name__}: {error}"
     return module.selective_scan_triton, module.is_available, ""
 
 
