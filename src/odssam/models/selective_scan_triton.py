@@ -40,8 +40,6 @@ except ImportError:  # the CPU path of the package never needs Triton
 
 __all__ = ["ScanKernelConfig", "is_available", "selective_scan_triton", "default_config"]
 
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,11 @@ class ScanKernelConfig:
         atomic_grads: Add the ``dB``/``dC`` partial sums of the channel blocks with
             atomics (fast, order not fixed) instead of writing one partial per block
             and summing them afterwards (deterministic, one more pass over memory).
+        unroll: Unroll the loop over the states in the forward kernel (their scans
+            overlap; more registers).
+        unroll_bwd: The same in the backward kernel.
+        algorithm: ``sequential`` (all states of a channel step through time together)
+            or ``scan`` (each state solved over a chunk by an associative scan).
     """
 
     block_d: int = 16
@@ -68,6 +71,9 @@ class ScanKernelConfig:
     num_warps: int = 4
     num_warps_bwd: int = 4
     atomic_grads: bool = True
+    unroll: bool = True
+    unroll_bwd: bool = False
+    algorithm: str = "sequential"
 
 
 def default_config() -> ScanKernelConfig:
@@ -127,13 +133,31 @@ if triton is not None:
         return raw, tl.where(t_mask[None, :], dt, 0.0)
 
     @triton.jit
+    def _forward_state(
+        n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, last, cols, dt, dtu, h, y, N: tl.constexpr
+    ):
+        # Advances state n of a block of channels over one chunk; adds its part of y.
+        a_n = tl.load(A_ptr + d_offs * N + n).to(tl.float32) * 1.4426950408889634
+        h_n = _column(h, cols, n)
+        B_n = tl.load(B_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
+        decay = tl.exp2(dt * a_n[:, None])
+        inp = dtu * B_n[None, :]
+        inp = tl.where(first, inp + decay * h_n[:, None], inp)
+        _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
+        y += x * C_n[None, :]
+        h_end = tl.sum(tl.where(last, x, 0.0), axis=1)
+        h = tl.where(cols[None, :] == n, h_end[:, None], h)
+        return h, y
+
+    @triton.jit
     def _scan_fwd_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
         y_ptr, states_ptr,
         seqlen, dim, groups, dims_per_group,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr,
+        SAVE_STATES: tl.constexpr, UNROLL: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -146,9 +170,6 @@ if triton is not None:
         bc_base = (pid_b * groups + group) * N * seqlen
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
         state_offs = ((pid_b * dim + d_offs)[:, None] * n_chunks) * N + cols[None, :]
-
-        A2 = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=cols[None, :] < N, other=0.0)
-        A2 = A2.to(tl.float32) * 1.4426950408889634
         skip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_D:
             skip = tl.load(D_ptr + d_offs).to(tl.float32)
@@ -168,19 +189,57 @@ if triton is not None:
             _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
             dtu = dt * u
             y = skip[:, None] * u
-            for n in tl.static_range(N):
-                a_n = _column(A2, cols, n)
-                h_n = _column(h, cols, n)
-                B_n = tl.load(B_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
-                C_n = tl.load(C_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
-                decay = tl.exp2(dt * a_n[:, None])
-                inp = dtu * B_n[None, :]
-                inp = tl.where(first, inp + decay * h_n[:, None], inp)
-                _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
-                y += x * C_n[None, :]
-                h_end = tl.sum(tl.where(last, x, 0.0), axis=1)
-                h = tl.where(cols[None, :] == n, h_end[:, None], h)
+            # Unrolling lets the states' scans overlap but keeps them all live at once.
+            if UNROLL:
+                for n in tl.static_range(N):
+                    h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
+                                          first, last, cols, dt, dtu, h, y, N)
+            else:
+                for n in range(N):
+                    h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
+                                          first, last, cols, dt, dtu, h, y, N)
             tl.store(y_ptr + row_offs + t[None, :], y, mask=t_mask[None, :])
+
+    @triton.jit
+    def _backward_state(
+        n, A_ptr, BC_offs, dBC_offs, B_ptr, C_ptr, dB_ptr, dC_ptr, d_offs, t_mask, first, last, cols,
+        u, dy, dt, dt_next, dtu, h, g, dA_acc, du, ddt, N: tl.constexpr, ATOMIC_BC: tl.constexpr,
+    ):
+        # Recomputes state n over one chunk, runs its adjoint backwards, adds its gradients.
+        a_nat = tl.load(A_ptr + d_offs * N + n).to(tl.float32)
+        a_n = a_nat * 1.4426950408889634
+        h_n = _column(h, cols, n)
+        g_n = _column(g, cols, n)
+        B_n = tl.load(B_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
+        C_n = tl.load(C_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
+        decay = tl.exp2(dt * a_n[:, None])
+        dBu = dtu * B_n[None, :]
+        inp = tl.where(first, dBu + decay * h_n[:, None], dBu)
+        _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
+
+        decay_next = tl.exp2(dt_next * a_n[:, None])
+        out_grad = dy * C_n[None, :]
+        out_grad = tl.where(last, out_grad + decay_next * g_n[:, None], out_grad)
+        _, adj = tl.associative_scan((decay_next, out_grad), 1, _linear_combine, reverse=True)
+        g_start = tl.sum(tl.where(first, adj, 0.0), axis=1)
+        g = tl.where(cols[None, :] == n, g_start[:, None], g)
+
+        dC_n = tl.sum(dy * x, axis=0)
+        adj_dt = adj * dt
+        dB_n = tl.sum(adj_dt * u, axis=0)
+        if ATOMIC_BC:
+            tl.atomic_add(dC_ptr + dBC_offs, dC_n, mask=t_mask)
+            tl.atomic_add(dB_ptr + dBC_offs, dB_n, mask=t_mask)
+        else:
+            tl.store(dC_ptr + dBC_offs, dC_n, mask=t_mask)
+            tl.store(dB_ptr + dBC_offs, dB_n, mask=t_mask)
+        du += adj_dt * B_n[None, :]
+        # x_t - dBu_t = exp(delta_t A) x_{t-1}: the state before the step, decayed.
+        prev_decayed = x - dBu
+        ddt += adj * (B_n[None, :] * u + a_nat[:, None] * prev_decayed)
+        dA_n = tl.sum(adj_dt * prev_decayed, axis=1)
+        dA_acc = tl.where(cols[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
+        return g, dA_acc, du, ddt
 
     @triton.jit
     def _scan_bwd_kernel(
@@ -190,7 +249,7 @@ if triton is not None:
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         STATE_STRIDE: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr,
+        ATOMIC_BC: tl.constexpr, UNROLL: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -208,10 +267,6 @@ if triton is not None:
             dbc_base = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen
         state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
-
-        A_nat = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=cols[None, :] < N, other=0.0)
-        A_nat = A_nat.to(tl.float32)
-        A2 = A_nat * 1.4426950408889634
         skip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_D:
             skip = tl.load(D_ptr + d_offs).to(tl.float32)
@@ -238,40 +293,18 @@ if triton is not None:
             dtu = dt * u
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
-            for n in tl.static_range(N):
-                a_n = _column(A2, cols, n)
-                h_n = _column(h, cols, n)
-                g_n = _column(g, cols, n)
-                B_n = tl.load(B_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
-                C_n = tl.load(C_ptr + bc_base + n * seqlen + t, mask=t_mask, other=0.0).to(tl.float32)
-                decay = tl.exp2(dt * a_n[:, None])
-                dBu = dtu * B_n[None, :]
-                inp = tl.where(first, dBu + decay * h_n[:, None], dBu)
-                _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
-
-                decay_next = tl.exp2(dt_next * a_n[:, None])
-                out_grad = dy * C_n[None, :]
-                out_grad = tl.where(last, out_grad + decay_next * g_n[:, None], out_grad)
-                _, adj = tl.associative_scan((decay_next, out_grad), 1, _linear_combine, reverse=True)
-                g_start = tl.sum(tl.where(first, adj, 0.0), axis=1)
-                g = tl.where(cols[None, :] == n, g_start[:, None], g)
-
-                dC_n = tl.sum(dy * x, axis=0)
-                adj_dt = adj * dt
-                dB_n = tl.sum(adj_dt * u, axis=0)
-                if ATOMIC_BC:
-                    tl.atomic_add(dC_ptr + dbc_base + n * seqlen + t, dC_n, mask=t_mask)
-                    tl.atomic_add(dB_ptr + dbc_base + n * seqlen + t, dB_n, mask=t_mask)
-                else:
-                    tl.store(dC_ptr + dbc_base + n * seqlen + t, dC_n, mask=t_mask)
-                    tl.store(dB_ptr + dbc_base + n * seqlen + t, dB_n, mask=t_mask)
-                du += adj_dt * B_n[None, :]
-                # x_t - dBu_t = exp(delta_t A) x_{t-1}: the state before the step, decayed.
-                prev_decayed = x - dBu
-                a_nat_n = a_n * 0.6931471805599453
-                ddt += adj * (B_n[None, :] * u + a_nat_n[:, None] * prev_decayed)
-                dA_n = tl.sum(adj_dt * prev_decayed, axis=1)
-                dA_acc = tl.where(cols[None, :] == n, dA_acc + dA_n[:, None], dA_acc)
+            if UNROLL:
+                for n in tl.static_range(N):
+                    g, dA_acc, du, ddt = _backward_state(
+                        n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
+                        dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
+                        ddt, N, ATOMIC_BC)
+            else:
+                for n in range(N):
+                    g, dA_acc, du, ddt = _backward_state(
+                        n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
+                        dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
+                        ddt, N, ATOMIC_BC)
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(raw)
             ddt = tl.where(t_mask[None, :], ddt, 0.0)
@@ -280,6 +313,174 @@ if triton is not None:
             dD_acc += tl.sum(dy * u, axis=1)
             dbias_acc += tl.sum(ddt, axis=1)
         tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=cols[None, :] < N)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + d_offs, dD_acc)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
+
+
+    @triton.jit
+    def _step_column(tile, steps, k):
+        # tile[:, k] of a (rows, BLOCK_L) tile; k is a compile-time step index.
+        return tl.sum(tl.where(steps[None, :] == k, tile, 0.0), axis=1)
+
+    @triton.jit
+    def _seq_fwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+        y_ptr, states_ptr,
+        seqlen, dim, groups, dims_per_group,
+        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        SAVE_STATES: tl.constexpr,
+    ):
+        # All N states of a channel advance together, one time step after the other; a
+        # chunk of BLOCK_L steps is loaded at once (coalesced) and walked step by step.
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        cols = tl.arange(0, NP)
+        steps = tl.arange(0, BLOCK_L)
+        n_mask = cols < N
+        group = (pid_d * BLOCK_D) // dims_per_group
+
+        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
+        bc_offs = (pid_b * groups + group) * N * seqlen + cols[:, None] * seqlen
+        n_chunks = tl.cdiv(seqlen, BLOCK_L)
+        state_offs = ((pid_b * dim + d_offs)[:, None] * n_chunks) * N + cols[None, :]
+        A2 = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
+        A2 = A2.to(tl.float32) * 1.4426950408889634
+        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(D_ptr + d_offs).to(tl.float32)
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
+
+        h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        for chunk in range(n_chunks):
+            if SAVE_STATES:
+                tl.store(states_ptr + state_offs + chunk * N, h, mask=n_mask[None, :])
+            t = chunk * BLOCK_L + steps
+            t_mask = t < seqlen
+            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+            bc_mask = n_mask[:, None] & t_mask[None, :]
+            Bt = tl.load(B_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
+            dtu = dt * u
+            y = skip[:, None] * u
+            for k in tl.static_range(BLOCK_L):
+                dt_k = _step_column(dt, steps, k)
+                dtu_k = _step_column(dtu, steps, k)
+                B_k = _step_column(Bt, steps, k)
+                C_k = _step_column(Ct, steps, k)
+                h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * B_k[None, :]
+                y_k = tl.sum(h * C_k[None, :], axis=1)
+                y = tl.where(steps[None, :] == k, y + y_k[:, None], y)
+            tl.store(y_ptr + row_offs + t[None, :], y, mask=t_mask[None, :])
+
+    @triton.jit
+    def _seq_bwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
+        du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        seqlen, dim, groups, dims_per_group, state_chunks,
+        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        STATE_STRIDE: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        ATOMIC_BC: tl.constexpr,
+    ):
+        # Walks the chunks backwards: recomputes a chunk's states from its stored start
+        # (kept in registers, one tile per step), then runs the adjoint step by step.
+        # The carried adjoint is w = exp(delta_{t+1} A) g_{t+1}, so every factor it needs
+        # was already computed by the recomputation.
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        cols = tl.arange(0, NP)
+        steps = tl.arange(0, BLOCK_L)
+        n_mask = cols < N
+        group = (pid_d * BLOCK_D) // dims_per_group
+
+        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
+        bc_offs = (pid_b * groups + group) * N * seqlen + cols[:, None] * seqlen
+        if ATOMIC_BC:
+            dbc_offs = bc_offs
+        else:
+            # One partial row set per channel block: (batch, dim / BLOCK_D, N, L).
+            dbc_offs = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen + cols[:, None] * seqlen
+        state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
+        n_chunks = tl.cdiv(seqlen, BLOCK_L)
+        A_nat = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
+        A_nat = A_nat.to(tl.float32)
+        A2 = A_nat * 1.4426950408889634
+        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(D_ptr + d_offs).to(tl.float32)
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
+
+        w = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        dA_acc = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for rev in range(n_chunks):
+            chunk = n_chunks - 1 - rev
+            t = chunk * BLOCK_L + steps
+            t_mask = t < seqlen
+            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+            raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+            bc_mask = n_mask[:, None] & t_mask[None, :]
+            Bt = tl.load(B_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
+            h = tl.load(states_ptr + state_offs + (chunk * STATE_STRIDE) * N, mask=n_mask[None, :], other=0.0)
+            dtu = dt * u
+
+            states = (h,)
+            decays = ()
+            for k in tl.static_range(BLOCK_L):
+                decay = tl.exp2(_step_column(dt, steps, k)[:, None] * A2)
+                h = decay * h + _step_column(dtu, steps, k)[:, None] * _step_column(Bt, steps, k)[None, :]
+                states = states + (h,)
+                decays = decays + (decay,)
+
+            du = skip[:, None] * dy
+            ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+            dB = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
+            dC = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
+            for j in tl.static_range(BLOCK_L):
+                k = BLOCK_L - 1 - j
+                at_k = steps[None, :] == k
+                u_k = _step_column(u, steps, k)
+                dy_k = _step_column(dy, steps, k)
+                dt_k = _step_column(dt, steps, k)
+                B_k = _step_column(Bt, steps, k)
+                C_k = _step_column(Ct, steps, k)
+                g = dy_k[:, None] * C_k[None, :] + w
+                g_dt = g * dt_k[:, None]
+                decayed_prev = decays[k] * states[k]
+                dC = tl.where(at_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[:, None], dC)
+                dB = tl.where(at_k, dB + tl.sum(g_dt * u_k[:, None], axis=0)[:, None], dB)
+                du = tl.where(at_k, du + tl.sum(g_dt * B_k[None, :], axis=1)[:, None], du)
+                ddt_k = tl.sum(g * (B_k[None, :] * u_k[:, None] + A_nat * decayed_prev), axis=1)
+                ddt = tl.where(at_k, ddt + ddt_k[:, None], ddt)
+                dA_acc += g_dt * decayed_prev
+                w = decays[k] * g
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            ddt = tl.where(t_mask[None, :], ddt, 0.0)
+            tl.store(du_ptr + row_offs + t[None, :], du, mask=t_mask[None, :])
+            tl.store(ddelta_ptr + row_offs + t[None, :], ddt, mask=t_mask[None, :])
+            if ATOMIC_BC:
+                tl.atomic_add(dB_ptr + dbc_offs + t[None, :], dB, mask=bc_mask)
+                tl.atomic_add(dC_ptr + dbc_offs + t[None, :], dC, mask=bc_mask)
+            else:
+                tl.store(dB_ptr + dbc_offs + t[None, :], dB, mask=bc_mask)
+                tl.store(dC_ptr + dbc_offs + t[None, :], dC, mask=bc_mask)
+            dD_acc += tl.sum(dy * u, axis=1)
+            dbias_acc += tl.sum(ddt, axis=1)
+        tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=n_mask[None, :])
         if HAS_D:
             tl.atomic_add(dD_ptr + d_offs, dD_acc)
         if HAS_BIAS:
@@ -335,14 +536,17 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
     y = torch.empty_like(u)
     states = u.new_empty((batch, dim, n_chunks, n_state), dtype=torch.float32) if save_states else y
     dummy = A
-    _scan_fwd_kernel[(dim // block_d, batch)](
+    seq = config.algorithm == "sequential"
+    kernel = _seq_fwd_kernel if seq else _scan_fwd_kernel
+    extra = {} if seq else dict(UNROLL=config.unroll)
+    kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         y, states,
         seqlen, dim, groups, dims_per_group,
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        SAVE_STATES=save_states, num_warps=config.num_warps,
+        SAVE_STATES=save_states, num_warps=config.num_warps, **extra,
     )
     return y, (states if save_states else None)
 
@@ -367,7 +571,10 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         dB = torch.empty(partial_shape, **f32)
         dC = torch.empty(partial_shape, **f32)
     dummy = A
-    _scan_bwd_kernel[(dim // block_d, batch)](
+    seq = config.algorithm == "sequential"
+    kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
+    extra = {} if seq else dict(UNROLL=config.unroll_bwd)
+    kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         dy, states,
@@ -375,7 +582,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         seqlen, dim, groups, dims_per_group, states.shape[2],
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l_bwd,
         STATE_STRIDE=stride, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        ATOMIC_BC=config.atomic_grads, num_warps=config.num_warps_bwd,
+        ATOMIC_BC=config.atomic_grads, num_warps=config.num_warps_bwd, **extra,
     )
     if not config.atomic_grads:
         blocks_per_group = dims_per_group // block_d
