@@ -172,11 +172,15 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         (14, 14, 1, 32, (128, 256), 64, (torch.float32,)),  # one window, one key tile, no padding
         (5, 12, 2, 32, (32, 64), 64, (torch.float32,)),  # window 5: 12 -> 15, three windows a row
         (0, 16, 2, 80, (64, 64), 16, (torch.float32, torch.float16)),  # global, key tile = one row
+        (0, 16, 2, 80, (64, 64), 16, (torch.float16,)),  # the same, head dim zero-padded to 128
         (0, 16, 1, 48, (64, 64), 64, (torch.float32,)),  # global, one-hot gather path, 48 = 32 + 16
     ]
-    for window, side, heads, head_dim, (tile_m, tile_n), global_tile, dtypes in cases:
-        fe.KERNEL_CONFIGS["window"].update(BLOCK_M=tile_m, BLOCK_N=tile_n)
-        fe.KERNEL_CONFIGS["global"]["BLOCK_N"] = global_tile
+    for case, (window, side, heads, head_dim, (tile_m, tile_n), global_tile, dtypes) in enumerate(cases):
+        # Alternate the kernel variants: exact head-dim chunks + scale folded into q, or one
+        # zero-padded chunk + scale applied to the scores.
+        variant = dict(split_head=case % 2 == 0, prescale_q=case % 2 == 0)
+        fe.KERNEL_CONFIGS["window"].update(BLOCK_M=tile_m, BLOCK_N=tile_n, **variant)
+        fe.KERNEL_CONFIGS["global"].update(BLOCK_N=global_tile, **variant)
         channels = heads * head_dim
         qkv = torch.randn(1, side, side, 3 * channels)
         rows = window or side

@@ -210,16 +210,28 @@ def _split_head_dim(head_dim: int) -> tuple[int, int]:
 if _TRITON_IMPORTED:
 
     @triton.jit
+    def _load_rows(row_ptrs, cols, row_ok, WIDTH: tl.constexpr, VALID: tl.constexpr, MASK_ROWS: tl.constexpr):
+        """Load a (rows x WIDTH) tile whose first VALID columns are real, zeros elsewhere."""
+        ptrs = row_ptrs[:, None] + cols[None, :]
+        if WIDTH > VALID:
+            if MASK_ROWS:
+                return tl.load(ptrs, mask=row_ok[:, None] & (cols < VALID)[None, :], other=0.0)
+            return tl.load(ptrs, mask=(cols < VALID)[None, :], other=0.0)
+        if MASK_ROWS:
+            return tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+        return tl.load(ptrs)
+
+    @triton.jit
     def _rel_terms_kernel(
         qkv_ptr, table_ptr, out_ptr,
         num_lines, line_len,
         s_qkv_b, s_qkv_line, s_qkv_pos,
         s_tab_line, s_tab_k,
-        s_out_b, s_out_n, s_out_line, s_out_pos,
+        s_out_b, s_out_n, s_out_k, s_out_line, s_out_pos,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
         K: tl.constexpr, K_P: tl.constexpr, LEN_P: tl.constexpr,
     ):
-        """out[b, n, line, pos, k] = q[b, line, pos, n, :] . table[line, k, :] for one line of
+        """out[b, n, k, line, pos] = q[b, line, pos, n, :] . table[line, k, :] for one line of
         tokens (an image row for rel_h, a column for rel_w); all tokens of a line share the
         table row, so it is a plain matrix product."""
         pid = tl.program_id(0)
@@ -232,17 +244,14 @@ if _TRITON_IMPORTED:
         q_row = qkv_ptr + b.to(tl.int64) * s_qkv_b + line * s_qkv_line + pos * s_qkv_pos + head * HEAD_DIM
         t_row = table_ptr + line * s_tab_line + kk * s_tab_k
         d0 = tl.arange(0, D0)
-        a = tl.load(q_row[:, None] + d0[None, :], mask=pos_ok[:, None], other=0.0)
-        t = tl.load(t_row[:, None] + d0[None, :], mask=(kk < K)[:, None], other=0.0)
-        acc = tl.dot(a, tl.trans(t))
+        acc = tl.dot(_load_rows(q_row, d0, pos_ok, D0, HEAD_DIM, True),
+                     tl.trans(_load_rows(t_row, d0, kk < K, D0, HEAD_DIM, True)))
         if D1 > 0:
             d1 = tl.arange(0, D1)
-            d1_ok = d1 < HEAD_DIM - D0
-            a = tl.load(q_row[:, None] + D0 + d1[None, :], mask=pos_ok[:, None] & d1_ok[None, :], other=0.0)
-            t = tl.load(t_row[:, None] + D0 + d1[None, :], mask=(kk < K)[:, None] & d1_ok[None, :], other=0.0)
-            acc += tl.dot(a, tl.trans(t))
+            acc += tl.dot(_load_rows(q_row + D0, d1, pos_ok, D1, HEAD_DIM - D0, True),
+                          tl.trans(_load_rows(t_row + D0, d1, kk < K, D1, HEAD_DIM - D0, True)))
         dst = out_ptr + b.to(tl.int64) * s_out_b + head * s_out_n + line * s_out_line + pos * s_out_pos
-        tl.store(dst[:, None] + kk[None, :], acc, mask=pos_ok[:, None])
+        tl.store(dst[:, None] + kk[None, :] * s_out_k, acc, mask=pos_ok[:, None])
 
     @triton.jit
     def _rel_attention_kernel(
@@ -250,22 +259,27 @@ if _TRITON_IMPORTED:
         height, width, windows_x, windows_per_image,
         s_qkv_b, s_qkv_y, s_qkv_x,
         s_out_b, s_out_y, s_out_x,
-        s_rh_b, s_rh_n, s_rh_y, s_rh_x,
-        s_rw_b, s_rw_n, s_rw_y, s_rw_x,
+        s_rh_b, s_rh_n, s_rh_k, s_rh_y, s_rh_x,
+        s_rw_b, s_rw_n, s_rw_k, s_rw_y, s_rw_x,
         qk_scale,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
         ROWS: tl.constexpr, COLS: tl.constexpr, ROWS_P: tl.constexpr, COLS_P: tl.constexpr,
         HAS_REL: tl.constexpr, ROW_ALIGNED: tl.constexpr, PAD_WITH_BIAS: tl.constexpr,
+        MASK_Q: tl.constexpr, MASK_K: tl.constexpr, PRESCALE_Q: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE_DOT: tl.constexpr,
     ):
         """Flash attention over one ROWS x COLS window (the whole image for global blocks) of
         one head, with decomposed relative-position terms added to the scores in registers.
 
-        Program (pid_m, g): queries pid_m*BLOCK_M.. of group g = (image, window, head).
+        Program (pid_m, g): queries pid_m*BLOCK_M.. of group g = (image, window, head). Head
+        dims are loaded as a D0 chunk and an optional D1 chunk (80 = 64 + 16), or as one
+        zero-padded D0 chunk. Scores are kept in log2 units (exp2 softmax).
         """
         LOG2E: tl.constexpr = 1.4426950408889634
         LENGTH: tl.constexpr = ROWS * COLS
         CHANNELS: tl.constexpr = NUM_HEADS * HEAD_DIM
+        D0_VALID: tl.constexpr = D0 if D0 < HEAD_DIM else HEAD_DIM
+        D1_VALID: tl.constexpr = HEAD_DIM - D0_VALID
         PRECISION: tl.constexpr = "ieee" if IEEE_DOT else "tf32"
         REL_DTYPE: tl.constexpr = tl.float32 if IEEE_DOT else tl.float16
         pid_m = tl.program_id(0)
@@ -277,6 +291,7 @@ if _TRITON_IMPORTED:
         y0 = (window // windows_x) * ROWS
         x0 = (window % windows_x) * COLS
         qkv_img = qkv_ptr + b.to(tl.int64) * s_qkv_b + head * HEAD_DIM
+        qk_scale_log2 = qk_scale * LOG2E
 
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         q_y = y0 + offs_m // COLS
@@ -284,30 +299,39 @@ if _TRITON_IMPORTED:
         q_ok = (offs_m < LENGTH) & (q_y < height) & (q_x < width)
         q_ptr = qkv_img + q_y * s_qkv_y + q_x * s_qkv_x
         d0 = tl.arange(0, D0)
-        q0 = tl.load(q_ptr[:, None] + d0[None, :], mask=q_ok[:, None], other=0.0)
+        q0 = _load_rows(q_ptr, d0, q_ok, D0, D0_VALID, MASK_Q)
+        if PRESCALE_Q:  # one multiply per query element instead of one per score
+            q0 = (q0 * qk_scale_log2).to(q0.dtype)
         if D1 > 0:
             d1 = tl.arange(0, D1)
-            d1_ok = d1 < HEAD_DIM - D0
-            q1 = tl.load(q_ptr[:, None] + D0 + d1[None, :], mask=q_ok[:, None] & d1_ok[None, :], other=0.0)
+            q1 = _load_rows(q_ptr + D0, d1, q_ok, D1, D1_VALID, MASK_Q)
+            if PRESCALE_Q:
+                q1 = (q1 * qk_scale_log2).to(q1.dtype)
         if PAD_WITH_BIAS:
-            bias_k0 = tl.load(bias_ptr + CHANNELS + head * HEAD_DIM + d0)
-            bias_v0 = tl.load(bias_ptr + 2 * CHANNELS + head * HEAD_DIM + d0)
+            bias_k0 = tl.load(bias_ptr + CHANNELS + head * HEAD_DIM + d0, mask=d0 < D0_VALID, other=0.0)
+            bias_v0 = tl.load(bias_ptr + 2 * CHANNELS + head * HEAD_DIM + d0, mask=d0 < D0_VALID, other=0.0)
             if D1 > 0:
-                bias_k1 = tl.load(bias_ptr + CHANNELS + head * HEAD_DIM + D0 + d1, mask=d1_ok, other=0.0)
-                bias_v1 = tl.load(bias_ptr + 2 * CHANNELS + head * HEAD_DIM + D0 + d1, mask=d1_ok, other=0.0)
+                bias_k1 = tl.load(bias_ptr + CHANNELS + head * HEAD_DIM + D0 + d1, mask=d1 < D1_VALID, other=0.0)
+                bias_v1 = tl.load(bias_ptr + 2 * CHANNELS + head * HEAD_DIM + D0 + d1, mask=d1 < D1_VALID,
+                                  other=0.0)
 
         if HAS_REL:
             rh_ptr = rel_h_ptr + b.to(tl.int64) * s_rh_b + head * s_rh_n + q_y * s_rh_y + q_x * s_rh_x
             rw_ptr = rel_w_ptr + b.to(tl.int64) * s_rw_b + head * s_rw_n + q_y * s_rw_y + q_x * s_rw_x
             if ROW_ALIGNED:
-                # Every key tile is one full row of the grid: rel_w is the same tile each time.
-                rel_w = tl.load(rw_ptr[:, None] + tl.arange(0, BLOCK_N)[None, :], mask=q_ok[:, None], other=0.0)
-                rel_w = rel_w * LOG2E
+                # Each key tile is one full grid row: rel_w is the same tile every time, and
+                # rel_h is one column, stored k-major so that it is a contiguous load. The next
+                # column is fetched one iteration ahead.
+                rel_w = tl.load(rw_ptr[:, None] + tl.arange(0, BLOCK_N)[None, :] * s_rw_k,
+                                mask=q_ok[:, None], other=0.0) * LOG2E
+                rel_h_next = tl.load(rh_ptr, mask=q_ok, other=0.0) * LOG2E
             else:
                 # float16 operands for the one-hot products: the same 10-bit mantissa as tf32 and
                 # the 16-bit matrix path of the other products (exact for the one-hot side).
-                rel_h = tl.load(rh_ptr[:, None] + tl.arange(0, ROWS_P)[None, :], mask=q_ok[:, None], other=0.0)
-                rel_w = tl.load(rw_ptr[:, None] + tl.arange(0, COLS_P)[None, :], mask=q_ok[:, None], other=0.0)
+                rel_h = tl.load(rh_ptr[:, None] + tl.arange(0, ROWS_P)[None, :] * s_rh_k,
+                                mask=q_ok[:, None], other=0.0)
+                rel_w = tl.load(rw_ptr[:, None] + tl.arange(0, COLS_P)[None, :] * s_rw_k,
+                                mask=q_ok[:, None], other=0.0)
                 rel_h = (rel_h * LOG2E).to(REL_DTYPE)
                 rel_w = (rel_w * LOG2E).to(REL_DTYPE)
 
@@ -316,7 +340,6 @@ if _TRITON_IMPORTED:
         acc0 = tl.zeros([BLOCK_M, D0], tl.float32)
         if D1 > 0:
             acc1 = tl.zeros([BLOCK_M, D1], tl.float32)
-        qk_scale_log2 = qk_scale * LOG2E
 
         for start_n in range(0, LENGTH, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -327,71 +350,91 @@ if _TRITON_IMPORTED:
             in_window = offs_n < LENGTH
             in_image = in_window & (k_y < height) & (k_x < width)
             kv_ptr = qkv_img + k_y * s_qkv_y + k_x * s_qkv_x
-            k0 = tl.load(kv_ptr[:, None] + CHANNELS + d0[None, :], mask=in_image[:, None], other=0.0)
-            v0 = tl.load(kv_ptr[:, None] + 2 * CHANNELS + d0[None, :], mask=in_image[:, None], other=0.0)
+            k0 = _load_rows(kv_ptr + CHANNELS, d0, in_image, D0, D0_VALID, MASK_K)
+            v0 = _load_rows(kv_ptr + 2 * CHANNELS, d0, in_image, D0, D0_VALID, MASK_K)
             if PAD_WITH_BIAS:
                 k0 = tl.where(in_image[:, None], k0, bias_k0[None, :])
                 v0 = tl.where(in_image[:, None], v0, bias_v0[None, :])
-            scores = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)
             if D1 > 0:
-                kv_ok = in_image[:, None] & d1_ok[None, :]
-                k1 = tl.load(kv_ptr[:, None] + CHANNELS + D0 + d1[None, :], mask=kv_ok, other=0.0)
-                v1 = tl.load(kv_ptr[:, None] + 2 * CHANNELS + D0 + d1[None, :], mask=kv_ok, other=0.0)
+                k1 = _load_rows(kv_ptr + CHANNELS + D0, d1, in_image, D1, D1_VALID, MASK_K)
+                v1 = _load_rows(kv_ptr + 2 * CHANNELS + D0, d1, in_image, D1, D1_VALID, MASK_K)
                 if PAD_WITH_BIAS:
                     k1 = tl.where(in_image[:, None], k1, bias_k1[None, :])
                     v1 = tl.where(in_image[:, None], v1, bias_v1[None, :])
-                scores += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
-            scores = scores * qk_scale_log2
+
+            scores = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)
+            if D1 > 0:
+                scores = tl.dot(q1, tl.trans(k1), scores, input_precision=PRECISION)
+            if not PRESCALE_Q:
+                scores = scores * qk_scale_log2
             if HAS_REL:
                 if ROW_ALIGNED:
-                    rel_h_col = tl.load(rh_ptr + start_n // COLS, mask=q_ok, other=0.0) * LOG2E
+                    rel_h_col = rel_h_next
+                    rel_h_next = tl.load(rh_ptr + (start_n // COLS + 1) * s_rh_k,
+                                         mask=q_ok & (start_n + BLOCK_N < LENGTH), other=0.0) * LOG2E
                     scores += rel_h_col[:, None] + rel_w
                 else:
                     # Gather rel_h[q, row(k)] and rel_w[q, col(k)] as products with one-hot
                     # matrices: tensor cores instead of per-element loads.
                     hot_h = (tl.arange(0, ROWS_P)[:, None] == k_row[None, :]).to(REL_DTYPE)
                     hot_w = (tl.arange(0, COLS_P)[:, None] == k_col[None, :]).to(REL_DTYPE)
-                    scores += tl.dot(rel_h, hot_h, input_precision=PRECISION)
-                    scores += tl.dot(rel_w, hot_w, input_precision=PRECISION)
-            scores = tl.where(in_window[None, :], scores, float("-inf"))
+                    scores = tl.dot(rel_h, hot_h, scores, input_precision=PRECISION)
+                    scores = tl.dot(rel_w, hot_w, scores, input_precision=PRECISION)
+            if MASK_K:
+                scores = tl.where(in_window[None, :], scores, float("-inf"))
 
             m_new = tl.maximum(m_i, tl.max(scores, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(scores - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             p = p.to(v0.dtype)
-            acc0 = acc0 * alpha[:, None] + tl.dot(p, v0, input_precision=PRECISION)
+            acc0 = tl.dot(p, v0, acc0 * alpha[:, None], input_precision=PRECISION)
             if D1 > 0:
-                acc1 = acc1 * alpha[:, None] + tl.dot(p, v1, input_precision=PRECISION)
+                acc1 = tl.dot(p, v1, acc1 * alpha[:, None], input_precision=PRECISION)
             m_i = m_new
 
         out_ptrs = out_ptr + b.to(tl.int64) * s_out_b + q_y * s_out_y + q_x * s_out_x + head * HEAD_DIM
         inv_l = 1.0 / l_i
+        out_mask = (d0 < D0_VALID)[None, :]
+        if MASK_Q:
+            out_mask = out_mask & q_ok[:, None]
         tl.store(out_ptrs[:, None] + d0[None, :], (acc0 * inv_l[:, None]).to(out_ptr.dtype.element_ty),
-                 mask=q_ok[:, None])
+                 mask=out_mask)
         if D1 > 0:
+            out_mask1 = (d1 < D1_VALID)[None, :]
+            if MASK_Q:
+                out_mask1 = out_mask1 & q_ok[:, None]
             tl.store(out_ptrs[:, None] + D0 + d1[None, :], (acc1 * inv_l[:, None]).to(out_ptr.dtype.element_ty),
-                     mask=q_ok[:, None] & d1_ok[None, :])
+                     mask=out_mask1)
 
 
 # Launch settings per attention shape; overridable (e.g. by the benchmark) without edits.
-# Keys: "window" / "global"; values: BLOCK_M, BLOCK_N, num_warps, num_stages.
-KERNEL_CONFIGS: dict[str, dict[str, int]] = {
-    "window": {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2},
-    "global": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2},
+# Keys: "window" / "global". BLOCK_M, BLOCK_N, num_warps, num_stages as usual; split_head:
+# head dim as two exact power-of-two chunks (80 = 64 + 16) rather than one zero-padded chunk;
+# prescale_q: fold the softmax scale into q (rounded to q's dtype, as the official q * scale).
+KERNEL_CONFIGS: dict[str, dict] = {
+    "window": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "split_head": True,
+               "prescale_q": True},
+    "global": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, "split_head": True,
+               "prescale_q": True},
 }
 
 
+def _head_chunks(head_dim: int, split: bool) -> tuple[int, int]:
+    return _split_head_dim(head_dim) if split else (max(16, _next_pow2(head_dim)), 0)
+
+
 def _rel_terms_triton(qkv, table, num_heads, along_rows: bool, k_size: int) -> torch.Tensor:
-    """BxHxWx3C qkv and an (H or W)xKxC table -> BxnHxHxWxK_P float32 relative terms."""
+    """BxHxWx3C qkv and an (H or W)xKxC table -> BxnHxK_PxHxW float32 relative terms (k-major,
+    so that one k for consecutive tokens is contiguous)."""
     batch, height, width, _ = qkv.shape
     head_dim = qkv.shape[-1] // (3 * num_heads)
     d0, d1 = _split_head_dim(head_dim)
     k_pad = max(16, _next_pow2(k_size))
-    out = torch.empty(batch, num_heads, height, width, k_pad, device=qkv.device, dtype=torch.float32)
+    out = torch.empty(batch, num_heads, k_pad, height, width, device=qkv.device, dtype=torch.float32)
     table = table.to(qkv.dtype).contiguous()
     s_b, s_y, s_x, _ = qkv.stride()
-    o_b, o_n, o_y, o_x, _ = out.stride()
+    o_b, o_n, o_k, o_y, o_x = out.stride()
     if along_rows:  # rel_h: one program per image row y, tokens along x
         lines, line_len = height, width
         s_line, s_pos, o_line, o_pos = s_y, s_x, o_y, o_x
@@ -402,7 +445,7 @@ def _rel_terms_triton(qkv, table, num_heads, along_rows: bool, k_size: int) -> t
     _rel_terms_kernel[grid](
         qkv, table, out, lines, line_len,
         s_b, s_line, s_pos, table.stride(0), table.stride(1),
-        o_b, o_n, o_line, o_pos,
+        o_b, o_n, o_k, o_line, o_pos,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, D0=d0, D1=d1,
         K=k_size, K_P=k_pad, LEN_P=max(16, _next_pow2(line_len)),
         num_warps=4,
@@ -424,7 +467,6 @@ def _attention_triton(
     batch, height, width, three_c = qkv.shape
     channels = three_c // 3
     head_dim = channels // num_heads
-    d0, d1 = _split_head_dim(head_dim)
     if window_size > 0:
         rows = cols = window_size
         windows_y, windows_x = -(-height // rows), -(-width // cols)
@@ -442,23 +484,26 @@ def _attention_triton(
         qkv_bias = qkv.new_zeros(three_c)
     bias = qkv_bias.to(qkv.dtype).contiguous() if padded else qkv
     config = dict(KERNEL_CONFIGS["window" if window_size > 0 else "global"])
+    d0, d1 = _head_chunks(head_dim, config.pop("split_head", True))
+    prescale_q = config.pop("prescale_q", True) and qkv.dtype != torch.float32
+    block_m, block_n = config.pop("BLOCK_M"), config["BLOCK_N"]
     rows_p, cols_p = max(16, _next_pow2(rows)), max(16, _next_pow2(cols))
-    row_aligned = has_rel and cols == cols_p and config["BLOCK_N"] == cols
-    block_m = config.pop("BLOCK_M")
+    row_aligned = has_rel and cols == cols_p and block_n == cols
+    length = rows * cols
     out = torch.empty(batch, height, width, channels, device=qkv.device, dtype=qkv.dtype)
-    grid = (triton.cdiv(rows * cols, block_m), batch * windows_y * windows_x * num_heads)
+    grid = (triton.cdiv(length, block_m), batch * windows_y * windows_x * num_heads)
     _rel_attention_kernel[grid](
         qkv, rel_h, rel_w, bias, out,
         height, width, windows_x, windows_y * windows_x,
-        *qkv.stride()[:3], *out.stride()[:3], *rel_h.stride()[:4], *rel_w.stride()[:4],
+        *qkv.stride()[:3], *out.stride()[:3], *rel_h.stride(), *rel_w.stride(),
         scale,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, D0=d0, D1=d1,
         ROWS=rows, COLS=cols, ROWS_P=rows_p, COLS_P=cols_p,
         HAS_REL=has_rel, ROW_ALIGNED=row_aligned, PAD_WITH_BIAS=padded,
-        BLOCK_M=block_m, IEEE_DOT=qkv.dtype == torch.float32, **config,
+        MASK_Q=padded or length % block_m != 0, MASK_K=padded or length % block_n != 0,
+        PRESCALE_Q=prescale_q, BLOCK_M=block_m, IEEE_DOT=qkv.dtype == torch.float32, **config,
     )
     return out
-
 
 if _TRITON_IMPORTED:
     # An opaque operator for torch.compile: Inductor fuses the norms and residual adds around
@@ -549,6 +594,31 @@ def rel_pos_attention(
 # --------------------------------------------------------------------------------------
 
 
+def _patch_embed(patch_embed: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Bx3xSxS -> Bx(S/p)x(S/p)xC, the official ``PatchEmbed`` as one matrix product.
+
+    A convolution whose stride equals its kernel is a linear layer on flattened patches; with
+    3 input channels cuDNN picks a slow kernel for it in bfloat16 (about 4 ms for a batch of
+    8 at 1024 on an H100), the matrix product takes a fraction of that.
+    """
+    conv = patch_embed.proj
+    kernel_h, kernel_w = conv.kernel_size
+    batch, channels, height, width = images.shape
+    if (
+        tuple(conv.stride) != (kernel_h, kernel_w)
+        or tuple(conv.padding) != (0, 0)
+        or tuple(conv.dilation) != (1, 1)
+        or conv.groups != 1
+        or height % kernel_h
+        or width % kernel_w
+    ):
+        return patch_embed(images)
+    rows, cols = height // kernel_h, width // kernel_w
+    patches = images.view(batch, channels, rows, kernel_h, cols, kernel_w).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(batch, rows, cols, channels * kernel_h * kernel_w)
+    return F.linear(patches, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+
+
 def _block_forward(block: nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
     """One official ``Block`` computed with :func:`rel_pos_attention`. x: BxHxWxC."""
     attn = block.attn
@@ -590,7 +660,7 @@ class FastImageEncoderViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xSxS normalised, padded images -> Bx256x(S/16)x(S/16) embeddings."""
-        x = self.patch_embed(x)
+        x = self.patch_embed(x) if self.backend == "official" else _patch_embed(self.patch_embed, x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
         for block in self.blocks:
@@ -598,7 +668,9 @@ class FastImageEncoderViT(nn.Module):
         return self.neck(x.permute(0, 3, 1, 2))
 
 
-def accelerate_image_encoder(encoder: nn.Module, backend: str = "auto", compile: bool = False) -> FastImageEncoderViT:
+def accelerate_image_encoder(
+    encoder: nn.Module, backend: str = "auto", compile: bool = False, compile_mode: str | None = None
+) -> FastImageEncoderViT:
     """Wrap an official SAM image encoder in :class:`FastImageEncoderViT`.
 
     Args:
@@ -607,6 +679,7 @@ def accelerate_image_encoder(encoder: nn.Module, backend: str = "auto", compile:
         backend: See :class:`FastImageEncoderViT`.
         compile: Also ``torch.compile`` the forward (in place, so state-dict keys keep their
             names); worth it on CUDA, where it fuses the norms and residual adds.
+        compile_mode: ``torch.compile`` mode (``None``: the default mode).
 
     Returns:
         The fast encoder, computing the same function as ``encoder``.
@@ -617,7 +690,7 @@ def accelerate_image_encoder(encoder: nn.Module, backend: str = "auto", compile:
     else:
         fast = FastImageEncoderViT(encoder, backend)
     if compile:
-        fast.compile(dynamic=False)
+        fast.compile(dynamic=False, mode=compile_mode)
     return fast
 
 
