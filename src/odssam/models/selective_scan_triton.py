@@ -47,12 +47,12 @@ class ScanKernelConfig:
     """Tile sizes and launch parameters of the two kernels.
 
     Attributes:
-        block_d: Channels per program (a power of two; shrunk to divide the channels
-            of a group).
-        block_l: Time steps per chunk in the forward pass; the stride of the stored
-            chunk-start states.
-        block_l_bwd: Time steps per chunk in the backward pass; a multiple of
-            ``block_l`` (the backward reads every ``block_l_bwd / block_l``-th state).
+        block_d: Channels per program in the forward pass (a power of two; shrunk to
+            divide the channels of a group).
+        block_d_bwd: Channels per program in the backward pass.
+        block_l: Time steps loaded per chunk in the forward pass.
+        block_l_bwd: Time steps per chunk in the backward pass, a multiple of
+            ``block_l``; the forward pass stores the state at the start of each.
         num_warps: Warps per program in the forward pass.
         num_warps_bwd: Warps per program in the backward pass.
         atomic_grads: Add the ``dB``/``dC`` partial sums of the channel blocks with
@@ -63,17 +63,21 @@ class ScanKernelConfig:
         unroll_bwd: The same in the backward kernel.
         algorithm: ``sequential`` (all states of a channel step through time together)
             or ``scan`` (each state solved over a chunk by an associative scan).
+        recompute_decay: Sequential backward: recompute ``exp(delta A)`` in the reverse
+            sweep instead of keeping the chunk's decays in registers.
     """
 
-    block_d: int = 16
-    block_l: int = 64
-    block_l_bwd: int = 64
+    block_d: int = 128
+    block_d_bwd: int = 32
+    block_l: int = 4
+    block_l_bwd: int = 8
     num_warps: int = 4
     num_warps_bwd: int = 4
     atomic_grads: bool = True
     unroll: bool = True
     unroll_bwd: bool = False
     algorithm: str = "sequential"
+    recompute_decay: bool = False
 
 
 def default_config() -> ScanKernelConfig:
@@ -157,7 +161,7 @@ if triton is not None:
         seqlen, dim, groups, dims_per_group,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr, UNROLL: tl.constexpr,
+        SAVE_STATES: tl.constexpr, SAVE_STRIDE: tl.constexpr, UNROLL: tl.constexpr,
     ):
         pid_d = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
@@ -169,7 +173,8 @@ if triton is not None:
         row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
         bc_base = (pid_b * groups + group) * N * seqlen
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
-        state_offs = ((pid_b * dim + d_offs)[:, None] * n_chunks) * N + cols[None, :]
+        # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
+        state_offs = ((pid_b * dim + d_offs)[:, None] * tl.cdiv(n_chunks, SAVE_STRIDE)) * N + cols[None, :]
         skip = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_D:
             skip = tl.load(D_ptr + d_offs).to(tl.float32)
@@ -181,8 +186,8 @@ if triton is not None:
         last = (steps == BLOCK_L - 1)[None, :]
         h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         for chunk in range(n_chunks):
-            if SAVE_STATES:
-                tl.store(states_ptr + state_offs + chunk * N, h, mask=cols[None, :] < N)
+            if SAVE_STATES and chunk % SAVE_STRIDE == 0:
+                tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=cols[None, :] < N)
             t = chunk * BLOCK_L + steps
             t_mask = t < seqlen
             u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
@@ -247,7 +252,6 @@ if triton is not None:
         du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
         seqlen, dim, groups, dims_per_group, state_chunks,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        STATE_STRIDE: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         ATOMIC_BC: tl.constexpr, UNROLL: tl.constexpr,
     ):
@@ -289,7 +293,7 @@ if triton is not None:
             raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
             # delta one step ahead: the adjoint at t is carried back by exp(delta_{t+1} A).
             _, dt_next = _load_delta(delta_ptr + row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
-            h = tl.load(states_ptr + state_offs + (chunk * STATE_STRIDE) * N, mask=cols[None, :] < N, other=0.0)
+            h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
             dtu = dt * u
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
@@ -331,7 +335,7 @@ if triton is not None:
         seqlen, dim, groups, dims_per_group,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr,
+        SAVE_STATES: tl.constexpr, SAVE_STRIDE: tl.constexpr,
     ):
         # All N states of a channel advance together, one time step after the other; a
         # chunk of BLOCK_L steps is loaded at once (coalesced) and walked step by step.
@@ -346,7 +350,8 @@ if triton is not None:
         row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
         bc_offs = (pid_b * groups + group) * N * seqlen + cols[:, None] * seqlen
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
-        state_offs = ((pid_b * dim + d_offs)[:, None] * n_chunks) * N + cols[None, :]
+        # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
+        state_offs = ((pid_b * dim + d_offs)[:, None] * tl.cdiv(n_chunks, SAVE_STRIDE)) * N + cols[None, :]
         A2 = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
         A2 = A2.to(tl.float32) * 1.4426950408889634
         skip = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -358,8 +363,8 @@ if triton is not None:
 
         h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         for chunk in range(n_chunks):
-            if SAVE_STATES:
-                tl.store(states_ptr + state_offs + chunk * N, h, mask=n_mask[None, :])
+            if SAVE_STATES and chunk % SAVE_STRIDE == 0:
+                tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=n_mask[None, :])
             t = chunk * BLOCK_L + steps
             t_mask = t < seqlen
             u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
@@ -385,9 +390,8 @@ if triton is not None:
         du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
         seqlen, dim, groups, dims_per_group, state_chunks,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        STATE_STRIDE: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr,
+        ATOMIC_BC: tl.constexpr, RECOMPUTE_DECAY: tl.constexpr,
     ):
         # Walks the chunks backwards: recomputes a chunk's states from its stored start
         # (kept in registers, one tile per step), then runs the adjoint step by step.
@@ -434,7 +438,7 @@ if triton is not None:
             bc_mask = n_mask[:, None] & t_mask[None, :]
             Bt = tl.load(B_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
             Ct = tl.load(C_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
-            h = tl.load(states_ptr + state_offs + (chunk * STATE_STRIDE) * N, mask=n_mask[None, :], other=0.0)
+            h = tl.load(states_ptr + state_offs + chunk * N, mask=n_mask[None, :], other=0.0)
             dtu = dt * u
 
             states = (h,)
@@ -443,30 +447,34 @@ if triton is not None:
                 decay = tl.exp2(_step_column(dt, steps, k)[:, None] * A2)
                 h = decay * h + _step_column(dtu, steps, k)[:, None] * _step_column(Bt, steps, k)[None, :]
                 states = states + (h,)
-                decays = decays + (decay,)
+                if not RECOMPUTE_DECAY:
+                    decays = decays + (decay,)
 
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
             dB = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
             dC = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
-            for j in tl.static_range(BLOCK_L):
-                k = BLOCK_L - 1 - j
+            for k in tl.static_range(BLOCK_L - 1, -1, -1):
                 at_k = steps[None, :] == k
                 u_k = _step_column(u, steps, k)
                 dy_k = _step_column(dy, steps, k)
                 dt_k = _step_column(dt, steps, k)
                 B_k = _step_column(Bt, steps, k)
                 C_k = _step_column(Ct, steps, k)
+                if RECOMPUTE_DECAY:
+                    decay = tl.exp2(dt_k[:, None] * A2)
+                else:
+                    decay = decays[k]
                 g = dy_k[:, None] * C_k[None, :] + w
                 g_dt = g * dt_k[:, None]
-                decayed_prev = decays[k] * states[k]
+                decayed_prev = decay * states[k]
                 dC = tl.where(at_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[:, None], dC)
                 dB = tl.where(at_k, dB + tl.sum(g_dt * u_k[:, None], axis=0)[:, None], dB)
                 du = tl.where(at_k, du + tl.sum(g_dt * B_k[None, :], axis=1)[:, None], du)
                 ddt_k = tl.sum(g * (B_k[None, :] * u_k[:, None] + A_nat * decayed_prev), axis=1)
                 ddt = tl.where(at_k, ddt + ddt_k[:, None], ddt)
                 dA_acc += g_dt * decayed_prev
-                w = decays[k] * g
+                w = decay * g
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(raw)
             ddt = tl.where(t_mask[None, :], ddt, 0.0)
@@ -487,8 +495,7 @@ if triton is not None:
             tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
 
 
-def _block_d(config: ScanKernelConfig, dims_per_group: int) -> int:
-    block = config.block_d
+def _block_d(block: int, dims_per_group: int) -> int:
     while block > 1 and dims_per_group % block:
         block //= 2
     return block
@@ -531,10 +538,10 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
     batch, dim, seqlen = u.shape
     groups, n_state = B.shape[1], B.shape[2]
     dims_per_group = dim // groups
-    block_d = _block_d(config, dims_per_group)
-    n_chunks = triton.cdiv(seqlen, config.block_l)
+    block_d = _block_d(config.block_d, dims_per_group)
+    n_states = triton.cdiv(seqlen, config.block_l_bwd)
     y = torch.empty_like(u)
-    states = u.new_empty((batch, dim, n_chunks, n_state), dtype=torch.float32) if save_states else y
+    states = u.new_empty((batch, dim, n_states, n_state), dtype=torch.float32) if save_states else y
     dummy = A
     seq = config.algorithm == "sequential"
     kernel = _seq_fwd_kernel if seq else _scan_fwd_kernel
@@ -546,7 +553,8 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
         seqlen, dim, groups, dims_per_group,
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        SAVE_STATES=save_states, num_warps=config.num_warps, **extra,
+        SAVE_STATES=save_states, SAVE_STRIDE=config.block_l_bwd // config.block_l,
+        num_warps=config.num_warps, **extra,
     )
     return y, (states if save_states else None)
 
@@ -555,8 +563,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
     batch, dim, seqlen = u.shape
     groups, n_state = B.shape[1], B.shape[2]
     dims_per_group = dim // groups
-    block_d = _block_d(config, dims_per_group)
-    stride = config.block_l_bwd // config.block_l
+    block_d = _block_d(config.block_d_bwd, dims_per_group)
     f32 = dict(dtype=torch.float32, device=u.device)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -573,7 +580,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
     dummy = A
     seq = config.algorithm == "sequential"
     kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
-    extra = {} if seq else dict(UNROLL=config.unroll_bwd)
+    extra = dict(RECOMPUTE_DECAY=config.recompute_decay) if seq else dict(UNROLL=config.unroll_bwd)
     kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
@@ -581,7 +588,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         du, ddelta, dA, dB, dC, dD, dbias,
         seqlen, dim, groups, dims_per_group, states.shape[2],
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l_bwd,
-        STATE_STRIDE=stride, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
         ATOMIC_BC=config.atomic_grads, num_warps=config.num_warps_bwd, **extra,
     )
     if not config.atomic_grads:
@@ -655,12 +662,12 @@ def selective_scan_triton(
         RuntimeError: Triton cannot run on the tensors' device (see :func:`is_available`).
         ValueError: The shapes do not fit together.
     """
+    B, C = _check_inputs(u, delta, A, B, C, D, delta_bias)
     if not is_available(u.device):
         raise RuntimeError(
             f"selective_scan_triton needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); "
             f"got a tensor on {u.device}. Use the chunked or reference backend instead."
         )
-    B, C = _check_inputs(u, delta, A, B, C, D, delta_bias)
     config = config or default_config()
     if config.block_l_bwd % config.block_l:
         raise ValueError(f"selective_scan_triton: block_l_bwd {config.block_l_bwd} is not a multiple of block_l {config.block_l}")
