@@ -316,6 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     images16 = images.to(torch.bfloat16)
     results = []
 
+    def save() -> None:
+        """Write results.json and log.txt (atomically) so that a run cut short keeps its numbers."""
+        if args.out is None:
+            return
+        payload = {"env": env, "results": results, "kernel_configs": fast_encoder.KERNEL_CONFIGS}
+        for name, text in (("results.json", json.dumps(payload, indent=2)), ("log.txt", "\n".join(lines) + "\n")):
+            tmp = args.out / f"{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, args.out / name)
+
     def run(name: str, model, inputs, n_iters: int, warmup: int, ref=None):
         with torch.inference_mode():
             start = time.perf_counter()
@@ -328,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         if ref is not None:
             row["max_rel_err"], row["rel_l2_err"] = errors(out.float(), ref)
         results.append(row)
+        save()
         log(f"[run] {name}: {ms:.2f} ms/batch ({row['img_per_s']:.2f} img/s; spread "
             f"{min(times):.2f}..{max(times):.2f}; first call {first_s:.1f} s)"
             + (f", max rel err {row['max_rel_err']:.2e}, rel L2 err {row['rel_l2_err']:.2e}" if ref is not None else ""))
@@ -382,12 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{row['name']:38s} {row['ms_per_batch']:9.2f} {row['img_per_s']:8.2f} "
             f"{base32 / row['ms_per_batch']:7.2f} {base16 / row['ms_per_batch']:7.2f} "
             f"{row.get('max_rel_err', 0.0):9.2e} {row.get('rel_l2_err', 0.0):9.2e}")
-    if args.out is not None:
-        payload = {"env": env, "results": results, "kernel_configs": fast_encoder.KERNEL_CONFIGS}
-        tmp = args.out / "results.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, args.out / "results.json")
-        (args.out / "log.txt").write_text("\n".join(lines) + "\n")
+    save()
     return 0
 
 
