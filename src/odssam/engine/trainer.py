@@ -231,6 +231,9 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         drop_last=False,
         # Cached items have no per-epoch state, so workers can live across epochs.
         persistent_workers=use_cache_for_training and dcfg.num_workers > 0,
+        # Worker seeds come from here, not from the global RNG, whose stream must not depend
+        # on how often a loader was (re)started: a resumed run replays it from the checkpoint.
+        generator=torch.Generator().manual_seed(tcfg.seed),
     )
 
     # ------------------------------------------------------------------ optimizer and schedule
