@@ -28,6 +28,7 @@ script keeps working on CPU; those timings say nothing about the kernels' speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import statistics
@@ -50,9 +51,28 @@ except ImportError:  # the PyTorch backends may not be in this checkout yet
     torch_scans = None
 
 REAL_SHAPE = dict(batch=10, dim=2048, groups=4, state=16, seqlen=4096)
-SMALL_SHAPE = dict(batch=2, dim=64, groups=4, state=16, seqlen=256)
-SWEEP_FORWARD = [(16, 64, 4), (8, 128, 4), (32, 64, 8), (16, 128, 8), (8, 64, 4), (32, 32, 4)]
-SWEEP_BACKWARD = [(16, 64, 4), (8, 128, 4), (8, 64, 4), (32, 64, 8), (16, 128, 8), (16, 32, 4)]
+SMALL_SHAPE = dict(batch=1, dim=16, groups=4, state=4, seqlen=32)
+# Kernel tilings tried by --sweep (ScanKernelConfig fields).
+SWEEP_FORWARD = [
+    dict(block_d=128, block_l=4, num_warps=4),
+    dict(block_d=64, block_l=4, num_warps=2),
+    dict(block_d=256, block_l=4, num_warps=8),
+    dict(block_d=64, block_l=8, num_warps=4),
+    dict(block_d=128, block_l=8, num_warps=4),
+    dict(algorithm="scan", block_d=16, block_l=64, num_warps=4, unroll=True),
+    dict(algorithm="scan", block_d=16, block_l=64, num_warps=4, unroll=False),
+]
+SWEEP_BACKWARD = [
+    dict(block_d_bwd=32, block_l_bwd=4, num_warps_bwd=4),
+    dict(block_d_bwd=64, block_l_bwd=4, num_warps_bwd=4),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4),
+    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=2),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=2),
+    dict(block_d_bwd=64, block_l_bwd=8, num_warps_bwd=4),
+    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=4),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, atomic_grads=False),
+    dict(algorithm="scan", block_l=64, block_d_bwd=8, block_l_bwd=64, num_warps_bwd=4),
+]
 
 
 def sequential_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -170,6 +190,8 @@ def _sync(device):
 
 
 def time_ms(fn, device, warmup=2, repeats=10):
+    if device.type == "cpu":
+        warmup, repeats = min(warmup, 1), min(repeats, 1)
     """Median wall time of ``fn`` in ms (CUDA events on GPU)."""
     for _ in range(warmup):
         fn()
@@ -218,33 +240,34 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def backends():
+def backends(config=None):
     table = {"sequential": sequential_scan}
     if torch_scans is not None and hasattr(torch_scans, "selective_scan_chunked"):
         table["chunked"] = torch_scans.selective_scan_chunked
     table["parallel"] = parallel_scan
-    table["triton"] = fused.selective_scan_triton
+    table["triton"] = functools.partial(fused.selective_scan_triton, config=config)
     return table
 
 
-def run_comparison(shape, device, repeats, skip):
+def run_comparison(shape, device, repeats, skip, config=None):
     inputs = make_inputs(**shape, device=device)
     dy = torch.randn(shape["batch"], shape["dim"], shape["seqlen"], device=device)
     results, outputs = {}, {}
-    for name, scan in backends().items():
+    for name, scan in backends(config).items():
         if name in skip:
             continue
         try:
             with torch.no_grad():
+                slow = name == "sequential" or device.type == "cpu"
                 fwd_ms = time_ms(lambda: scan(**inputs, delta_softplus=True), device,
-                                 warmup=0 if name == "sequential" else 2,
-                                 repeats=1 if name == "sequential" else repeats)
+                                 warmup=0 if slow else 2, repeats=1 if slow else repeats)
             row = dict(fwd_ms=fwd_ms, fwdbwd_ms=float("nan"), peak_mib=float("nan"))
             if name == "sequential":
                 with torch.no_grad():
                     outputs[name] = (scan(**inputs, delta_softplus=True), None)
             else:
-                row["fwdbwd_ms"] = time_ms(lambda: forward_backward(scan, inputs, dy), device, repeats=repeats)
+                row["fwdbwd_ms"] = time_ms(lambda: forward_backward(scan, inputs, dy), device,
+                                           warmup=0 if slow else 2, repeats=repeats)
                 row["peak_mib"] = peak_extra_mib(lambda: forward_backward(scan, inputs, dy), device)
                 outputs[name] = forward_backward(scan, inputs, dy)
         except torch.cuda.OutOfMemoryError as err:
@@ -274,23 +297,32 @@ def sweep(shape, device, repeats):
     inputs = make_inputs(**shape, device=device)
     u, delta, A, B, C, D, bias = (inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias"))
     dy = torch.randn_like(u)
-    print("forward kernel (block_d, block_l, warps): ms", flush=True)
-    best_fwd = {}
-    for bd, bl, warps in SWEEP_FORWARD:
-        cfg = fused.ScanKernelConfig(block_d=bd, block_l=bl, num_warps=warps)
+    print("forward kernel alone (states kept every 8 steps): ms", flush=True)
+    best_fwd, best_bwd = {}, {}
+    for fields in SWEEP_FORWARD:
+        cfg = fused.ScanKernelConfig(**dict(dict(block_l_bwd=max(8, fields["block_l"])), **fields))
         ms = time_ms(lambda: fused._launch_forward(u, delta, A, B, C, D, bias, True, cfg, True), device, repeats=repeats)
-        best_fwd[(bd, bl, warps)] = ms
-        print(f"  fwd {bd:3d} {bl:4d} {warps:2d}: {ms:8.3f}", flush=True)
-    print("backward kernel (block_d, block_l_bwd, warps): ms", flush=True)
-    best_bwd = {}
-    for bd, bl, warps in SWEEP_BACKWARD:
-        state_cfg = fused.ScanKernelConfig(block_d=bd, block_l=math.gcd(bl, 32), block_l_bwd=bl, num_warps_bwd=warps)
-        _, states = fused._launch_forward(u, delta, A, B, C, D, bias, True, state_cfg, True)
-        ms = time_ms(lambda: fused._launch_backward(dy, u, delta, A, B, C, D, bias, states, True, state_cfg),
+        best_fwd[str(fields)] = ms
+        print(f"  fwd {ms:8.3f}  {fields}", flush=True)
+    print("backward kernel alone: ms", flush=True)
+    for fields in SWEEP_BACKWARD:
+        cfg = fused.ScanKernelConfig(**dict(dict(block_l=4), **fields))
+        _, states = fused._launch_forward(u, delta, A, B, C, D, bias, True, cfg, True)
+        ms = time_ms(lambda: fused._launch_backward(dy, u, delta, A, B, C, D, bias, states, True, cfg),
                      device, repeats=repeats)
-        best_bwd[(bd, bl, warps)] = ms
-        print(f"  bwd {bd:3d} {bl:4d} {warps:2d}: {ms:8.3f}", flush=True)
+        best_bwd[str(fields)] = ms
+        print(f"  bwd {ms:8.3f}  {fields}", flush=True)
+        del states
     return best_fwd, best_bwd
+
+
+def parse_config(text):
+    """``key=value,...`` -> ScanKernelConfig fields (ints, booleans or strings)."""
+    fields = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=")
+        fields[key] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+    return fields
 
 
 def main(argv=None):
@@ -299,6 +331,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--skip", default="", help="comma-separated backends to leave out")
     parser.add_argument("--sweep", action="store_true", help="also time kernel tile configurations")
+    parser.add_argument("--config", default="", help="kernel tiling for the comparison, e.g. block_d=64,block_l=4")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shape = SMALL_SHAPE if args.small or device.type == "cpu" else REAL_SHAPE
@@ -308,7 +341,9 @@ def main(argv=None):
           f"cuda {torch.version.cuda}, shape {shape}", flush=True)
     if args.sweep:
         sweep(shape, device, args.repeats)
-    results, outputs = run_comparison(shape, device, args.repeats, set(filter(None, args.skip.split(","))))
+    config = fused.ScanKernelConfig(**parse_config(args.config))
+    print(f"kernel config {config}", flush=True)
+    results, outputs = run_comparison(shape, device, args.repeats, set(filter(None, args.skip.split(","))), config)
     check_against(outputs)
     ours = results.get("triton", {}).get("fwdbwd_ms")
     for name, row in results.items():

@@ -63,8 +63,6 @@ class ScanKernelConfig:
         unroll_bwd: The same in the backward kernel.
         algorithm: ``sequential`` (all states of a channel step through time together)
             or ``scan`` (each state solved over a chunk by an associative scan).
-        recompute_decay: Sequential backward: recompute ``exp(delta A)`` in the reverse
-            sweep instead of keeping the chunk's decays in registers.
     """
 
     block_d: int = 128
@@ -77,7 +75,6 @@ class ScanKernelConfig:
     unroll: bool = True
     unroll_bwd: bool = False
     algorithm: str = "sequential"
-    recompute_decay: bool = False
 
 
 def default_config() -> ScanKernelConfig:
@@ -391,7 +388,7 @@ if triton is not None:
         seqlen, dim, groups, dims_per_group, state_chunks,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr, RECOMPUTE_DECAY: tl.constexpr,
+        ATOMIC_BC: tl.constexpr,
     ):
         # Walks the chunks backwards: recomputes a chunk's states from its stored start
         # (kept in registers, one tile per step), then runs the adjoint step by step.
@@ -447,8 +444,7 @@ if triton is not None:
                 decay = tl.exp2(_step_column(dt, steps, k)[:, None] * A2)
                 h = decay * h + _step_column(dtu, steps, k)[:, None] * _step_column(Bt, steps, k)[None, :]
                 states = states + (h,)
-                if not RECOMPUTE_DECAY:
-                    decays = decays + (decay,)
+                decays = decays + (decay,)
 
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
@@ -461,10 +457,7 @@ if triton is not None:
                 dt_k = _step_column(dt, steps, k)
                 B_k = _step_column(Bt, steps, k)
                 C_k = _step_column(Ct, steps, k)
-                if RECOMPUTE_DECAY:
-                    decay = tl.exp2(dt_k[:, None] * A2)
-                else:
-                    decay = decays[k]
+                decay = decays[k]
                 g = dy_k[:, None] * C_k[None, :] + w
                 g_dt = g * dt_k[:, None]
                 decayed_prev = decay * states[k]
@@ -580,7 +573,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
     dummy = A
     seq = config.algorithm == "sequential"
     kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
-    extra = dict(RECOMPUTE_DECAY=config.recompute_decay) if seq else dict(UNROLL=config.unroll_bwd)
+    extra = {} if seq else dict(UNROLL=config.unroll_bwd)
     kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
