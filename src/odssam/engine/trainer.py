@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,6 +261,9 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
 
     train_model = model
     if info.is_distributed:
+        # Depthwise kernels (Cx1xkxk) get gradients whose stride along the size-1 dim differs
+        # from the weight's: the same memory layout, but DDP warns about it once per process.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         device_ids = [device.index] if device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", keep_epochs_up_to=start_epoch) if main else None
