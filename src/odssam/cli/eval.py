@@ -74,9 +74,13 @@ def run(args) -> int:
     out_dir = Path(args.output) if args.output else Path(args.checkpoint).parent / f"eval-{args.split}"
     amp_dtype = autocast_dtype(cfg.train.precision, device)
 
+    # The run's recorded partition (e.g. MVTec AD's seeded split) when scoring its own data.
+    recorded = Path(args.checkpoint).parent / "splits" / "split.json"
+    same_data = not (args.dataset or args.root or args.category or args.image_size) and recorded.is_file()
     results = []
     for category in categories:
-        dataset = build_split(dcfg, args.split, None, category=category)
+        split_file = recorded if same_data and category == cfg.data.category else None
+        dataset = build_split(dcfg, args.split, split_file, category=category)
         name = category or dcfg.dataset
         result, kept = evaluate_dataset(
             model, dataset, name=name, metrics=metrics, batch_size=args.batch_size, num_workers=num_workers,
