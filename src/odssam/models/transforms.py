@@ -62,7 +62,9 @@ def _array_to_tensor(index: int, image: np.ndarray, device: torch.device | str |
         raise OdsSamError(f"image {index}: expected an HxWx3 uint8 RGB array, got {description}")
     if min(image.shape[:2]) == 0:
         raise OdsSamError(f"image {index}: empty image of shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None]
+    if not (image.flags.writeable and image.flags.c_contiguous):
+        image = np.array(image, order="C")  # torch.from_numpy needs a writable, contiguous array
+    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None]
 
 
 def sam_preprocess(
