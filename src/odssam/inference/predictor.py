@@ -339,7 +339,9 @@ class Predictor:
             yield result
             _advance(bar)
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: tensors cached by the model during a call (e.g. the
+    # OD-SSM scan orders) must stay usable by a later training step in the same process.
+    @torch.no_grad()
     def _infer(self, batch: list[_Loaded]) -> list[Prediction]:
         original_sizes = [loaded.image.shape[:2] for loaded in batch]
         if all(loaded.x is not None for loaded in batch):

@@ -1,0 +1,112 @@
+"""ONNX export: files, dynamic batch, onnxruntime parity, the traceable rewrites and the runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from odssam.cli.main import main
+from odssam.engine.checkpoint import load_model_from_checkpoint
+from odssam.export.graphs import export_friendly
+from odssam.export.onnx_export import example_images
+from odssam.export.runtime import OnnxPredictor, create_session, resize_bilinear
+from odssam.inference import Predictor
+from odssam.models.od_ssm import SS2D
+from odssam.models.odconv import ODConv2d
+from odssam.models.transforms import sam_preprocess
+
+
+def test_export_writes_checked_graphs_and_metadata(exported):
+    code, output = exported
+    assert code == 0
+    assert sorted(p.name for p in output.iterdir()) == ["image_encoder.onnx", "odssam_onnx.json", "prompt_decoder.onnx"]
+    metadata = json.loads((output / "odssam_onnx.json").read_text())
+    assert metadata["image_size"] == 256 and metadata["logit_size"] == 64 and metadata["opset"] == 17
+    for name in ("image_encoder.onnx", "prompt_decoder.onnx"):
+        onnx.checker.check_model(str(output / name))
+
+
+def test_graphs_have_a_dynamic_batch_axis(exported):
+    _, output = exported
+    decoder = onnx.load(str(output / "prompt_decoder.onnx"), load_external_data=False)
+    axes = {value.name: value.type.tensor_type.shape.dim[0].dim_param for value in [*decoder.graph.input, *decoder.graph.output]}
+    assert axes == {"image": "batch", "image_embedding": "batch", "logits": "batch"}
+
+
+def test_parity_is_reported_and_small(exported, capsys):
+    _, output = exported
+    parity = json.loads((output / "odssam_onnx.json").read_text())["parity"]
+    assert parity["batch_size"] == 3
+    assert parity["max_abs_diff_logits"] < 1e-3
+    assert parity["max_abs_diff_decoder"] < 1e-3
+    low, high = parity["logit_range"]
+    assert high - low > 0.1  # the comparison is not between two near-constant maps
+
+
+def test_onnxruntime_matches_pytorch_at_another_batch_size(exported, export_checkpoint):
+    _, output = exported
+    model, _ = load_model_from_checkpoint(export_checkpoint)
+    x, _, _ = sam_preprocess(example_images(4, seed=5), model.image_size)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    encoder = create_session(output / "image_encoder.onnx")
+    decoder = create_session(output / "prompt_decoder.onnx")
+    embedding = encoder.run(None, {"image": x.numpy()})[0]
+    logits = decoder.run(None, {"image": x.numpy(), "image_embedding": embedding})[0]
+    assert logits.shape == (4, 1, 64, 64)
+    assert np.abs(logits - expected).max() < 1e-3
+
+
+def test_runtime_without_torch_matches_the_predictor(exported, export_checkpoint):
+    _, output = exported
+    image = example_images(1, seed=7)[0][:150, :210]  # not square, smaller than SAM's input
+    expected = Predictor.from_checkpoint(export_checkpoint, "cpu", num_workers=0).predict(image)
+    result = OnnxPredictor(output).predict(image)
+    assert result.probability.shape == (150, 210)
+    assert np.abs(result.probability - expected.probability).max() < 1e-4
+    assert result.score == pytest.approx(expected.score, abs=1e-4)
+
+
+def test_numpy_resize_matches_torch_bilinear():
+    array = np.random.default_rng(0).standard_normal((2, 7, 9)).astype(np.float32)
+    for size in [(14, 18), (3, 5), (7, 20)]:
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(array)[None], size=size, mode="bilinear", align_corners=False
+        )[0].numpy()
+        np.testing.assert_allclose(resize_bilinear(array, *size), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups, stride, dilation", [(1, 1, 1), (2, 1, 2), (1, 2, 1)])
+def test_batched_odconv_rewrite_computes_the_same(groups, stride, dilation):
+    torch.manual_seed(0)
+    layer = ODConv2d(8, 12, 3, stride=stride, dilation=dilation, groups=groups, kernel_num=3, min_channels=4).eval()
+    x = torch.randn(3, 8, 9, 11)
+    with torch.no_grad():
+        expected = layer(x)
+        with export_friendly(layer):
+            rewritten = layer(x)
+    torch.testing.assert_close(rewritten, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_export_friendly_restores_the_model(export_checkpoint):
+    model, _ = load_model_from_checkpoint(export_checkpoint)
+    scans = [m for m in model.modules() if isinstance(m, SS2D)]
+    odconvs = [m for m in model.modules() if isinstance(m, ODConv2d)]
+    backends = [m.cfg.scan_backend for m in scans]
+    assert scans and odconvs
+    with pytest.raises(RuntimeError, match="boom"):
+        with export_friendly(model):
+            assert all("forward" in vars(m) for m in odconvs)
+            assert all(m.cfg.scan_backend == "chunked" for m in scans)
+            raise RuntimeError("boom")
+    assert not any("forward" in vars(m) for m in odconvs)
+    assert [m.cfg.scan_backend for m in scans] == backends
+
+
+def test_bad_opset_is_a_user_error(export_checkpoint, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(export_checkpoint), "--output", str(tmp_path), "--opset", "9"]) == 2
+    assert "opset" in capsys.readouterr().err
