@@ -29,7 +29,7 @@ CASES = {
     ),
     "ungrouped_plain_odd_sizes": (
         dict(batch=1, dim=6, groups=1, state=3, seqlen=10, D=False, bias=False, softplus=False, z=False, grouped=False),
-        dict(block_d=4, block_d_bwd=4, block_l=2, block_l_bwd=4, atomic_grads=False),
+        dict(block_d=4, block_d_bwd=4, block_l=2, block_l_bwd=4, atomic_grads=False, keep_decays=False),
     ),
     "gate_z": (
         dict(batch=1, dim=4, groups=2, state=2, seqlen=9, D=True, bias=True, softplus=True, z=True, grouped=True),

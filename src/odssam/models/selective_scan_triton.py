@@ -63,6 +63,9 @@ class ScanKernelConfig:
         unroll_bwd: The same in the backward kernel.
         algorithm: ``sequential`` (all states of a channel step through time together)
             or ``scan`` (each state solved over a chunk by an associative scan).
+        keep_decays: Sequential backward: keep the chunk's ``exp(delta A)`` in registers
+            for the reverse sweep instead of recomputing them (fewer exponentials, more
+            registers).
     """
 
     block_d: int = 128
@@ -75,6 +78,7 @@ class ScanKernelConfig:
     unroll: bool = True
     unroll_bwd: bool = False
     algorithm: str = "sequential"
+    keep_decays: bool = True
 
 
 def default_config() -> ScanKernelConfig:
@@ -388,7 +392,7 @@ if triton is not None:
         seqlen, dim, groups, dims_per_group, state_chunks,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr,
+        ATOMIC_BC: tl.constexpr, KEEP_DECAYS: tl.constexpr,
     ):
         # Walks the chunks backwards: recomputes a chunk's states from its stored start
         # (kept in registers, one tile per step), then runs the adjoint step by step.
@@ -444,7 +448,8 @@ if triton is not None:
                 decay = tl.exp2(_step_column(dt, steps, k)[:, None] * A2)
                 h = decay * h + _step_column(dtu, steps, k)[:, None] * _step_column(Bt, steps, k)[None, :]
                 states = states + (h,)
-                decays = decays + (decay,)
+                if KEEP_DECAYS:
+                    decays = decays + (decay,)
 
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
@@ -457,7 +462,12 @@ if triton is not None:
                 dt_k = _step_column(dt, steps, k)
                 B_k = _step_column(Bt, steps, k)
                 C_k = _step_column(Ct, steps, k)
-                decay = decays[k]
+                if KEEP_DECAYS:
+                    decay = decays[k]
+                else:
+                    # Recomputed through exp rather than exp2, so the compiler cannot merge
+                    # it with the forward sweep's value and keep that alive instead.
+                    decay = tl.exp(dt_k[:, None] * A_nat)
                 g = dy_k[:, None] * C_k[None, :] + w
                 g_dt = g * dt_k[:, None]
                 decayed_prev = decay * states[k]
@@ -573,7 +583,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
     dummy = A
     seq = config.algorithm == "sequential"
     kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
-    extra = {} if seq else dict(UNROLL=config.unroll_bwd)
+    extra = dict(KEEP_DECAYS=config.keep_decays) if seq else dict(UNROLL=config.unroll_bwd)
     kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
