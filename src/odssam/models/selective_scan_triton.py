@@ -349,7 +349,8 @@ if triton is not None:
         group = (pid_d * BLOCK_D) // dims_per_group
 
         row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        bc_offs = (pid_b * groups + group) * N * seqlen + cols[:, None] * seqlen
+        # B and C come time-major, (batch, groups, L, N): a step's N values are contiguous.
+        bc_base = (pid_b * groups + group) * seqlen * N
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
         # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
         state_offs = ((pid_b * dim + d_offs)[:, None] * tl.cdiv(n_chunks, SAVE_STRIDE)) * N + cols[None, :]
@@ -370,16 +371,16 @@ if triton is not None:
             t_mask = t < seqlen
             u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
             _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-            bc_mask = n_mask[:, None] & t_mask[None, :]
-            Bt = tl.load(B_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
             dtu = dt * u
             y = skip[:, None] * u
             for k in tl.static_range(BLOCK_L):
                 dt_k = _step_column(dt, steps, k)
                 dtu_k = _step_column(dtu, steps, k)
-                B_k = _step_column(Bt, steps, k)
-                C_k = _step_column(Ct, steps, k)
+                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
+                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
+                C_k = tl.load(C_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
+                B_k = B_k.to(tl.float32)
+                C_k = C_k.to(tl.float32)
                 h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * B_k[None, :]
                 y_k = tl.sum(h * C_k[None, :], axis=1)
                 y = tl.where(steps[None, :] == k, y + y_k[:, None], y)
@@ -407,12 +408,13 @@ if triton is not None:
         group = (pid_d * BLOCK_D) // dims_per_group
 
         row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        bc_offs = (pid_b * groups + group) * N * seqlen + cols[:, None] * seqlen
+        # B, C and their gradients are time-major, (batch, groups, L, N).
+        bc_base = (pid_b * groups + group) * seqlen * N
         if ATOMIC_BC:
-            dbc_offs = bc_offs
+            dbc_offs = bc_base + steps[:, None] * N + cols[None, :]
         else:
-            # One partial row set per channel block: (batch, dim / BLOCK_D, N, L).
-            dbc_offs = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen + cols[:, None] * seqlen
+            # One partial per channel block: (batch, dim / BLOCK_D, L, N).
+            dbc_offs = (pid_b * tl.num_programs(0) + pid_d) * seqlen * N + steps[:, None] * N + cols[None, :]
         state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
         A_nat = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
@@ -436,9 +438,6 @@ if triton is not None:
             u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
             raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-            bc_mask = n_mask[:, None] & t_mask[None, :]
-            Bt = tl.load(B_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + bc_offs + t[None, :], mask=bc_mask, other=0.0).to(tl.float32)
             h = tl.load(states_ptr + state_offs + chunk * N, mask=n_mask[None, :], other=0.0)
             dtu = dt * u
 
@@ -450,8 +449,10 @@ if triton is not None:
             for k in tl.static_range(BLOCK_L):
                 dt_k = _step_column(dt, steps, k)
                 u_k = _step_column(u, steps, k)
+                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
+                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
                 decay = tl.exp2(dt_k[:, None] * A2)
-                h = decay * h + (dt_k * u_k)[:, None] * _step_column(Bt, steps, k)[None, :]
+                h = decay * h + (dt_k * u_k)[:, None] * B_k.to(tl.float32)[None, :]
                 states = states + (h,)
                 dts = dts + (dt_k,)
                 us = us + (u_k,)
@@ -460,15 +461,19 @@ if triton is not None:
 
             du = skip[:, None] * dy
             ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
-            dB = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
-            dC = tl.zeros([NP, BLOCK_L], dtype=tl.float32)
+            dB = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
+            dC = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
             for k in tl.static_range(BLOCK_L - 1, -1, -1):
                 at_k = steps[None, :] == k
+                row_k = steps[:, None] == k
                 u_k = us[k]
                 dt_k = dts[k]
                 dy_k = _step_column(dy, steps, k)
-                B_k = _step_column(Bt, steps, k)
-                C_k = _step_column(Ct, steps, k)
+                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
+                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
+                C_k = tl.load(C_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
+                B_k = B_k.to(tl.float32)
+                C_k = C_k.to(tl.float32)
                 if KEEP_DECAYS:
                     decay = decays[k]
                 else:
@@ -477,8 +482,8 @@ if triton is not None:
                     decay = tl.exp(dt_k[:, None] * A_nat)
                 g = dy_k[:, None] * C_k[None, :] + w
                 decayed_prev = decay * states[k]
-                dC = tl.where(at_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[:, None], dC)
-                dB = tl.where(at_k, dB + tl.sum(g * (dt_k * u_k)[:, None], axis=0)[:, None], dB)
+                dC = tl.where(row_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[None, :], dC)
+                dB = tl.where(row_k, dB + tl.sum(g * (dt_k * u_k)[:, None], axis=0)[None, :], dB)
                 # du_t = dt_t sum_n g B + D dy_t; ddelta_t = u_t sum_n g B + sum_n g A x~_t.
                 g_B = tl.sum(g * B_k[None, :], axis=1)
                 g_Ax = tl.sum(g * A_nat * decayed_prev, axis=1)
@@ -491,12 +496,13 @@ if triton is not None:
             ddt = tl.where(t_mask[None, :], ddt, 0.0)
             tl.store(du_ptr + row_offs + t[None, :], du, mask=t_mask[None, :])
             tl.store(ddelta_ptr + row_offs + t[None, :], ddt, mask=t_mask[None, :])
+            bc_mask = t_mask[:, None] & n_mask[None, :]
             if ATOMIC_BC:
-                tl.atomic_add(dB_ptr + dbc_offs + t[None, :], dB, mask=bc_mask)
-                tl.atomic_add(dC_ptr + dbc_offs + t[None, :], dC, mask=bc_mask)
+                tl.atomic_add(dB_ptr + dbc_offs + chunk * BLOCK_L * N, dB, mask=bc_mask)
+                tl.atomic_add(dC_ptr + dbc_offs + chunk * BLOCK_L * N, dC, mask=bc_mask)
             else:
-                tl.store(dB_ptr + dbc_offs + t[None, :], dB, mask=bc_mask)
-                tl.store(dC_ptr + dbc_offs + t[None, :], dC, mask=bc_mask)
+                tl.store(dB_ptr + dbc_offs + chunk * BLOCK_L * N, dB, mask=bc_mask)
+                tl.store(dC_ptr + dbc_offs + chunk * BLOCK_L * N, dC, mask=bc_mask)
             dD_acc += tl.sum(dy * u, axis=1)
             dbias_acc += tl.sum(ddt, axis=1)
         tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=n_mask[None, :])
@@ -546,8 +552,10 @@ def _check_inputs(u, delta, A, B, C, D, delta_bias):
 
 
 def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_states):
+    # B and C: (batch, groups, N, L) for the scan kernels, (batch, groups, L, N) for the
+    # sequential ones (see _kernel_layout).
     batch, dim, seqlen = u.shape
-    groups, n_state = B.shape[1], B.shape[2]
+    groups, n_state = B.shape[1], A.shape[1]
     dims_per_group = dim // groups
     block_d = _block_d(config.block_d, dims_per_group)
     n_states = triton.cdiv(seqlen, config.block_l_bwd)
@@ -571,8 +579,10 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
 
 
 def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, config):
+    # Gradients of B and C come back as (batch, groups, N, L) whatever the kernel layout.
     batch, dim, seqlen = u.shape
-    groups, n_state = B.shape[1], B.shape[2]
+    groups, n_state = B.shape[1], A.shape[1]
+    seq = config.algorithm == "sequential"
     dims_per_group = dim // groups
     block_d = _block_d(config.block_d_bwd, dims_per_group)
     f32 = dict(dtype=torch.float32, device=u.device)
@@ -585,11 +595,10 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         dB = torch.zeros(B.shape, **f32)
         dC = torch.zeros(C.shape, **f32)
     else:
-        partial_shape = (batch, dim // block_d, n_state, seqlen)
+        partial_shape = (batch, dim // block_d) + B.shape[2:]
         dB = torch.empty(partial_shape, **f32)
         dC = torch.empty(partial_shape, **f32)
     dummy = A
-    seq = config.algorithm == "sequential"
     kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
     extra = dict(KEEP_DECAYS=config.keep_decays) if seq else dict(UNROLL=config.unroll_bwd)
     kernel[(dim // block_d, batch)](
@@ -604,15 +613,25 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
     )
     if not config.atomic_grads:
         blocks_per_group = dims_per_group // block_d
-        dB = dB.view(batch, groups, blocks_per_group, n_state, seqlen).sum(2)
-        dC = dC.view(batch, groups, blocks_per_group, n_state, seqlen).sum(2)
+        dB = dB.view((batch, groups, blocks_per_group) + B.shape[2:]).sum(2)
+        dC = dC.view((batch, groups, blocks_per_group) + B.shape[2:]).sum(2)
+    if seq:
+        dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
     return du, ddelta, dA, dB, dC, dD, dbias
+
+
+def _kernel_layout(mat: torch.Tensor, config: ScanKernelConfig) -> torch.Tensor:
+    # The sequential kernels read one time step's N values at a time: time-major.
+    if config.algorithm == "sequential":
+        return mat.transpose(-1, -2).contiguous()
+    return mat
 
 
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, config):
         save = any(ctx.needs_input_grad[:7])
+        B, C = _kernel_layout(B, config), _kernel_layout(C, config)
         y, states = _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
@@ -680,6 +699,8 @@ def selective_scan_triton(
             f"got a tensor on {u.device}. Use the chunked or reference backend instead."
         )
     config = config or default_config()
+    if config.algorithm not in ("sequential", "scan"):
+        raise ValueError(f"selective_scan_triton: unknown algorithm {config.algorithm!r} (sequential or scan)")
     if config.block_l_bwd % config.block_l:
         raise ValueError(f"selective_scan_triton: block_l_bwd {config.block_l_bwd} is not a multiple of block_l {config.block_l}")
     y = _SelectiveScanFn.apply(
