@@ -66,14 +66,12 @@ SWEEP_BACKWARD = [
     dict(block_d_bwd=32, block_l_bwd=4, num_warps_bwd=4),
     dict(block_d_bwd=64, block_l_bwd=4, num_warps_bwd=4),
     dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, keep_decays=False),
     dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=2),
-    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=2),
-    dict(block_d_bwd=64, block_l_bwd=8, num_warps_bwd=4),
-    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=4),
-    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, atomic_grads=False),
+    dict(block_d_bwd=64, block_l_bwd=8, num_warps_bwd=4, keep_decays=False),
     dict(block_d_bwd=16, block_l_bwd=16, num_warps_bwd=2, keep_decays=False),
     dict(block_d_bwd=32, block_l_bwd=16, num_warps_bwd=4, keep_decays=False),
-    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, keep_decays=False),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, atomic_grads=False),
     dict(algorithm="scan", block_l=64, block_d_bwd=8, block_l_bwd=64, num_warps_bwd=4),
 ]
 
