@@ -338,9 +338,11 @@ def main(argv: list[str] | None = None) -> int:
             row["max_rel_err"], row["rel_l2_err"] = errors(out.float(), ref)
         results.append(row)
         save()
+        accuracy = ""
+        if ref is not None:
+            accuracy = f", max rel err {row['max_rel_err']:.2e}, rel L2 err {row['rel_l2_err']:.2e}"
         log(f"[run] {name}: {ms:.2f} ms/batch ({row['img_per_s']:.2f} img/s; spread "
-            f"{min(times):.2f}..{max(times):.2f}; first call {first_s:.1f} s)"
-            + (f", max rel err {row['max_rel_err']:.2e}, rel L2 err {row['rel_l2_err']:.2e}" if ref is not None else ""))
+            f"{min(times):.2f}..{max(times):.2f}; first call {first_s:.1f} s){accuracy}")
         return out
 
     ref = run("official fp32", encoder32, images, args.fp32_iters, 1).float()

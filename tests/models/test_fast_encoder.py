@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -85,8 +86,11 @@ def test_torch_backend_matches_official_encoder(img_size, window_size, embed_dim
     assert (got - expected).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "mask"])
 @pytest.mark.parametrize("block_index", [0, 1], ids=["windowed", "global"])
-def test_each_block_kind_matches_official(block_index):
+def test_each_block_kind_matches_official(block_index, fold, monkeypatch):
+    attention = fast_encoder._attention_torch
+    monkeypatch.setattr(fast_encoder, "_attention_torch", functools.partial(attention, fold=fold))
     encoder = tiny_encoder()
     block = encoder.blocks[block_index]
     assert (block.window_size > 0) == (block_index == 0)
@@ -208,7 +212,8 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_triton_kernels_match_torch_backend_in_interpreter():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    python_path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=python_path)
     result = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

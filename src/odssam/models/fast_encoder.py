@@ -25,12 +25,16 @@ and official checkpoints are unchanged) and runs each block as::
   the scores without an additive mask.
 
 Both compute the official function (the official block applies ``proj`` to padded windows and
-then crops; projecting only the kept tokens is identical because ``proj`` acts per token).
+then crops; projecting only the kept tokens is identical because ``proj`` acts per token). The
+patch embedding, a convolution whose stride equals its kernel, runs as one matrix product; it
+also leaves the tokens contiguous (the official permuted convolution output makes every later
+element-wise op and norm work on strided data).
+
+``benchmarks/bench_sam_encoder.py`` measures it against the official module.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -51,8 +55,6 @@ BACKENDS = ("auto", "triton", "torch", "official")
 
 FAST_ENCODER_AVAILABLE: bool = _TRITON_IMPORTED and torch.cuda.is_available()
 """True when the fused Triton attention can run here (Triton installed and a CUDA device)."""
-
-_LOG2E = 1.4426950408889634
 
 
 def triton_supported(device: torch.device | str | None = None) -> bool:
@@ -135,15 +137,21 @@ def _attention_torch(
     rel_pos_w: Optional[torch.Tensor],
     qkv_bias: Optional[torch.Tensor],
     scale: float,
+    fold: Optional[bool] = None,
 ) -> torch.Tensor:
-    """Reference-structured attention with the relative terms folded into SDPA.
+    """Attention with relative positions through ``F.scaled_dot_product_attention``.
 
     Args:
         qkv: BxHxWx3C output of the block's ``qkv`` linear layer.
+        fold: Fold the relative terms into the dot product (no score-sized tensor; the choice
+            on CUDA) or pass them as an additive mask (faster on CPUs, whose fused kernel is
+            slow for the longer folded head dim). ``None``: fold on CUDA only.
 
     Returns:
         BxHxWxC attention output (before ``proj``).
     """
+    if fold is None:
+        fold = qkv.is_cuda
     batch, height, width, three_c = qkv.shape
     channels = three_c // 3
     head_dim = channels // num_heads
@@ -171,15 +179,19 @@ def _attention_torch(
         grid_q = q.reshape(groups, num_heads, rows, cols, head_dim)
         rel_h = torch.einsum("gnijc,ikc->gnijk", grid_q, table_h).reshape(groups, num_heads, length, rows)
         rel_w = torch.einsum("gnijc,jkc->gnijk", grid_q, table_w).reshape(groups, num_heads, length, cols)
-        # score(q, k) = scale q.k + rel_h[q, row(k)] + rel_w[q, col(k)]: append the terms to q
-        # and the one-hot row/column of every key to k, then one SDPA call with scale 1.
-        key_pos = torch.arange(length, device=q.device)
-        one_hot = torch.cat(
-            [F.one_hot(key_pos // cols, rows), F.one_hot(key_pos % cols, cols)], dim=-1
-        ).to(q.dtype)
-        q = torch.cat([q * scale, rel_h, rel_w], dim=-1)
-        k = torch.cat([k, one_hot.expand(groups, num_heads, length, rows + cols)], dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        if fold:
+            # score(q, k) = scale q.k + rel_h[q, row(k)] + rel_w[q, col(k)]: append the terms to
+            # q and the one-hot row/column of every key to k, then one SDPA call with scale 1.
+            key_pos = torch.arange(length, device=q.device)
+            one_hot = torch.cat(
+                [F.one_hot(key_pos // cols, rows), F.one_hot(key_pos % cols, cols)], dim=-1
+            ).to(q.dtype)
+            q = torch.cat([q * scale, rel_h, rel_w], dim=-1)
+            k = torch.cat([k, one_hot.expand(groups, num_heads, length, rows + cols)], dim=-1)
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        else:
+            bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(groups, num_heads, length, length)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     else:
         out = F.scaled_dot_product_attention(q, k, v, scale=scale)
 
@@ -229,7 +241,7 @@ if _TRITON_IMPORTED:
         s_tab_line, s_tab_k,
         s_out_b, s_out_n, s_out_k, s_out_line, s_out_pos,
         NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-        K: tl.constexpr, K_P: tl.constexpr, LEN_P: tl.constexpr,
+        K: tl.constexpr, K_P: tl.constexpr, LEN_P: tl.constexpr, IEEE_DOT: tl.constexpr,
     ):
         """out[b, n, k, line, pos] = q[b, line, pos, n, :] . table[line, k, :] for one line of
         tokens (an image row for rel_h, a column for rel_w); all tokens of a line share the
@@ -243,13 +255,15 @@ if _TRITON_IMPORTED:
         kk = tl.arange(0, K_P)
         q_row = qkv_ptr + b.to(tl.int64) * s_qkv_b + line * s_qkv_line + pos * s_qkv_pos + head * HEAD_DIM
         t_row = table_ptr + line * s_tab_line + kk * s_tab_k
+        PRECISION: tl.constexpr = "ieee" if IEEE_DOT else "tf32"
         d0 = tl.arange(0, D0)
         acc = tl.dot(_load_rows(q_row, d0, pos_ok, D0, HEAD_DIM, True),
-                     tl.trans(_load_rows(t_row, d0, kk < K, D0, HEAD_DIM, True)))
+                     tl.trans(_load_rows(t_row, d0, kk < K, D0, HEAD_DIM, True)), input_precision=PRECISION)
         if D1 > 0:
             d1 = tl.arange(0, D1)
-            acc += tl.dot(_load_rows(q_row + D0, d1, pos_ok, D1, HEAD_DIM - D0, True),
-                          tl.trans(_load_rows(t_row + D0, d1, kk < K, D1, HEAD_DIM - D0, True)))
+            acc = tl.dot(_load_rows(q_row + D0, d1, pos_ok, D1, HEAD_DIM - D0, True),
+                         tl.trans(_load_rows(t_row + D0, d1, kk < K, D1, HEAD_DIM - D0, True)), acc,
+                         input_precision=PRECISION)
         dst = out_ptr + b.to(tl.int64) * s_out_b + head * s_out_n + line * s_out_line + pos * s_out_pos
         tl.store(dst[:, None] + kk[None, :] * s_out_k, acc, mask=pos_ok[:, None])
 
@@ -457,7 +471,7 @@ def _rel_terms_triton(qkv, table, num_heads, along_rows: bool, k_size: int, k_ma
         s_b, s_line, s_pos, table.stride(0), table.stride(1),
         o_b, o_n, o_k, o_line, o_pos,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, D0=d0, D1=d1,
-        K=k_size, K_P=k_pad, LEN_P=max(16, _next_pow2(line_len)),
+        K=k_size, K_P=k_pad, LEN_P=max(16, _next_pow2(line_len)), IEEE_DOT=qkv.dtype == torch.float32,
         num_warps=4,
     )
     return out
