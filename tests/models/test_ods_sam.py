@@ -90,3 +90,13 @@ def test_random_sam_weights_are_reproducible():
     b = build_ods_sam(tiny_model_config())
     for (name, pa), pb in zip(a.sam.state_dict().items(), b.sam.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+def test_fast_encoder_switch_keeps_weights_and_function():
+    fast_cfg, official_cfg = tiny_model_config(), tiny_model_config()
+    official_cfg.sam.fast_encoder = False
+    fast, official = build_ods_sam(fast_cfg).eval(), build_ods_sam(official_cfg).eval()
+    assert type(fast.sam.image_encoder) is not type(official.sam.image_encoder)
+    assert list(fast.sam.state_dict()) == list(official.sam.state_dict())
+    x, _, _ = fast.preprocess(random_images([(100, 140)], seed=4))
+    torch.testing.assert_close(fast.encode(x), official.encode(x), rtol=1e-4, atol=1e-4)

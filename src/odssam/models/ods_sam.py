@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odssam.config import ModelConfig
+from odssam.models.fast_encoder import accelerate_image_encoder
 from odssam.models.prompt_encoder import build_prompt_encoder
 from odssam.models.sam import build_sam, freeze_sam
 from odssam.models.transforms import postprocess_logits, sam_preprocess
@@ -171,5 +172,8 @@ def build_ods_sam(cfg: ModelConfig | None = None, checkpoint: str | None = None)
         # Random SAM weights (no checkpoint) must be reproducible for a saved run to reload.
         torch.manual_seed(cfg.sam.init_seed)
         sam = build_sam(cfg.sam.variant, checkpoint=sam_checkpoint, image_size=cfg.sam.image_size)
+    if cfg.sam.fast_encoder:
+        # Same parameters and state-dict keys; picks its attention kernel per call (Triton on CUDA).
+        sam.image_encoder = accelerate_image_encoder(sam.image_encoder)
     prompt_encoder = build_prompt_encoder(cfg.prompt_encoder)
     return OdsSam(sam, prompt_encoder, prompt_input_size=cfg.prompt_encoder.input_size)
