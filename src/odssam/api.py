@@ -1,16 +1,21 @@
 """The Python API in one call: ``odssam.load(checkpoint)`` gives a ready :class:`Predictor`.
 
-Example (runnable as is: it makes a checkpoint with ``odssam demo`` first)::
+Example (runnable as is: a one-epoch demo on generated data makes the checkpoint; with
+random SAM weights the scores mean nothing, the calls are the real ones)::
 
-    import subprocess
+    import tempfile
     import numpy as np
     import odssam
+    from odssam.demo import DemoOptions, run_demo
 
-    subprocess.run(["odssam", "demo", "--output", "odssam-demo"], check=True)
-    model = odssam.load("odssam-demo/run/best.pt")                 # device="auto": GPU if present
+    folder = tempfile.mkdtemp()
+    demo = run_demo(DemoOptions(output=f"{folder}/demo", random_sam=True, per_defect=2,
+                                image_size=64, epochs=1, progress=False))
+    model = odssam.load(demo.checkpoint, device="cpu")              # device="auto": GPU if present
     result = model.predict(np.full((240, 320, 3), 128, np.uint8))  # array, PIL image or path
     print(result.score, result.area_fraction, result.mask.shape)   # max probability, mask share, (240, 320)
-    results = model.predict_batch(["a.png", "b.jpg"], batch_size=8)
+    results = model.predict_batch([f"{folder}/demo/data/fabric/test/blob/000.png", result.probability])
+    print([r.name for r in results])                               # ['000', 'image_0001']
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def load(
         threshold: Probability above which a pixel is anomalous (``Prediction.mask``).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
         batch_size: Images per forward pass of :meth:`Predictor.predict_batch`.
-        num_workers: Threads decoding images ahead of the model (default: up to 4).
+        num_workers: Threads decoding images ahead of the model (default: up to 8 with a GPU, 2 on the CPU).
 
     Returns:
         A :class:`~odssam.inference.predictor.Predictor`: ``predict(image)`` for one

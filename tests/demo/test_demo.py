@@ -88,7 +88,7 @@ def test_a_given_sam_checkpoint_is_used_with_its_variant_and_size(tmp_path):
     torch.save(build_sam("vit_micro", image_size=128).state_dict(), path)
     choice = choose_sam(DemoOptions(sam_checkpoint=str(path)))
     assert (choice.variant, choice.image_size, choice.checkpoint) == ("vit_micro", 128, str(path))
-    config = demo_run.demo_config(DemoOptions(), choice, tmp_path, tmp_path, train_count=10)
+    config = demo_run.demo_config(DemoOptions(), choice, tmp_path, tmp_path)
     assert config.model.sam.checkpoint == str(path) and config.model.sam.image_size == 128
 
 

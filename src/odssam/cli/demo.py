@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("--output", help="output folder (default: odssam-demo, or odssam-demo-N if taken)")
-    parser.add_argument("--images-per-defect", type=int, default=8, help="generated images per defect type (default 8)")
+    parser.add_argument(
+        "--images-per-defect", type=int, help="generated images per defect type (default 8; 5 with official SAM on CPU)"
+    )
     parser.add_argument("--image-size", type=int, default=256, help="side of the generated images (default 256)")
     parser.add_argument("--epochs", type=int, help="training epochs (default 30 with random SAM, 12 with official)")
     parser.add_argument("--max-steps", type=int, help="stop training after this many optimizer steps")

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlays")
     parser.add_argument("--recursive", action="store_true", help="also take images in sub-folders of INPUT folders")
-    parser.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
+    parser.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8 with a GPU, 2 on the CPU)")
     parser.add_argument("--sam-checkpoint", help="SAM weights, if the path stored in the checkpoint is not valid here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

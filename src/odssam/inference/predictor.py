@@ -138,7 +138,7 @@ class Predictor:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
         batch_size: Images per forward pass.
         num_workers: Threads decoding (and, on the CPU, preprocessing) images ahead of
-            the model; 0 does it inline. Default: up to 4.
+            the model; 0 does it inline. Default: up to 8 with a GPU, 2 on the CPU.
         config: The :class:`~odssam.config.ExperimentConfig` the model was trained with.
 
     Example::
@@ -168,7 +168,10 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else max(0, int(num_workers))
+        if num_workers is None:
+            # A GPU leaves the CPU free for decoding; on the CPU the model needs the cores.
+            num_workers = min(8 if self.device.type == "cuda" else 2, os.cpu_count() or 1)
+        self.num_workers = max(0, int(num_workers))
         self.config = config
 
     @classmethod
@@ -365,7 +368,7 @@ class Predictor:
                     probability=probability,
                     mask=mask,
                     score=float(probability.max()),
-                    area_fraction=float(mask.mean()),
+                    area_fraction=np.count_nonzero(mask) / mask.size,
                     threshold=self.threshold,
                     source=loaded.source,
                 )
