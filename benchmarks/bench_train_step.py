@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--baseline-repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="torch.compile the prompt encoder")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest ops of our step")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,6 +94,17 @@ def main() -> None:
         # The fp32 baseline disables TF32 so it runs as plain fp32, like AutoSAM's code.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+    if args.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(3):
+                cached_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.profile))
     baseline = timed(uncached_fp32_step, args.baseline_repeats, warmup=1, device=device)
     ours_ms, base_ms = statistics.median(ours), statistics.median(baseline)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
