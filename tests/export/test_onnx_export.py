@@ -110,3 +110,30 @@ def test_export_friendly_restores_the_model(export_checkpoint):
 def test_bad_opset_is_a_user_error(export_checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(export_checkpoint), "--output", str(tmp_path), "--opset", "9"]) == 2
     assert "opset" in capsys.readouterr().err
+
+
+def test_large_graph_weights_are_gathered_into_one_data_file(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from odssam.export.onnx_export import _finalise
+
+    weights = {name: np.random.default_rng(i).standard_normal((4, 4)).astype(np.float32) for i, name in enumerate("ab")}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "a"], ["h"]), helper.make_node("MatMul", ["h", "b"], ["y"])],
+        "two_matmuls",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [numpy_helper.from_array(array, name) for name, array in weights.items()],
+    )
+    traced = tmp_path / "traced" / "graph.onnx"
+    traced.parent.mkdir()
+    # What the exporter leaves for a graph over 2 GB: one file per weight beside the graph.
+    onnx.save_model(helper.make_model(graph), str(traced), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)
+    assert len(list(traced.parent.iterdir())) == 3
+    (tmp_path / "final").mkdir()
+    written = _finalise(traced, tmp_path / "final")
+    assert [p.name for p in written] == ["graph.onnx", "graph.onnx.data"]
+    x = np.ones((2, 4), np.float32)
+    y = create_session(written[0]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ weights["a"] @ weights["b"], rtol=1e-5)

@@ -37,7 +37,6 @@ DECODER_FILE = "prompt_decoder.onnx"
 METADATA_FILE = "odssam_onnx.json"
 METADATA_FORMAT = "odssam-onnx"
 DEFAULT_OPSET = 17
-_PROTOBUF_LIMIT = 2**31 - 2**20  # a little under 2 GiB: larger graphs keep weights outside
 
 
 @dataclass
@@ -112,20 +111,24 @@ def _trace(graph: torch.nn.Module, args: tuple, path: Path, inputs: list[str], o
 
 
 def _finalise(traced: Path, target_dir: Path) -> list[Path]:
-    """Re-save a traced graph as one file (or graph + one weight file when over 2 GB); check it."""
+    """Stage a traced graph in ``target_dir`` as one file, or graph + one weight file; check it.
+
+    The exporter writes a graph over 2 GB with one file per weight beside it; those are
+    gathered into ``<graph>.onnx.data``.
+    """
     import onnx
 
-    model = onnx.load(str(traced), load_external_data=True)
     destination = target_dir / traced.name
-    if model.ByteSize() < _PROTOBUF_LIMIT:
-        onnx.save_model(model, str(destination))
-        written = [destination]
-    else:
+    if [path for path in traced.parent.iterdir() if path != traced]:
         data_name = traced.name + ".data"
+        model = onnx.load(str(traced), load_external_data=True)
         onnx.save_model(
             model, str(destination), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
         )
         written = [destination, target_dir / data_name]
+    else:
+        os.replace(traced, destination)
+        written = [destination]
     onnx.checker.check_model(str(destination))
     return written
 
@@ -174,22 +177,18 @@ def export_onnx(
     x, _, _ = sam_preprocess(example_images(1), model.image_size)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=output_dir) as scratch:
-        traced_dir, final_dir = Path(scratch) / "traced", Path(scratch) / "final"
-        traced_dir.mkdir()
-        final_dir.mkdir()
+        scratch = Path(scratch)
+        for folder in ("encoder", "decoder", "final"):
+            (scratch / folder).mkdir()
         with torch.no_grad(), export_friendly(model):
             embedding = model.encode(x)
-            _trace(ImageEncoderGraph(model), (x,), traced_dir / ENCODER_FILE, ["image"], "image_embedding", opset)
+            encoder_path, decoder_path = scratch / "encoder" / ENCODER_FILE, scratch / "decoder" / DECODER_FILE
+            _trace(ImageEncoderGraph(model), (x,), encoder_path, ["image"], "image_embedding", opset)
             _trace(
-                PromptDecoderGraph(model),
-                (x, embedding),
-                traced_dir / DECODER_FILE,
-                ["image", "image_embedding"],
-                "logits",
-                opset,
+                PromptDecoderGraph(model), (x, embedding), decoder_path, ["image", "image_embedding"], "logits", opset
             )
         model.eval()  # belt and braces: tracing must not leave any module training
-        staged = _finalise(traced_dir / ENCODER_FILE, final_dir) + _finalise(traced_dir / DECODER_FILE, final_dir)
+        staged = _finalise(encoder_path, scratch / "final") + _finalise(decoder_path, scratch / "final")
         # Weight files first, graphs last: a graph never points at a missing weight file.
         for path in sorted(staged, key=lambda p: p.suffix == ".onnx"):
             os.replace(path, output_dir / path.name)
