@@ -157,7 +157,8 @@ def choose_sam(options: DemoOptions) -> SamChoice:
     try:
         path = download_checkpoint(OFFICIAL_VARIANT, progress=options.progress)
     except OdsSamError as error:
-        why = f"no official {OFFICIAL_VARIANT} checkpoint in the cache and the download failed ({error})"
+        first_sentence = str(error).split(". ")[0]  # the rest advises flags of other commands
+        why = f"no official {OFFICIAL_VARIANT} checkpoint in the cache and the download failed ({first_sentence})"
         return SamChoice(**{**random_choice.__dict__, "why_random": why})
     return SamChoice(OFFICIAL_VARIANT, 1024, str(path), f"official {OFFICIAL_VARIANT} ({path})")
 
@@ -167,7 +168,7 @@ def random_weights_banner(reason: str) -> str:
     lines = textwrap.wrap(
         f"WARNING: SAM RUNS WITH RANDOM WEIGHTS: {reason}. The demo runs end to end, but its scores "
         f"and masks are NOT meaningful. For real results fetch the official weights "
-        f"('odssam weights download {OFFICIAL_VARIANT}') and run the demo again.",
+        f"('odssam weights download {OFFICIAL_VARIANT}') and run the demo again, or pass --sam-checkpoint PATH.",
         width=74,
     )
     bar = "!" * 80
