@@ -54,25 +54,24 @@ REAL_SHAPE = dict(batch=10, dim=2048, groups=4, state=16, seqlen=4096)
 SMALL_SHAPE = dict(batch=1, dim=16, groups=4, state=4, seqlen=32)
 # Kernel tilings tried by --sweep (ScanKernelConfig fields).
 SWEEP_FORWARD = [
-    dict(block_d=128, block_l=4, num_warps=4),
-    dict(block_d=64, block_l=4, num_warps=2),
-    dict(block_d=256, block_l=4, num_warps=8),
-    dict(block_d=64, block_l=8, num_warps=4),
     dict(block_d=128, block_l=8, num_warps=4),
-    dict(algorithm="scan", block_d=16, block_l=64, num_warps=4, unroll=True),
+    dict(block_d=32, block_l=8, num_warps=4),
+    dict(block_d=64, block_l=8, num_warps=8),
+    dict(block_d=16, block_l=8, num_warps=2),
+    dict(block_d=32, block_l=4, num_warps=4),
+    dict(block_d=16, block_l=4, num_warps=4),
+    dict(block_d=32, block_l=16, num_warps=4),
     dict(algorithm="scan", block_d=16, block_l=64, num_warps=4, unroll=False),
 ]
 SWEEP_BACKWARD = [
-    dict(block_d_bwd=32, block_l_bwd=4, num_warps_bwd=4),
-    dict(block_d_bwd=64, block_l_bwd=4, num_warps_bwd=4),
-    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4),
-    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, keep_decays=False),
-    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=2),
-    dict(block_d_bwd=64, block_l_bwd=8, num_warps_bwd=4, keep_decays=False),
-    dict(block_d_bwd=16, block_l_bwd=16, num_warps_bwd=2, keep_decays=False),
-    dict(block_d_bwd=32, block_l_bwd=16, num_warps_bwd=4, keep_decays=False),
     dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=4, atomic_grads=False),
-    dict(algorithm="scan", block_l=64, block_d_bwd=8, block_l_bwd=64, num_warps_bwd=4),
+    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=4, atomic_grads=False),
+    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=4),
+    dict(block_d_bwd=8, block_l_bwd=8, num_warps_bwd=2, atomic_grads=False),
+    dict(block_d_bwd=16, block_l_bwd=4, num_warps_bwd=4, atomic_grads=False),
+    dict(block_d_bwd=32, block_l_bwd=4, num_warps_bwd=4, atomic_grads=False),
+    dict(block_d_bwd=16, block_l_bwd=8, num_warps_bwd=2, atomic_grads=False),
+    dict(block_d_bwd=32, block_l_bwd=8, num_warps_bwd=8, atomic_grads=False),
 ]
 
 
@@ -314,7 +313,13 @@ def sweep(shape, device, repeats):
         best_bwd[str(fields)] = ms
         print(f"  bwd {ms:8.3f}  {fields}", flush=True)
         del states
-    return best_fwd, best_bwd
+    # The fastest pair that fits together: the forward chunk must divide the backward's.
+    bwd_best = min(SWEEP_BACKWARD, key=lambda f: best_bwd[str(f)])
+    fitting = [f for f in SWEEP_FORWARD if bwd_best["block_l_bwd"] % f["block_l"] == 0
+               and f.get("algorithm", "sequential") == bwd_best.get("algorithm", "sequential")]
+    fwd_best = min(fitting, key=lambda f: best_fwd[str(f)]) if fitting else {}
+    print(f"fastest fitting pair: {fwd_best} + {bwd_best}", flush=True)
+    return dict(fwd_best, **bwd_best)
 
 
 def parse_config(text):
@@ -340,9 +345,10 @@ def main(argv=None):
         args.repeats = min(args.repeats, 2)
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"cuda {torch.version.cuda}, shape {shape}", flush=True)
+    fields = parse_config(args.config)
     if args.sweep:
-        sweep(shape, device, args.repeats)
-    config = fused.ScanKernelConfig(**parse_config(args.config))
+        fields = dict(sweep(shape, device, args.repeats), **fields)
+    config = fused.ScanKernelConfig(**fields)
     print(f"kernel config {config}", flush=True)
     results, outputs = run_comparison(shape, device, args.repeats, set(filter(None, args.skip.split(","))), config)
     check_against(outputs)
