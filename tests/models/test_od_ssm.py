@@ -169,3 +169,11 @@ def test_block_builds_and_runs_on_the_meta_device():
 def test_scan_flops():
     assert ss2d_scan_flops(1, 64, 64, SSMConfig()) == 9 * 4096 * 512 * 16 * 4
     assert ss2d_scan_flops(2, 8, 4, SSMConfig(directions=8, expand=1, d_state=4), d_model=16) == 2 * 9 * 32 * 16 * 4 * 8
+
+
+def test_scan_orders_cached_under_inference_mode_serve_training():
+    with torch.inference_mode():
+        cross_scan(torch.randn(1, 2, 5, 7), 8)
+    x = torch.randn(1, 2, 5, 7, requires_grad=True)
+    cross_merge(cross_scan(x, 8), 5, 7).sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 8.0))

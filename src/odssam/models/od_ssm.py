@@ -43,6 +43,12 @@ def _check_directions(directions: int) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _scan_orders_cpu(height: int, width: int, directions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode(False):
+        # Cached tensors made under inference_mode could not be used by a later training step.
+        return _build_scan_orders(height, width, directions)
+
+
+def _build_scan_orders(height: int, width: int, directions: int) -> tuple[torch.Tensor, torch.Tensor]:
     cpu = torch.device("cpu")  # explicit, so building on the meta device still works
     positions = torch.arange(height * width, device=cpu)
     row, col = positions // width, positions % width
@@ -78,7 +84,8 @@ def scan_orders(height: int, width: int, directions: int, device: torch.device |
 @functools.lru_cache(maxsize=64)
 def _scan_orders_on(height: int, width: int, directions: int, device: torch.device):
     order, inverse = _scan_orders_cpu(height, width, directions)
-    return order.to(device), inverse.to(device)
+    with torch.inference_mode(False):
+        return order.to(device), inverse.to(device)
 
 
 def cross_scan(x: torch.Tensor, directions: int = 4) -> torch.Tensor:
