@@ -7,16 +7,22 @@ Computes mamba's ``selective_scan_ref`` (see ``odssam.models.selective_scan``)::
     y_t   = <x_t, C_t> + D * u_t                       # times silu(z) if z is given
 
 with the N states of each channel kept on chip. One program owns a block of channels of
-one batch element and walks the sequence in chunks of ``block_l`` steps; inside a chunk
-each state is a first-order linear recurrence, solved with ``tl.associative_scan`` over
-``(decay, input)`` pairs, and the state at the chunk's end is carried into the next.
+one batch element and walks the whole sequence. Two algorithms (``ScanKernelConfig``):
 
-The forward pass stores only the state at the start of every chunk
-(``B x D x L/block_l x N`` floats, 1/block_l of the full state history). The backward
-pass walks the chunks in reverse: it recomputes the chunk's states from the stored start,
-runs the adjoint recurrence ``g_t = dy_t C_t + exp(delta_{t+1} A) g_{t+1}`` as a reverse
-scan, and accumulates every gradient in the same sweep. Gradients of ``B`` and ``C`` sum
-over the channels of a group: each program adds its block's partial sum atomically.
+* ``sequential`` (default): all N states of a channel advance together, one time step
+  after the other; a chunk of ``block_l`` steps of ``u``/``delta`` is loaded at once and
+  walked step by step, ``B``/``C`` are read time-major so a step's N values are
+  contiguous.
+* ``scan``: each state is solved over a chunk with ``tl.associative_scan`` on
+  ``(decay, input)`` pairs and carried into the next chunk (slower on an H100).
+
+The forward pass stores only the state at the start of every backward chunk
+(``B x D x L/block_l_bwd x N`` floats). The backward pass walks the chunks in reverse:
+it recomputes the chunk's states from the stored start, runs the adjoint recurrence
+``g_t = dy_t C_t + exp(delta_{t+1} A) g_{t+1}`` backwards, and accumulates every
+gradient in the same sweep. Gradients of ``B`` and ``C`` sum over the channels of a
+group: each program writes its block's partial sum (summed afterwards) or adds it
+atomically. ``z`` is applied outside the kernels (``y * silu(z)`` in PyTorch).
 
 All arithmetic is fp32 whatever the input dtype. Triton is optional: this module imports
 without it, and :func:`selective_scan_triton` then raises. On CPU tensors the kernels run
@@ -58,8 +64,8 @@ class ScanKernelConfig:
         atomic_grads: Add the ``dB``/``dC`` partial sums of the channel blocks with
             atomics (fast, order not fixed) instead of writing one partial per block
             and summing them afterwards (deterministic, one more pass over memory).
-        unroll: Unroll the loop over the states in the forward kernel (their scans
-            overlap; more registers).
+        unroll: ``scan`` algorithm: unroll the loop over the states in the forward
+            kernel (their scans overlap; more registers).
         unroll_bwd: The same in the backward kernel.
         algorithm: ``sequential`` (all states of a channel step through time together)
             or ``scan`` (each state solved over a chunk by an associative scan).
