@@ -9,14 +9,13 @@ decode without extra codecs (MoNuSeg's LZW tiles).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -277,15 +276,6 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 def write_png_atomic(array: np.ndarray, path: str | Path) -> None:
     """Write a uint8 (or bool, written as 0/255) array to ``path`` as PNG, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"))

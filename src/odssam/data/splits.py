@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import atomic_write_text
 
 SPLIT_FILE_FORMAT = "odssam-split/1"
 SPLIT_NAMES = ("train", "val", "test")
@@ -94,18 +93,7 @@ def fraction_split(
 
 def write_split_file(record: dict[str, Any], path: str | Path) -> Path:
     """Write a split record (``Dataset.split_record()``) as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def read_split_file(path: str | Path) -> dict[str, Any]:

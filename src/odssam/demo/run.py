@@ -30,11 +30,12 @@ from odssam.demo.synthetic import generate_dataset
 from odssam.engine import train
 from odssam.engine.setup import build_split
 from odssam.errors import OdsSamError
-from odssam.inference.io import PredictionWriter, write_bytes_atomic
+from odssam.inference.io import PredictionWriter
 from odssam.inference.predictor import Predictor, resolve_device
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.figures import save_figure_grid
 from odssam.metrics.report import format_table, write_report
+from odssam.utils.atomic import atomic_write_text
 
 DEFAULT_OUTPUT = "odssam-demo"
 CATEGORY = "fabric"
@@ -272,7 +273,7 @@ def run_demo(options: DemoOptions | None = None) -> DemoResult:
     _say(f"training {train_seconds:.0f} s, evaluation and figures {time.perf_counter() - phase_start:.0f} s")
     table = format_table([metrics], layout="rows", legend=False)
     readme = _readme(output, sam, cfg, checkpoint, table, seconds)
-    write_bytes_atomic(output / "README.md", readme.encode("utf-8"))
+    atomic_write_text(output / "README.md", readme)
 
     _say("")
     _say(table)

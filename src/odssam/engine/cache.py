@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +43,7 @@ from odssam.engine.distributed import DistInfo, all_gather_objects, barrier
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
 from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, longest_side_size, sam_preprocess
+from odssam.utils.atomic import atomic_write
 
 CACHE_LAYOUT_VERSION = "v1"
 EMBEDDING_DTYPES: dict[str, tuple[torch.dtype, type]] = {
@@ -200,16 +199,8 @@ class EmbeddingCache:
 
     def write(self, kind: str, key: str, array: np.ndarray) -> None:
         """Store ``array`` under ``key`` atomically (temp file + rename)."""
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, np.ascontiguousarray(array), allow_pickle=False)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        contiguous = np.ascontiguousarray(array)
+        atomic_write(self.path(kind, key), lambda file: np.save(file, contiguous, allow_pickle=False))
 
     def _read(self, kind: str, key: str) -> np.ndarray:
         path = self.path(kind, key)

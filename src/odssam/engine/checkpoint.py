@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 
 from odssam.config import ExperimentConfig, from_dict
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "odssam"
 CHECKPOINT_VERSION = 1
@@ -40,23 +40,11 @@ REQUIRED_KEYS = ("format", "version", "config", "prompt_encoder", "sam_fingerpri
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically: a temp file in the same folder, then ``os.replace``.
+    """Write ``payload`` atomically: a temp file in the same folder, synced to disk, then ``os.replace``.
 
     A crash mid-write leaves the previous file intact, never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(payload, file), fsync=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -7,8 +7,6 @@ by :class:`odssam.metrics.evaluator.Evaluator`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from odssam.engine.precision import autocast
 from odssam.engine.progress import progress_bar
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
+from odssam.utils.atomic import atomic_write
 
 
 def logits_to_probabilities(model, logits: torch.Tensor, input_sizes, image_shapes) -> list[np.ndarray]:
@@ -130,13 +129,5 @@ def write_probability_png(path: Path, probability: np.ndarray) -> None:
     """Write an HxW probability map as an 8-bit greyscale PNG (0..255), atomically."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            Image.fromarray(pixels).save(file, format="PNG")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: Image.fromarray(pixels).save(file, format="PNG"))

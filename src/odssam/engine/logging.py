@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+from odssam.utils.atomic import atomic_write, atomic_write_text
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    """Write ``data`` as indented JSON (anything else as its ``str``), atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _json_safe(value: Any) -> Any:
@@ -63,7 +49,7 @@ class MetricsLog:
         self._rewrite()
 
     def _rewrite(self) -> None:
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict) -> None:
         self.records.append(_json_safe(record))
@@ -122,16 +108,10 @@ def plot_history(history: list[dict], path: str | Path, monitor: str) -> Path | 
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temp_name, dpi=110, format="png")
-        os.replace(temp_name, path)
+        return atomic_write(path, lambda file: figure.savefig(file, dpi=110, format="png"))
     finally:
         plt.close(figure)
-        Path(temp_name).unlink(missing_ok=True)
-    return path
 
 
 def format_epoch_summary(record: dict, epochs: int, monitor: str, best: float | None) -> str:

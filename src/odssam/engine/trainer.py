@@ -58,7 +58,6 @@ from odssam.engine.logging import (
     format_epoch_summary,
     plot_history,
     write_json_atomic,
-    write_text_atomic,
 )
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
@@ -74,6 +73,7 @@ from odssam.metrics.result import MetricResult
 from odssam.models.loss import DiceBCELoss
 from odssam.models.ods_sam import build_ods_sam
 from odssam.models.sam import sam_weights_fingerprint
+from odssam.utils.atomic import atomic_write_text
 
 LOG_INTERVAL = 10  # steps between loss syncs (progress bar, TensorBoard, NaN check)
 PLOT_EVERY = 10  # epochs between redraws of curves.png (also drawn after the first and last)
@@ -190,7 +190,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     val_set = build_split(dcfg, val_split, recorded_split)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json_atomic(split_path, train_set.split_record())
     say(f"data: {dcfg.dataset} train {len(train_set)} images, {val_split} {len(val_set)} images")
 

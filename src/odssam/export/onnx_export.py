@@ -29,8 +29,8 @@ import torch
 from odssam import __version__
 from odssam.errors import OdsSamError
 from odssam.export.graphs import EXPORT_SCAN_BACKEND, ImageEncoderGraph, PromptDecoderGraph, export_friendly
-from odssam.inference.io import write_bytes_atomic
 from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, sam_preprocess
+from odssam.utils.atomic import atomic_write_text
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
@@ -238,7 +238,7 @@ def build_metadata(
 
 def write_metadata(metadata: dict[str, Any], path: Path) -> None:
     """Write the metadata JSON atomically."""
-    write_bytes_atomic(path, (json.dumps(metadata, indent=2) + "\n").encode("utf-8"))
+    atomic_write_text(path, json.dumps(metadata, indent=2) + "\n")
 
 
 def check_parity(model: torch.nn.Module, onnx_dir: str | os.PathLike, batch_size: int = 2, seed: int = 1) -> ParityReport:

@@ -20,7 +20,6 @@ import csv
 import glob
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from PIL import Image
 
 from odssam.data.image_io import IMAGE_EXTENSIONS, array_to_rgb, is_image_file, read_image
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import atomic_write_bytes
 
 PROBABILITY_FORMATS = ("png", "npy", "none")
 CSV_COLUMNS = ("name", "source", "height", "width", "max_score", "area_fraction")
@@ -181,39 +181,13 @@ def _pil_array(image: Image.Image) -> np.ndarray:
 # --------------------------------------------------------------------------- writers
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Temporary files are created 0600; outputs get the permissions of an ordinary new file.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temp_name, _FILE_MODE)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a uint8 array (HxW or HxWx3; bool as 0/255) as PNG, atomically."""
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
@@ -235,7 +209,7 @@ def write_probability_npy(probability: np.ndarray, path: str | os.PathLike) -> P
     """Write an HxW probability map as a float32 ``.npy`` file."""
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(probability, dtype=np.float32))
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
 
@@ -305,7 +279,7 @@ def write_predictions_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLik
     writer.writeheader()
     for row in rows:
         writer.writerow(row)
-    write_bytes_atomic(Path(path), buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(Path(path), buffer.getvalue().encode("utf-8"))
     return Path(path)
 
 

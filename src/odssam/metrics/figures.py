@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from odssam.metrics._atomic import atomic_write
 from odssam.metrics.inputs import as_mask, as_probability, to_numpy
+from odssam.utils.atomic import atomic_write
 
 _BACKGROUND = (255, 255, 255)
 _TEXT = (0, 0, 0)

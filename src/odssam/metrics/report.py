@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Union
 
 from odssam.errors import OdsSamError
-from odssam.metrics._atomic import atomic_write_text
 from odssam.metrics.result import MetricResult, metric_spec
+from odssam.utils.atomic import atomic_write_text
 
 ResultsLike = Union[Sequence[MetricResult], Mapping[str, Sequence[MetricResult]]]
 LAYOUTS = ("columns", "wide", "rows")

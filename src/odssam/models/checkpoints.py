@@ -16,7 +16,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from odssam import __version__
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _stamp_record(path: Path, digest: Digest) -> dict[str, object]:
 
 
 def _write_stamp(path: Path, digest: Digest) -> None:
-    _write_atomically(_stamp_path(path), json.dumps(_stamp_record(path, digest)).encode())
+    atomic_write_text(_stamp_path(path), json.dumps(_stamp_record(path, digest)))
 
 
 def has_valid_stamp(path: str | Path, digest: Digest) -> bool:
@@ -207,17 +207,6 @@ def is_verified(path: str | Path, digest: Digest) -> bool:
     except OSError:
         pass  # a read-only cache still works, it is just re-hashed next time
     return True
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _file_name_from_url(url: str) -> str:
@@ -283,22 +272,14 @@ def download_checkpoint(
             return target
         logger.warning("%s does not match %s; downloading it again", target, expected)
 
-    fd, temp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{file_name}.", suffix=".part")
-    temp_path = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            hexdigest = _stream(url, handle, expected.algorithm if expected else "sha256", size_hint, progress)
-            handle.flush()
-            os.fsync(handle.fileno())
+    # Unverified bytes never reach ``target``: a failed check discards the ``.part`` file.
+    with atomic_open(target, suffix=".part", fsync=True) as handle:
+        hexdigest = _stream(url, handle, expected.algorithm if expected else "sha256", size_hint, progress)
         if expected is not None and hexdigest != expected.hexdigest:
             raise OdsSamError(
                 f"download of {url} failed verification: {expected.algorithm} digest is {hexdigest}, "
                 f"expected {expected.hexdigest}; the download was deleted"
             )
-        os.replace(temp_path, target)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
     if expected is not None:
         _write_stamp(target, expected)
     return target
