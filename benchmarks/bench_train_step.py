@@ -19,6 +19,7 @@ import time
 import torch
 
 from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig
+from odssam.models.fast_encoder import FastImageEncoderViT
 from odssam.models.loss import DiceBCELoss
 from odssam.models.ods_sam import build_ods_sam
 
@@ -70,6 +71,11 @@ def main() -> None:
     embeddings = torch.randn(b, 256, e, e, device=device).to(torch.bfloat16 if device.type == "cuda" else torch.float32)
     targets = (torch.rand(b, 1, model.logit_size, model.logit_size, device=device) > 0.7).float()
     bf16 = device.type == "cuda"
+    encoder = model.sam.image_encoder
+    # The baseline re-runs the official encoder module, as AutoSAM does.
+    if isinstance(encoder, FastImageEncoderViT):
+        encoder = FastImageEncoderViT(encoder, backend="official")  # shares the weights
+    official_encoder = encoder
 
     def cached_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -81,7 +87,9 @@ def main() -> None:
 
     def uncached_fp32_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x_full)
+        with torch.no_grad():
+            embeddings_fp32 = official_encoder(x_full)
+        logits = model.decode(embeddings_fp32, model.prompt(x_full))
         loss_fn(logits, targets).backward()
         optimizer.step()
 

@@ -684,11 +684,16 @@ class FastImageEncoderViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Bx3xSxS normalised, padded images -> Bx256x(S/16)x(S/16) embeddings."""
-        x = self.patch_embed(x) if self.backend == "official" else _patch_embed(self.patch_embed, x)
+        backend = self.backend
+        if backend == "auto" and x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled():
+            # Plain fp32 on CUDA: the fused kernels run in IEEE fp32 there and measured
+            # slower than the official module (H100, ViT-H), so keep the official path.
+            backend = "official"
+        x = self.patch_embed(x) if backend == "official" else _patch_embed(self.patch_embed, x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
         for block in self.blocks:
-            x = block(x) if self.backend == "official" else _block_forward(block, x, self.backend)
+            x = block(x) if backend == "official" else _block_forward(block, x, backend)
         return self.neck(x.permute(0, 3, 1, 2))
 
 
