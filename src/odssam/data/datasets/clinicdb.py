@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.datasets.common import apply_name_lists, locate, reject_category
-from odssam.data.index import DatasetIndex, IndexOptions, check_root, list_images, require_dir
-from odssam.data.splits import packaged_split_names
+from odssam.data.datasets.common import index_pranet_listed, reject_category
+from odssam.data.index import DatasetIndex, IndexOptions
 
 NAME = "clinicdb"
 WRAPPERS = ("CVC-ClinicDB", "TIF", "PNG", "CVC-ClinicDB/TIF", "CVC-ClinicDB/PNG")
@@ -22,21 +21,12 @@ MASK_DIRS = ("Ground Truth", "GroundTruth", "Ground_Truth")
 def index_clinicdb(root: str | Path, category: str | None, options: IndexOptions) -> DatasetIndex:
     """Index a CVC-ClinicDB folder (the one holding ``Original/``, or a wrapper of it)."""
     reject_category(NAME, category)
-    path, index = check_root(root, NAME)
-    if index.issues:
-        return index
-    base = locate(path, WRAPPERS, IMAGE_DIRS)
-    index.root = base
-    images_dir = require_dir(base, IMAGE_DIRS, index, "images")
-    masks_dir = require_dir(base, MASK_DIRS, index, "masks")
-    if images_dir is None or masks_dir is None:
-        return index
-    images = list_images(images_dir, index, None)
-    masks = list_images(masks_dir, index, None)
-    if not images:
-        index.error("no image files", images_dir)
-        return index
-    lists = {split: packaged_split_names(f"clinicdb_{split}") for split in ("train", "test")}
-    apply_name_lists(index, images, masks, images_dir, masks_dir, lists, "PraNet CVC-ClinicDB")
-    index.protocol = {"split": "PraNet CVC-ClinicDB lists (550 train / 62 test)"}
-    return index
+    return index_pranet_listed(
+        root,
+        NAME,
+        WRAPPERS,
+        IMAGE_DIRS,
+        MASK_DIRS,
+        list_label="PraNet CVC-ClinicDB",
+        protocol="PraNet CVC-ClinicDB lists (550 train / 62 test)",
+    )

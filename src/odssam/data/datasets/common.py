@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.index import DatasetIndex, Entry, find_dir, pair_images_with_masks
+from odssam.data.index import (
+    DatasetIndex,
+    Entry,
+    check_root,
+    find_dir,
+    list_images,
+    pair_images_with_masks,
+    require_dir,
+)
+from odssam.data.splits import packaged_split_names
 from odssam.errors import OdsSamError
 
 # Names shown before "... and N more" in messages listing files.
@@ -75,6 +84,46 @@ def apply_name_lists(
     orphans = sorted(set(masks) - set(images))
     for name in orphans:
         index.warn("mask without an image (ignored)", masks[name])
+
+
+def index_pranet_listed(
+    root: str | Path,
+    dataset: str,
+    wrappers: tuple[str, ...],
+    image_dirs: tuple[str, ...],
+    mask_dirs: tuple[str, ...],
+    list_label: str,
+    protocol: str,
+) -> DatasetIndex:
+    """Index an images folder + masks folder split by PraNet's packaged name lists.
+
+    Args:
+        root: The folder the user gave (the layout itself or a wrapper of it).
+        dataset: Registry name; the packaged lists are ``<dataset>_train`` and ``<dataset>_test``.
+        wrappers: Sub-folder paths downloads wrap the layout in (see :func:`locate`).
+        image_dirs: Accepted names of the images folder (the first marks the layout).
+        mask_dirs: Accepted names of the masks folder.
+        list_label: How messages name the lists (``"PraNet Kvasir-SEG"``).
+        protocol: Description stored in ``index.protocol["split"]``.
+    """
+    path, index = check_root(root, dataset)
+    if index.issues:
+        return index
+    base = locate(path, wrappers, image_dirs)
+    index.root = base
+    images_dir = require_dir(base, image_dirs, index, "images")
+    masks_dir = require_dir(base, mask_dirs, index, "masks")
+    if images_dir is None or masks_dir is None:
+        return index
+    images = list_images(images_dir, index, None)
+    masks = list_images(masks_dir, index, None)
+    if not images:
+        index.error("no image files", images_dir)
+        return index
+    lists = {split: packaged_split_names(f"{dataset}_{split}") for split in ("train", "test")}
+    apply_name_lists(index, images, masks, images_dir, masks_dir, lists, list_label)
+    index.protocol = {"split": protocol}
+    return index
 
 
 def entries_by_name(entries: list[Entry]) -> dict[str, Entry]:
