@@ -274,8 +274,15 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
-def write_png_atomic(array: np.ndarray, path: str | Path) -> None:
-    """Write a uint8 (or bool, written as 0/255) array to ``path`` as PNG, atomically."""
+def write_png_atomic(array: np.ndarray, path: str | Path, *, compress_level: int = 6) -> Path:
+    """Write a uint8 array (HxW or HxWx3; bool as 0/255) to ``path`` as PNG, atomically.
+
+    Args:
+        array: The pixels.
+        path: Destination; its folder is created if missing.
+        compress_level: zlib level, 0-9 (1: fastest; higher: smaller files, slower).
+    """
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
-    atomic_write(path, lambda stream: Image.fromarray(array).save(stream, format="PNG"))
+    image = Image.fromarray(array)
+    return atomic_write(path, lambda stream: image.save(stream, format="PNG", compress_level=compress_level))

@@ -18,9 +18,9 @@ from odssam.data.sample import collate_samples
 from odssam.engine.cache import CacheRecord, CachedEvaluationSet, EmbeddingCache, collate_cached_eval
 from odssam.engine.precision import autocast
 from odssam.engine.progress import progress_bar
+from odssam.inference.io import write_probability_png
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
-from odssam.utils.atomic import atomic_write
 
 
 def logits_to_probabilities(model, logits: torch.Tensor, input_sizes, image_shapes) -> list[np.ndarray]:
@@ -82,7 +82,7 @@ def evaluate_dataset(
         for sample, probability in zip(samples, probabilities):
             evaluator.update(probability, sample.mask)
             if prediction_dir is not None:
-                write_probability_png(Path(prediction_dir) / f"{sample.name}.png", probability)
+                write_probability_png(probability, Path(prediction_dir) / f"{sample.name}.png")
             if len(kept) < keep_samples:
                 kept.append((sample.image, sample.mask, probability, sample.name))
     return evaluator.compute(), kept
@@ -124,10 +124,3 @@ def evaluate_cached(
             evaluator.update(probability, mask)
     return evaluator.compute()
 
-
-def write_probability_png(path: Path, probability: np.ndarray) -> None:
-    """Write an HxW probability map as an 8-bit greyscale PNG (0..255), atomically."""
-    from PIL import Image
-
-    pixels = np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
-    atomic_write(path, lambda file: Image.fromarray(pixels).save(file, format="PNG"))

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from odssam.data.image_io import IMAGE_EXTENSIONS, array_to_rgb, is_image_file, read_image
+from odssam.data.image_io import IMAGE_EXTENSIONS, array_to_rgb, is_image_file, read_image, write_png_atomic
 from odssam.errors import OdsSamError
 from odssam.utils.atomic import atomic_write_bytes
 
@@ -182,12 +182,8 @@ def _pil_array(image: Image.Image) -> np.ndarray:
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 array (HxW or HxWx3; bool as 0/255) as PNG, atomically."""
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return atomic_write_bytes(path, buffer.getvalue())
+    """Write a uint8 array (HxW or HxWx3; bool as 0/255) as PNG, atomically, with fast compression."""
+    return write_png_atomic(array, path, compress_level=1)
 
 
 def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
