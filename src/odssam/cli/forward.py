@@ -11,7 +11,6 @@ import time
 import numpy as np
 
 from odssam.cli.common import add_config_arguments, config_from_args
-from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
@@ -36,20 +35,14 @@ def generated_image(height: int = 300, width: int = 400, seed: int = 0) -> np.nd
 
 def run(args) -> int:
     import torch
-    from PIL import Image
 
+    from odssam.data.image_io import read_image
     from odssam.models.ods_sam import build_ods_sam
 
     cfg = config_from_args(args)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
-    if args.image:
-        try:
-            image = np.asarray(Image.open(args.image).convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise OdsSamError(f"{args.image}: cannot read image: {error}") from error
-    else:
-        image = generated_image()
+    image = read_image(args.image) if args.image else generated_image()
     start = time.perf_counter()
     model = build_ods_sam(cfg.model).to(device).eval()
     built = time.perf_counter()
