@@ -11,7 +11,7 @@ from PIL import Image
 from odssam.cli.main import main
 from odssam.errors import OdsSamError
 from odssam.metrics.evaluator import Evaluator
-from odssam.metrics.folders import evaluate_folders, match_folders, read_map
+from odssam.metrics.folders import evaluate_folders, match_folders, prediction_from_array, read_map
 
 
 def _write_dataset(root, rng, names=("a", "b", "c"), gt_format="jpg", shape=(40, 52)):
@@ -139,3 +139,14 @@ def test_read_map_formats(tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(OdsSamError, match="broken.png: cannot read image"):
         read_map(broken)
+
+
+def test_prediction_maps_become_probabilities_or_errors_naming_the_file(tmp_path):
+    path = tmp_path / "p.tif"
+    np.testing.assert_allclose(prediction_from_array(np.array([[0, 51, 255]], np.uint8), path), [[0.0, 0.2, 1.0]])
+    with pytest.raises(OdsSamError, match=r"p.tif: prediction values must lie in \[0, 1\]"):
+        prediction_from_array(np.full((2, 2), 1.5, np.float32), path)
+    with pytest.raises(OdsSamError, match="p.tif: prediction holds NaN"):
+        prediction_from_array(np.full((2, 2), np.nan, np.float32), path)
+    with pytest.raises(OdsSamError, match="p.tif: prediction must be float"):
+        prediction_from_array(np.zeros((2, 2), np.int32), path)

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from odssam.errors import OdsSamError
 from odssam.metrics.evaluator import DEFAULT_METRICS, Evaluator
+from odssam.metrics.inputs import as_probability
 from odssam.metrics.result import MetricResult
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -81,19 +82,15 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 def prediction_from_array(array: np.ndarray, path: Path) -> np.ndarray:
-    """Prediction map -> float64 probabilities in [0, 1] (k/255 for 8-bit files)."""
-    if array.dtype == np.bool_:
-        return array.astype(np.float64)
-    if array.dtype == np.uint8:
-        return array / 255.0
-    if array.dtype == np.uint16:
-        return array / 65535.0
-    if np.issubdtype(array.dtype, np.floating):
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        if not np.isfinite(array).all() or low < 0 or high > 1:
-            raise OdsSamError(f"{path}: float prediction must lie in [0, 1], got [{low:.4g}, {high:.4g}]")
-        return array.astype(np.float64)
-    raise OdsSamError(f"{path}: unsupported prediction type {array.dtype}")
+    """Prediction map -> float64 probabilities in [0, 1] (k/255 for 8-bit files), see :func:`as_probability`.
+
+    Raises:
+        OdsSamError: Naming ``path``, for a map :func:`as_probability` rejects.
+    """
+    try:
+        return as_probability(array)
+    except ValueError as error:
+        raise OdsSamError(f"{path}: {error}") from error
 
 
 def mask_from_array(array: np.ndarray, path: Path, threshold: int = 127) -> np.ndarray:
