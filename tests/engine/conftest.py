@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import TINY_CONFIG, tiny_model_config, write_folder_split
+from engine_helpers import write_folder_split
+from helpers import TINY_CONFIG, tiny_model_config
 
 from odssam.config import load_config
 from odssam.models.ods_sam import build_ods_sam

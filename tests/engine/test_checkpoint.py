@@ -8,11 +8,10 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import checkpoint_payload, tiny_model_config
 
-from odssam.config import ExperimentConfig, to_dict
+from odssam.config import ExperimentConfig
 from odssam.engine.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
     capture_rng_state,
     load_checkpoint,
     load_model_from_checkpoint,
@@ -24,24 +23,11 @@ from odssam.models.sam import sam_weights_fingerprint
 
 
 def payload_of(model, cfg: ExperimentConfig | None = None, **extra) -> dict:
-    cfg = cfg or ExperimentConfig()
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": to_dict(cfg),
-        "prompt_encoder": model.prompt_encoder.state_dict(),
-        "sam_fingerprint": sam_weights_fingerprint(model.sam),
-        "epoch": 3,
-        "step": 30,
-        "best_metric": 0.5,
-    }
-    payload.update(extra)
-    return payload
+    """A checkpoint of a run stopped after epoch 3 (step 30, best metric 0.5)."""
+    return checkpoint_payload(model, cfg or ExperimentConfig(), **{"epoch": 3, "step": 30, "best_metric": 0.5, **extra})
 
 
 def tiny_experiment() -> ExperimentConfig:
-    from engine_helpers import tiny_model_config
-
     return ExperimentConfig(name="tiny", model=tiny_model_config())
 
 

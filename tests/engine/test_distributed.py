@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from helpers import free_port
 
 from odssam.config import ExperimentConfig, from_dict, to_dict
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def train_on_rank(rank: int, world_size: int, port: int, config: dict, out_dir: str) -> None:

@@ -17,7 +17,7 @@ from odssam.engine.trainer import TrainingDiverged, train
 from odssam.errors import OdsSamError
 from odssam.models.loss import DiceBCELoss
 
-from engine_helpers import TINY_CONFIG
+from helpers import TINY_CONFIG
 
 
 @pytest.fixture(scope="module")

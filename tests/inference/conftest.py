@@ -7,40 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers import random_rgb, save_tiny_checkpoint
 from PIL import Image
 
-from odssam.config import ExperimentConfig, from_dict, to_dict
-from odssam.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-from odssam.models.ods_sam import build_ods_sam
-from odssam.models.sam import sam_weights_fingerprint
-
-from inference_helpers import FOLDER_IMAGES, TINY_CONFIG
-
-
-def save_fresh_checkpoint(path: Path) -> Path:
-    """configs/tiny.yaml's model, untrained, saved in the training checkpoint format."""
-    cfg = from_dict(ExperimentConfig, {"model": yaml.safe_load(TINY_CONFIG.read_text())["model"]})
-    model = build_ods_sam(cfg.model)
-    return save_checkpoint(
-        path,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": to_dict(cfg),
-            "prompt_encoder": model.prompt_encoder.state_dict(),
-            "sam_fingerprint": sam_weights_fingerprint(model.sam),
-            "epoch": 0,
-            "step": 0,
-            "best_metric": None,
-        },
-    )
+from inference_helpers import FOLDER_IMAGES
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
+    """configs/tiny.yaml's model, untrained, saved in the training checkpoint format."""
     torch.set_num_threads(1)
-    return save_fresh_checkpoint(tmp_path_factory.mktemp("checkpoint") / "best.pt")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "best.pt")
 
 
 @pytest.fixture(scope="session")
@@ -60,5 +37,5 @@ def image_folder(tmp_path_factory) -> Path:
     Image.fromarray(pixels("alpha", 4)).save(folder / "alpha.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (folder / "sub").mkdir()
-    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / "sub" / "nested.bmp")
+    Image.fromarray(random_rgb(rng, 20, 20)).save(folder / "sub" / "nested.bmp")
     return folder

@@ -8,17 +8,14 @@ with a spurious blob, stored as 8-bit maps like the files users score.
 from __future__ import annotations
 
 import numpy as np
+from helpers import random_ellipse
 
 
 def ellipse_mask(shape: tuple[int, int], rng: np.random.Generator, n_blobs: int = 2) -> np.ndarray:
     """Bool mask with ``n_blobs`` random ellipses."""
-    height, width = shape
-    yy, xx = np.mgrid[:height, :width]
     mask = np.zeros(shape, dtype=bool)
     for _ in range(n_blobs):
-        cy, cx = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width
-        ry, rx = rng.uniform(0.05, 0.25) * height, rng.uniform(0.05, 0.25) * width
-        mask |= ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        mask |= random_ellipse(shape, rng, centre=(0.2, 0.8), radius=(0.05, 0.25))
     return mask
 
 

@@ -1,7 +1,6 @@
 """Checkpoint table, downloads from a local HTTP server, resolution and the ``weights`` command."""
 
 import hashlib
-import socket
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 from odssam.cli.main import main
 from odssam.errors import OdsSamError
@@ -70,12 +70,6 @@ def payload(served, rng):
     data = rng.integers(0, 256, PAYLOAD_BYTES, dtype="uint8").tobytes()
     (folder / "weights.bin").write_bytes(data)
     return data, f"{base_url}/weights.bin", Digest("sha256", hashlib.sha256(data).hexdigest()), requests
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- official table
@@ -173,7 +167,7 @@ def test_http_errors_and_unreachable_servers_point_to_a_local_file(served, tmp_p
     with pytest.raises(OdsSamError, match=r"404.*--checkpoint PATH"):
         download_checkpoint(f"{base_url}/missing.pth", tmp_path / "a", progress=False)
     with pytest.raises(OdsSamError, match=r"could not download .*--checkpoint PATH"):
-        download_checkpoint(f"http://127.0.0.1:{_free_port()}/x.pth", tmp_path / "b", progress=False)
+        download_checkpoint(f"http://127.0.0.1:{free_port()}/x.pth", tmp_path / "b", progress=False)
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
 
 
@@ -234,7 +228,7 @@ def test_auto_downloads_once_into_the_cache_and_loads(served_vit_b):
 
 def test_auto_without_network_explains_what_to_do(monkeypatch):
     official = OFFICIAL_CHECKPOINTS["vit_b"]
-    unreachable = f"http://127.0.0.1:{_free_port()}/x.pth"
+    unreachable = f"http://127.0.0.1:{free_port()}/x.pth"
     offline = OfficialCheckpoint("vit_b", unreachable, official.file_name, official.digest, official.size_bytes)
     monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", offline)
     with pytest.raises(OdsSamError, match="--checkpoint PATH"):

@@ -1,0 +1,115 @@
+"""Helpers shared by tests of several subpackages: the tiny model, generated images, files.
+
+Importable as ``helpers`` from every test module and conftest (and from processes the
+tests spawn), because pytest puts this folder on ``sys.path`` for ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from odssam.config import ExperimentConfig, ModelConfig, load_config, to_dict
+from odssam.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from odssam.models.ods_sam import build_ods_sam
+from odssam.models.sam import sam_weights_fingerprint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
+
+
+# --------------------------------------------------------------------------- tiny model
+
+
+def tiny_model_config() -> ModelConfig:
+    """The model section of configs/tiny.yaml."""
+    return load_config(TINY_CONFIG).model
+
+
+def checkpoint_payload(model: torch.nn.Module, cfg: ExperimentConfig, **fields: Any) -> dict[str, Any]:
+    """A training checkpoint's dict for ``model`` (epoch 0, no best metric unless ``fields`` say)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": to_dict(cfg),
+        "prompt_encoder": model.prompt_encoder.state_dict(),
+        "sam_fingerprint": sam_weights_fingerprint(model.sam),
+        "epoch": 0,
+        "step": 0,
+        "best_metric": None,
+    }
+    payload.update(fields)
+    return payload
+
+
+def save_tiny_checkpoint(path: Path, perturbation: float = 0.0) -> Path:
+    """configs/tiny.yaml's model saved as a training checkpoint.
+
+    Args:
+        path: The checkpoint file.
+        perturbation: Scale of seeded noise added to the prompt encoder's weights (0: as
+            initialised; more gives larger logits than at init).
+    """
+    cfg = ExperimentConfig(model=tiny_model_config())
+    model = build_ods_sam(cfg.model)
+    if perturbation:
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for parameter in model.prompt_encoder.parameters():
+                parameter.add_(perturbation * torch.randn(parameter.shape, generator=generator))
+    return save_checkpoint(path, checkpoint_payload(model, cfg))
+
+
+# --------------------------------------------------------------------------- generated images
+
+
+def random_rgb(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """HxWx3 uint8 noise."""
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def random_ellipse(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    centre: tuple[float, float],
+    radius: tuple[float, float],
+) -> np.ndarray:
+    """HxW bool ellipse; centre and radii drawn uniformly in ``centre`` / ``radius`` times the size.
+
+    Draws, in order: centre row, centre column, row radius, column radius.
+    """
+    height, width = shape
+    yy, xx = np.mgrid[:height, :width]
+    cy, cx = rng.uniform(*centre) * height, rng.uniform(*centre) * width
+    ry, rx = rng.uniform(*radius) * height, rng.uniform(*radius) * width
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_image(array: np.ndarray, path: Path, **kwargs: Any) -> Path:
+    """Write ``array`` with PIL (bool as 0/255), creating the folder; ``kwargs`` go to ``save``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """The pixels of an image file as PIL decodes them (the file is closed afterwards)."""
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
