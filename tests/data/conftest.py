@@ -15,50 +15,22 @@ from data_layouts import (
 )
 
 
-@pytest.fixture
-def kvasir_root(tmp_path, rng):
-    root = tmp_path / "Kvasir-SEG"
-    make_kvasir(root, rng)
-    return root
+def _layout_fixture(name: str, folder: str, make):
+    """A fixture ``name``: ``tmp_path / folder`` filled by ``make(root, rng)``."""
+
+    @pytest.fixture(name=name)
+    def layout_root(tmp_path, rng):
+        root = tmp_path / folder
+        make(root, rng)
+        return root
+
+    return layout_root
 
 
-@pytest.fixture
-def clinicdb_root(tmp_path, rng):
-    root = tmp_path / "CVC-ClinicDB"
-    make_clinicdb(root, rng)
-    return root
-
-
-@pytest.fixture
-def pranet_root(tmp_path, rng):
-    root = tmp_path / "PraNet"
-    make_pranet(root, rng)
-    return root
-
-
-@pytest.fixture
-def monuseg_root(tmp_path, rng):
-    root = tmp_path / "MoNuSeg"
-    make_monuseg(root, rng)
-    return root
-
-
-@pytest.fixture
-def glas_root(tmp_path, rng):
-    root = tmp_path / "GlaS"
-    make_glas(root, rng)
-    return root
-
-
-@pytest.fixture
-def mvtec_root(tmp_path, rng):
-    root = tmp_path / "MVTec-AD"
-    make_mvtec(root, rng)
-    return root
-
-
-@pytest.fixture
-def folder_root(tmp_path, rng):
-    root = tmp_path / "own"
-    make_folder(root, rng)
-    return root
+kvasir_root = _layout_fixture("kvasir_root", "Kvasir-SEG", make_kvasir)
+clinicdb_root = _layout_fixture("clinicdb_root", "CVC-ClinicDB", make_clinicdb)
+pranet_root = _layout_fixture("pranet_root", "PraNet", make_pranet)
+monuseg_root = _layout_fixture("monuseg_root", "MoNuSeg", make_monuseg)
+glas_root = _layout_fixture("glas_root", "GlaS", make_glas)
+mvtec_root = _layout_fixture("mvtec_root", "MVTec-AD", make_mvtec)
+folder_root = _layout_fixture("folder_root", "own", make_folder)

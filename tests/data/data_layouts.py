@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from helpers import random_rgb, save_image
 from PIL import Image
 
 from odssam.data.splits import packaged_split_names
@@ -23,27 +24,15 @@ PRANET_TEST_SETS = ("Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "ETIS-LaribPolypDB"
 # --------------------------------------------------------------------------- primitives
 
 
-def random_rgb(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-
-
 def disk(height: int, width: int, centre: tuple[float, float], radius: float) -> np.ndarray:
     rows, cols = np.mgrid[:height, :width]
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
-def save(array: np.ndarray, path: Path, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    Image.fromarray(array).save(path, **kwargs)
-    return path
-
-
 def save_jpeg_mask(mask: np.ndarray, path: Path) -> Path:
     """An RGB JPEG of a 0/255 mask: compression leaves grey values around the edges."""
     rgb = np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 3, axis=2)
-    return save(rgb, path, quality=60)
+    return save_image(rgb, path, quality=60)
 
 
 def save_minisblack_rgb_tiff(rgb: np.ndarray, path: Path) -> Path:
@@ -96,7 +85,7 @@ def make_kvasir(root: Path, rng: np.random.Generator) -> dict[str, list[str]]:
     names = {"train": packaged_split_names("kvasir_train")[:4], "test": packaged_split_names("kvasir_test")[:2]}
     sizes = [(30, 40), (36, 28), (30, 40), (24, 24), (32, 32), (28, 36)]
     for (height, width), name in zip(sizes, names["train"] + names["test"]):
-        save(random_rgb(rng, height, width), root / "images" / f"{name}.jpg", quality=90)
+        save_image(random_rgb(rng, height, width), root / "images" / f"{name}.jpg", quality=90)
         save_jpeg_mask(disk(height, width, (height / 2, width / 2), min(height, width) / 3), root / "masks" / f"{name}.jpg")
     return names
 
@@ -116,8 +105,8 @@ def make_clinicdb(root: Path, rng: np.random.Generator) -> dict[str, list[str]]:
 def make_pranet(root: Path, rng: np.random.Generator) -> None:
     def write(folder: Path, image_dir: str, mask_dir: str, count: int) -> None:
         for number in range(1, count + 1):
-            save(random_rgb(rng, 20, 24), folder / image_dir / f"{number}.png")
-            save(disk(20, 24, (10, 12), 3 + number), folder / mask_dir / f"{number}.png")
+            save_image(random_rgb(rng, 20, 24), folder / image_dir / f"{number}.png")
+            save_image(disk(20, 24, (10, 12), 3 + number), folder / mask_dir / f"{number}.png")
 
     write(root / "TrainDataset", "image", "mask", 3)
     for position, test_set in enumerate(PRANET_TEST_SETS):
@@ -127,10 +116,10 @@ def make_pranet(root: Path, rng: np.random.Generator) -> None:
 def make_monuseg(root: Path, rng: np.random.Generator) -> None:
     train = root / "MoNuSegTrainingData"
     for stem in ("TCGA-AA-0001", "TCGA-AA-0002"):
-        save(random_rgb(rng, 32, 32), train / "Tissue_Images" / f"{stem}.tif", compression="tiff_lzw")
+        save_image(random_rgb(rng, 32, 32), train / "Tissue_Images" / f"{stem}.tif", compression="tiff_lzw")
         write_monuseg_xml(train / "Annotations" / f"{stem}.xml", MONUSEG_REGIONS)
     test = root / "MoNuSegTestData"
-    save(random_rgb(rng, 32, 32), test / "TCGA-BB-0003.tif", compression="tiff_lzw")
+    save_image(random_rgb(rng, 32, 32), test / "TCGA-BB-0003.tif", compression="tiff_lzw")
     write_monuseg_xml(test / "TCGA-BB-0003.xml", MONUSEG_REGIONS[:1])
 
 
@@ -140,8 +129,8 @@ def make_glas(root: Path, rng: np.random.Generator) -> Path:
     labels[2:8, 2:8] = 1
     labels[10:18, 12:22] = 2  # a second gland: its own instance label
     for stem in ("train_1", "train_2", "train_10", "testA_1", "testA_2", "testB_1"):
-        save(random_rgb(rng, 20, 24), folder / f"{stem}.bmp")
-        save(labels, folder / f"{stem}_anno.bmp")
+        save_image(random_rgb(rng, 20, 24), folder / f"{stem}.bmp")
+        save_image(labels, folder / f"{stem}_anno.bmp")
     (folder / "Grade.csv").write_text("name,grade\ntrain_1,benign\n")
     return folder
 
@@ -151,13 +140,13 @@ MVTEC_DEFECTS = {"broken": 4, "crack": 3}
 
 def make_mvtec(root: Path, rng: np.random.Generator, category: str = "bottle") -> Path:
     folder = root / category
-    save(random_rgb(rng, 16, 16), folder / "train" / "good" / "000.png")
+    save_image(random_rgb(rng, 16, 16), folder / "train" / "good" / "000.png")
     for number in range(2):
-        save(random_rgb(rng, 16, 16), folder / "test" / "good" / f"{number:03d}.png")
+        save_image(random_rgb(rng, 16, 16), folder / "test" / "good" / f"{number:03d}.png")
     for defect, count in MVTEC_DEFECTS.items():
         for number in range(count):
-            save(random_rgb(rng, 16, 16), folder / "test" / defect / f"{number:03d}.png")
-            save(disk(16, 16, (8, 8), 2 + number), folder / "ground_truth" / defect / f"{number:03d}_mask.png")
+            save_image(random_rgb(rng, 16, 16), folder / "test" / defect / f"{number:03d}.png")
+            save_image(disk(16, 16, (8, 8), 2 + number), folder / "ground_truth" / defect / f"{number:03d}_mask.png")
     return folder
 
 
@@ -165,18 +154,18 @@ def make_folder(root: Path, rng: np.random.Generator) -> None:
     """One image per awkward mode, masks matched by stem or ``<stem>_mask``."""
     height, width = 12, 16
     shape = disk(height, width, (6, 8), 4)
-    save(rng.integers(0, 256, (height, width), dtype=np.uint8), root / "images" / "gray.png")
-    save(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), root / "images" / "rgba.png")
+    save_image(rng.integers(0, 256, (height, width), dtype=np.uint8), root / "images" / "gray.png")
+    save_image(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), root / "images" / "rgba.png")
     palette_image = Image.fromarray(random_rgb(rng, height, width)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     (root / "images").mkdir(parents=True, exist_ok=True)
     palette_image.save(root / "images" / "palette.png")
     deep = (rng.integers(0, 65536, (height, width))).astype(np.uint16)
     Image.fromarray(deep).save(root / "images" / "deep.png")
-    save(random_rgb(rng, height, width), root / "images" / "photo.jpg")
-    save(shape, root / "masks" / "gray.png")
-    save(shape, root / "masks" / "rgba_mask.png")
+    save_image(random_rgb(rng, height, width), root / "images" / "photo.jpg")
+    save_image(shape, root / "masks" / "gray.png")
+    save_image(shape, root / "masks" / "rgba_mask.png")
     palette_mask = Image.fromarray(shape.astype(np.uint8), mode="L").convert("P")
     palette_mask.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 1 drawn red
     palette_mask.save(root / "masks" / "palette.png")
-    save(shape.astype(np.uint8), root / "masks" / "deep.png")  # 0/1 values
-    save(shape, root / "masks" / "photo.png")
+    save_image(shape.astype(np.uint8), root / "masks" / "deep.png")  # 0/1 values
+    save_image(shape, root / "masks" / "photo.png")

@@ -9,7 +9,7 @@ import pytest
 
 from odssam.data import check_dataset
 
-from data_layouts import save
+from helpers import save_image
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_every_problem_is_reported_with_its_file(kvasir_root, folder_root):
     names = sorted(p.stem for p in (kvasir_root / "images").iterdir())
     (kvasir_root / "masks" / f"{names[0]}.jpg").unlink()
     (kvasir_root / "images" / f"{names[1]}.jpg").write_bytes(b"garbage")
-    save(np.zeros((3, 3), dtype=np.uint8), kvasir_root / "masks" / f"{names[2]}.jpg")
+    save_image(np.zeros((3, 3), dtype=np.uint8), kvasir_root / "masks" / f"{names[2]}.jpg")
     (kvasir_root / "masks" / "stray.jpg").write_bytes(b"")
     report = check_dataset("kvasir", kvasir_root, progress=False)
     assert not report.ok

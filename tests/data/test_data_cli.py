@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from PIL import Image
 
 from odssam.cli.main import main
 from odssam.data import build_dataset
 
 from data_layouts import monuseg_expected_mask
+from helpers import read_pixels
 
 
 def test_list(capsys):
@@ -56,7 +56,7 @@ def test_bad_category_is_a_clean_error(capsys, mvtec_root):
 def test_convert_monuseg_writes_binary_pngs(capsys, tmp_path, monuseg_root):
     out = tmp_path / "masks"
     assert main(["data", "convert", "--dataset", "monuseg", "--root", str(monuseg_root), "--out", str(out)]) == 0
-    written = np.asarray(Image.open(out / "train" / "masks" / "TCGA-AA-0001.png"))
+    written = read_pixels(out / "train" / "masks" / "TCGA-AA-0001.png")
     assert set(np.unique(written)) == {0, 255}
     np.testing.assert_array_equal(written == 255, monuseg_expected_mask())
     assert (out / "test" / "masks" / "TCGA-BB-0003.png").is_file()

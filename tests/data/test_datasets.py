@@ -21,6 +21,7 @@ from odssam.data import (
 from odssam.errors import OdsSamError
 
 from data_layouts import MVTEC_DEFECTS, disk, monuseg_expected_mask
+from helpers import random_rgb, save_image
 
 
 def assert_valid_sample(sample: Sample) -> None:
@@ -81,12 +82,10 @@ def test_clinicdb_reads_minisblack_tiffs(clinicdb_root):
 
 
 def test_clinicdb_png_copies(tmp_path, clinicdb_root, rng):
-    from data_layouts import random_rgb, save
-
     png_root = tmp_path / "download" / "PNG"
     for name in ("1", "2"):
-        save(random_rgb(rng, 8, 8), png_root / "Original" / f"{name}.png")
-        save(disk(8, 8, (4, 4), 2), png_root / "Ground Truth" / f"{name}.png")
+        save_image(random_rgb(rng, 8, 8), png_root / "Original" / f"{name}.png")
+        save_image(disk(8, 8, (4, 4), 2), png_root / "Ground Truth" / f"{name}.png")
     train = build_dataset("clinicdb", tmp_path / "download", "train")
     assert train.names == ["1", "2"]
     assert train[0].mask.sum() > 0
@@ -121,11 +120,9 @@ def test_monuseg_rasterises_xml_at_the_image_size(monuseg_root):
 
 
 def test_monuseg_falls_back_to_binary_masks(monuseg_root):
-    from data_layouts import save
-
     train = monuseg_root / "MoNuSegTrainingData"
     (train / "Annotations" / "TCGA-AA-0002.xml").unlink()
-    save(disk(32, 32, (16, 16), 5).astype(np.uint8), train / "Binary_masks" / "TCGA-AA-0002.png")
+    save_image(disk(32, 32, (16, 16), 5).astype(np.uint8), train / "Binary_masks" / "TCGA-AA-0002.png")
     sample = build_dataset("monuseg", monuseg_root, "train")[1]
     np.testing.assert_array_equal(sample.mask, disk(32, 32, (16, 16), 5))
 
@@ -230,12 +227,10 @@ def test_folder_seeded_split_and_train_test_layout(tmp_path, folder_root, rng):
     train = build_dataset("folder", folder_root, "train", test_fraction=0.4)
     test = build_dataset("folder", folder_root, "test", test_fraction=0.4)
     assert len(test) == 2 and len(train) == 3
-    from data_layouts import random_rgb, save
-
     for split, count in (("train", 2), ("test", 1)):
         for number in range(count):
-            save(random_rgb(rng, 8, 8), tmp_path / "mine" / split / "images" / f"{split}{number}.png")
-            save(disk(8, 8, (4, 4), 2), tmp_path / "mine" / split / "masks" / f"{split}{number}.png")
+            save_image(random_rgb(rng, 8, 8), tmp_path / "mine" / split / "images" / f"{split}{number}.png")
+            save_image(disk(8, 8, (4, 4), 2), tmp_path / "mine" / split / "masks" / f"{split}{number}.png")
     assert build_dataset("folder", tmp_path / "mine", "test").names == ["test0"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from odssam.data import build_dataset
 from odssam.errors import OdsSamError
 
-from data_layouts import random_rgb, save
+from helpers import random_rgb, save_image
 
 
 def test_missing_root(tmp_path):
@@ -45,7 +45,7 @@ def test_unreadable_mask_names_the_file(kvasir_root):
 
 
 def test_size_mismatch_names_both_files(folder_root):
-    save(np.zeros((5, 5), dtype=np.uint8), folder_root / "masks" / "gray.png")
+    save_image(np.zeros((5, 5), dtype=np.uint8), folder_root / "masks" / "gray.png")
     dataset = build_dataset("folder", folder_root, "train", test_fraction=0.0)
     with pytest.raises(OdsSamError, match="size mismatch") as caught:
         dataset[dataset.names.index("gray")]
@@ -61,13 +61,13 @@ def test_empty_images_folder(tmp_path):
 
 
 def test_missing_masks_folder(tmp_path, rng):
-    save(random_rgb(rng, 4, 4), tmp_path / "Original" / "1.png")
+    save_image(random_rgb(rng, 4, 4), tmp_path / "Original" / "1.png")
     with pytest.raises(OdsSamError, match="no masks folder"):
         build_dataset("clinicdb", tmp_path, "train")
 
 
 def test_two_files_with_one_stem(folder_root, rng):
-    save(random_rgb(rng, 12, 16), folder_root / "images" / "gray.bmp")
+    save_image(random_rgb(rng, 12, 16), folder_root / "images" / "gray.bmp")
     with pytest.raises(OdsSamError, match="two files for 'gray'"):
         build_dataset("folder", folder_root, "train")
 

@@ -19,19 +19,20 @@ from odssam.data.image_io import (
 )
 from odssam.errors import OdsSamError
 
-from data_layouts import disk, random_rgb, save, save_jpeg_mask, save_minisblack_rgb_tiff
+from data_layouts import disk, save_jpeg_mask, save_minisblack_rgb_tiff
+from helpers import random_rgb, read_pixels, save_image
 
 
 def test_rgb_png_round_trips(tmp_path, rng):
     rgb = random_rgb(rng, 9, 7)
-    image = read_image(save(rgb, tmp_path / "a.png"))
+    image = read_image(save_image(rgb, tmp_path / "a.png"))
     assert image.dtype == np.uint8 and image.shape == (9, 7, 3)
     np.testing.assert_array_equal(image, rgb)
 
 
 def test_grayscale_is_replicated_to_three_channels(tmp_path, rng):
     gray = rng.integers(0, 256, (6, 5), dtype=np.uint8)
-    image = read_image(save(gray, tmp_path / "g.png"))
+    image = read_image(save_image(gray, tmp_path / "g.png"))
     assert image.shape == (6, 5, 3)
     for channel in range(3):
         np.testing.assert_array_equal(image[..., channel], gray)
@@ -39,7 +40,7 @@ def test_grayscale_is_replicated_to_three_channels(tmp_path, rng):
 
 def test_rgba_drops_alpha(tmp_path, rng):
     rgba = rng.integers(0, 256, (6, 5, 4), dtype=np.uint8)
-    image = read_image(save(rgba, tmp_path / "a.png"))
+    image = read_image(save_image(rgba, tmp_path / "a.png"))
     np.testing.assert_array_equal(image, rgba[..., :3])
 
 
@@ -68,7 +69,7 @@ def test_minisblack_rgb_tiff_needs_tifffile_and_is_read(tmp_path, rng):
 
 def test_lzw_tiff_falls_back_to_pil(tmp_path, rng):
     rgb = random_rgb(rng, 10, 12)
-    path = save(rgb, tmp_path / "tile.tif", compression="tiff_lzw")
+    path = save_image(rgb, tmp_path / "tile.tif", compression="tiff_lzw")
     np.testing.assert_array_equal(read_image(path), rgb)
 
 
@@ -90,13 +91,13 @@ def test_jpeg_mask_noise_is_thresholded(tmp_path):
 
 def test_zero_one_png_mask_uses_nonzero(tmp_path):
     truth = disk(12, 12, (6, 6), 4)
-    mask = read_mask(save(truth.astype(np.uint8), tmp_path / "m.png"))
+    mask = read_mask(save_image(truth.astype(np.uint8), tmp_path / "m.png"))
     np.testing.assert_array_equal(mask, truth)
 
 
 def test_grey_mask_pixels_are_thresholded_at_127(tmp_path):
     values = np.array([[0, 127, 128, 255]], dtype=np.uint8)
-    np.testing.assert_array_equal(read_mask(save(values, tmp_path / "m.png")), [[False, False, True, True]])
+    np.testing.assert_array_equal(read_mask(save_image(values, tmp_path / "m.png")), [[False, False, True, True]])
 
 
 def test_coloured_palette_mask_uses_index(tmp_path):
@@ -124,7 +125,7 @@ def test_16_bit_mask(tmp_path):
 def test_rgb_mask_uses_luma(tmp_path):
     values = np.zeros((1, 2, 3), dtype=np.uint8)
     values[0, 1] = 255
-    np.testing.assert_array_equal(read_mask(save(values, tmp_path / "m.png")), [[False, True]])
+    np.testing.assert_array_equal(read_mask(save_image(values, tmp_path / "m.png")), [[False, True]])
 
 
 def test_binarize_float_and_bool():
@@ -135,7 +136,7 @@ def test_binarize_float_and_bool():
 
 def test_label_map_any_instance_is_foreground(tmp_path):
     labels = np.array([[0, 1, 2, 37]], dtype=np.uint8)
-    np.testing.assert_array_equal(read_label_mask(save(labels, tmp_path / "a.bmp")), [[False, True, True, True]])
+    np.testing.assert_array_equal(read_label_mask(save_image(labels, tmp_path / "a.bmp")), [[False, True, True, True]])
 
 
 def test_to_uint8_float_ranges():
@@ -158,7 +159,7 @@ def test_unreadable_file_names_it(tmp_path):
 
 
 def test_truncated_file_names_it(tmp_path, rng):
-    path = save(random_rgb(rng, 32, 32), tmp_path / "cut.png")
+    path = save_image(random_rgb(rng, 32, 32), tmp_path / "cut.png")
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(OdsSamError, match="cut.png"):
         read_image(path)
@@ -187,4 +188,4 @@ def test_write_png_atomic_leaves_no_temp_file(tmp_path):
     mask = disk(8, 8, (4, 4), 2)
     write_png_atomic(mask, tmp_path / "sub" / "m.png")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.png"]
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "sub" / "m.png")) == 255, mask)
+    np.testing.assert_array_equal(read_pixels(tmp_path / "sub" / "m.png") == 255, mask)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from helpers import read_pixels
 from PIL import Image
 
 from odssam.cli.main import main
@@ -39,7 +39,7 @@ def test_demo_writes_report_overlays_grid_and_checkpoint(demo_run_output):
     rows = read_predictions_csv(output / "predictions" / "predictions.csv")
     assert len(rows) == 3  # half of the 2 images of each of the 3 defect types
     for row in rows:
-        overlay = np.asarray(Image.open(output / "predictions" / "overlays" / f"{row['name']}.png"))
+        overlay = read_pixels(output / "predictions" / "overlays" / f"{row['name']}.png")
         assert overlay.shape == (64, 64, 3)
     grid = Image.open(output / "figure_grid.png")
     assert grid.width > 4 * 100 and grid.height > 3 * 100  # 4 columns, 3 rows

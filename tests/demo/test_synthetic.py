@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import read_pixels
 
 from odssam.data import build_dataset
 from odssam.demo.synthetic import DEFECTS, TEXTURES, generate_dataset, render_surface
@@ -35,7 +35,7 @@ def test_layout_counts_and_sizes(tmp_path):
         masks = sorted((folder / "ground_truth" / defect).glob("*_mask.png"))
         assert [p.stem for p in images] == ["000", "001", "002"]
         assert [p.stem for p in masks] == ["000_mask", "001_mask", "002_mask"]
-        mask = np.asarray(Image.open(masks[0]))
+        mask = read_pixels(masks[0])
         assert mask.shape == (48, 48) and set(np.unique(mask)) == {0, 255}
 
 

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import read_pixels, save_image
 from PIL import Image
 
 from odssam.errors import OdsSamError
@@ -24,9 +25,7 @@ from odssam.inference import (
 
 
 def _touch_image(path, size=(4, 4)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros(size + (3,), np.uint8)).save(path)
-    return path
+    return save_image(np.zeros(size + (3,), np.uint8), path)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -126,8 +125,8 @@ def test_mask_and_probability_files_round_trip(tmp_path):
     write_mask_png(mask, tmp_path / "m.png")
     write_probability_png(probability, tmp_path / "p.png")
     write_probability_npy(probability, tmp_path / "p.npy")
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.png")), mask * 255)
-    np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "p.png")) / 255.0, probability, atol=0.5 / 255)
+    np.testing.assert_array_equal(read_pixels(tmp_path / "m.png"), mask * 255)
+    np.testing.assert_allclose(read_pixels(tmp_path / "p.png") / 255.0, probability, atol=0.5 / 255)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), probability)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
@@ -144,8 +143,8 @@ def test_prediction_writer_writes_every_output_and_the_csv(tmp_path, workers):
     with PredictionWriter(tmp_path, probability_format="npy", workers=workers) as writer:
         writer.submit(_prediction("low", 6, 8, 0.25), image)
         writer.submit(_prediction("sub/high", 6, 8, 0.75), image)
-    assert np.asarray(Image.open(tmp_path / "masks" / "sub" / "high.png")).shape == (6, 8)
-    assert np.asarray(Image.open(tmp_path / "overlays" / "low.png")).shape == (6, 8, 3)
+    assert read_pixels(tmp_path / "masks" / "sub" / "high.png").shape == (6, 8)
+    assert read_pixels(tmp_path / "overlays" / "low.png").shape == (6, 8, 3)
     assert np.load(tmp_path / "probabilities" / "sub" / "high.npy").shape == (6, 8)
     rows = read_predictions_csv(tmp_path / "predictions.csv")
     assert [(r["name"], r["height"], r["width"]) for r in rows] == [("low", "6", "8"), ("sub/high", "6", "8")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import read_pixels
 from inference_helpers import FOLDER_IMAGES
-from PIL import Image
 
 from odssam.cli.main import main
 from odssam.inference import read_predictions_csv
@@ -26,9 +26,9 @@ def predicted(tiny_checkpoint, image_folder, tmp_path_factory):
 def test_every_readable_image_gets_its_outputs_at_original_size(predicted):
     _, output = predicted
     for name, size in FOLDER_IMAGES.items():
-        mask = np.asarray(Image.open(output / "masks" / f"{name}.png"))
-        probability = np.asarray(Image.open(output / "probabilities" / f"{name}.png"))
-        overlay = np.asarray(Image.open(output / "overlays" / f"{name}.png"))
+        mask = read_pixels(output / "masks" / f"{name}.png")
+        probability = read_pixels(output / "probabilities" / f"{name}.png")
+        overlay = read_pixels(output / "overlays" / f"{name}.png")
         assert mask.shape == probability.shape == size, name
         assert overlay.shape == size + (3,), name
         assert set(np.unique(mask)) <= {0, 255}
@@ -43,7 +43,7 @@ def test_csv_has_one_row_per_readable_image(predicted, image_folder):
         row = rows[name]
         assert (int(row["height"]), int(row["width"])) == (height, width)
         assert 0.0 <= float(row["area_fraction"]) <= 1.0 and 0.0 < float(row["max_score"]) <= 1.0
-        mask = np.asarray(Image.open(output / "masks" / f"{name}.png")) == 255
+        mask = read_pixels(output / "masks" / f"{name}.png") == 255
         assert float(row["area_fraction"]) == pytest.approx(mask.mean(), abs=1e-6)
     assert rows["rgb"]["source"] == str(image_folder / "rgb.png")
 

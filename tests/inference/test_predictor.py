@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import random_rgb
 from PIL import Image
 
 import odssam
@@ -19,7 +20,7 @@ def predictor(tiny_checkpoint) -> Predictor:
 
 @pytest.fixture(scope="module")
 def picture() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    return random_rgb(np.random.default_rng(1), 45, 61)
 
 
 def test_load_returns_a_predictor_with_the_training_config(predictor):
@@ -68,7 +69,7 @@ def test_grey_16_bit_and_float_inputs_equal_their_8_bit_rgb(predictor):
 
 def test_batches_equal_single_predictions_in_order(predictor):
     rng = np.random.default_rng(3)
-    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(20, 30, 3), (50, 25, 3), (32, 32, 3)]]
+    images = [random_rgb(rng, height, width) for height, width in [(20, 30), (50, 25), (32, 32)]]
     singles = [predictor.predict(image).probability for image in images]
     batched = predictor.predict_batch(images, batch_size=2, names=["a", "b", "c"])
     assert [p.name for p in batched] == ["a", "b", "c"]

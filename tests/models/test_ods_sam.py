@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import random_rgb
 
 from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig
 from odssam.models.loss import DiceBCELoss, masks_to_targets
@@ -29,7 +30,7 @@ def model():
 
 def random_images(sizes, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    return [random_rgb(rng, h, w) for h, w in sizes]
 
 
 def test_forward_shapes_and_postprocess(model):

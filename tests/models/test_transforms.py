@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_rgb
 
 from odssam.errors import OdsSamError
 from odssam.models.sam import build_sam
@@ -51,7 +52,7 @@ def test_images_of_different_sizes_are_resized_normalised_and_zero_padded(rng):
 
 
 def test_array_list_and_tensor_inputs_agree(rng):
-    arrays = [rng.integers(0, 256, (40, 70, 3), dtype=np.uint8) for _ in range(2)]
+    arrays = [random_rgb(rng, 40, 70) for _ in range(2)]
     from_arrays, sizes, originals = sam_preprocess(arrays, image_size=128)
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     from_uint8, tensor_sizes, tensor_originals = sam_preprocess(batch, image_size=128)
@@ -66,7 +67,7 @@ def test_array_list_and_tensor_inputs_agree(rng):
 
 def test_square_input_equals_segment_anything_preprocess(rng):
     sam = build_sam("vit_micro", image_size=64)
-    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    image = random_rgb(rng, 64, 64)
     x, _, _ = sam_preprocess([image], image_size=64)
     expected = sam.preprocess(torch.from_numpy(image).permute(2, 0, 1).float())
     torch.testing.assert_close(x[0], expected)
