@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from segment_anything.modeling import ImageEncoderViT  # noqa: E402
 
 from odssam.models import fast_encoder  # noqa: E402
+from timing import synchronize, time_calls  # noqa: E402
 
 # Official SAM encoder shapes (embed dim, depth, heads, global-attention blocks), and two small
 # ones for CPU runs.
@@ -63,32 +64,6 @@ def build_encoder(variant: str, device: torch.device, seed: int = 0) -> ImageEnc
                 elif name == "pos_embed":
                     param.normal_(0.0, 0.02)
     return encoder.eval().requires_grad_(False)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_batches(fn, device: torch.device, iters: int, warmup: int) -> list[float]:
-    """Milliseconds per call of ``fn`` (CUDA events on GPU, a synchronised clock on CPU)."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return times
 
 
 def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -224,7 +199,7 @@ def linear_floor(encoder: ImageEncoderViT, batch: int, device: torch.device, log
             block.mlp.lin2(hidden)
 
     with torch.inference_mode():
-        ms = statistics.median(time_batches(layers, device, 5, 2))
+        ms = statistics.median(time_calls(layers, device, 5, 2))
     log(f"[floor] linear layers alone: {ms:.2f} ms/batch ({batch * 1e3 / ms:.1f} img/s if nothing else ran)")
     return ms
 
@@ -331,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             out = model(inputs)
             synchronize(device)
             first_s = time.perf_counter() - start
-            times = time_batches(lambda: model(inputs), device, n_iters, warmup)
+            times = time_calls(lambda: model(inputs), device, n_iters, warmup)
         ms = statistics.median(times)
         row = {"name": name, "ms_per_batch": ms, "img_per_s": batch * 1e3 / ms, "first_call_s": first_s}
         if ref is not None:

@@ -33,7 +33,6 @@ import math
 import os
 import statistics
 import sys
-import time
 
 import torch
 
@@ -44,6 +43,7 @@ if not torch.cuda.is_available():
 import torch.nn.functional as F  # noqa: E402
 
 from odssam.models import selective_scan_triton as fused  # noqa: E402
+from timing import synchronize, time_calls  # noqa: E402
 
 try:
     from odssam.models import selective_scan as torch_scans
@@ -184,43 +184,22 @@ def make_inputs(batch, dim, groups, state, seqlen, device, seed=0):
     )
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_ms(fn, device, warmup=2, repeats=10):
+    """Median milliseconds of ``fn`` (one untimed and one timed call in the CPU interpreter)."""
     if device.type == "cpu":
         warmup, repeats = min(warmup, 1), min(repeats, 1)
-    """Median wall time of ``fn`` in ms (CUDA events on GPU)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, device, repeats, warmup))
 
 
 def peak_extra_mib(fn, device):
     """Peak allocated memory during ``fn`` above what was allocated before, in MiB."""
     if device.type != "cuda":
         return float("nan")
-    _sync(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     fn()
-    _sync(device)
+    synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
-from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig
+from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig
 from odssam.models.fast_encoder import FastImageEncoderViT
 from odssam.models.loss import DiceBCELoss
 from odssam.models.ods_sam import build_ods_sam
+from timing import time_calls
 
 
 def small_config() -> ModelConfig:
@@ -31,21 +31,6 @@ def small_config() -> ModelConfig:
             input_size=128, feature_encoder=FeatureEncoderConfig(backbone="efficientvit_tiny", neck_blocks=1)
         ),
     )
-
-
-def timed(step, repeats: int, warmup: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(1000 * (time.perf_counter() - start))
-    return times
 
 
 def main() -> None:
@@ -102,7 +87,7 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base_memory = torch.cuda.memory_allocated()
-        median = statistics.median(timed(step, args.repeats, warmup=3, device=device))
+        median = statistics.median(time_calls(step, device, args.repeats, warmup=3))
         peak = (torch.cuda.max_memory_allocated() - base_memory) / 2**30 if device.type == "cuda" else float("nan")
         return median, peak
 
@@ -137,7 +122,7 @@ def main() -> None:
         # The fp32 baseline disables TF32 so it runs as plain fp32, like AutoSAM's code.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    baseline = timed(uncached_fp32_step, args.baseline_repeats, warmup=1, device=device)
+    baseline = time_calls(uncached_fp32_step, device, args.baseline_repeats, warmup=1)
     base_ms = statistics.median(baseline)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"device: {name}; torch {torch.__version__}; SAM {cfg.sam.variant}; batch {b}")
