@@ -80,7 +80,9 @@ def test_eval_command_writes_reports_maps_and_figures(cli_run, tmp_path):
     assert scores == final  # the same checkpoint on the same test split
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tiny_config):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["default_layout", "channels_last"])
+def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last):
+    tiny_config.train.channels_last = channels_last
     tiny_config.train.epochs = 2
     tiny_config.train.final_eval = False
     tiny_config.train.run_name = "straight"
@@ -94,6 +96,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_config):
     assert resumed.epochs == 2 and resumed.steps == straight.steps
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     assert [r["monitor"] for r in resumed.history] == [r["monitor"] for r in straight.history]
+    assert straight.model.prompt_encoder.channels_last == channels_last
     straight_state = straight.model.prompt_encoder.state_dict()
     for key, value in resumed.model.prompt_encoder.state_dict().items():
         assert torch.equal(value, straight_state[key]), key

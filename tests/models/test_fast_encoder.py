@@ -218,3 +218,26 @@ def test_triton_kernels_match_torch_backend_in_interpreter():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kernels ok" in result.stdout
+
+
+def test_fused_mlp_computes_the_official_mlp():
+    block = tiny_encoder().blocks[0]
+    x = torch.randn(2, 5, 7, 64)
+    expected = block.mlp(x)
+    # On the CPU the fused product applies the exact GELU, so this checks the plumbing exactly.
+    torch.testing.assert_close(fast_encoder.fused_mlp(block.mlp, x, torch.float32), expected, rtol=1e-5, atol=1e-5)
+    assert fast_encoder._reduced_precision(x) is None  # CPU: the block keeps the official MLP
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_mlp_on_cuda_is_within_bf16_rounding():
+    block = tiny_encoder().blocks[0].cuda()
+    x = torch.randn(2, 16, 16, 64, device="cuda")
+    expected = block.mlp(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert fast_encoder._reduced_precision(x) == torch.bfloat16
+        fused = fast_encoder.fused_mlp(block.mlp, x, torch.bfloat16)
+        plain_bf16 = block.mlp(x)
+    fused_error = (fused.float() - expected).abs().max().item()
+    bf16_error = (plain_bf16.float() - expected).abs().max().item()
+    assert fused_error <= 2 * bf16_error + 1e-3, (fused_error, bf16_error)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from odssam.models.odconv import ODConv2d
+from odssam.models.odconv import PER_SAMPLE_METHODS, ODConv2d
 
 
 @pytest.fixture(autouse=True)
@@ -66,14 +66,42 @@ def _explicit_loop(conv: ODConv2d, x: torch.Tensor) -> torch.Tensor:
         dict(dilation=3, kernel_num=4, temperature=5.0),
     ],
 )
-def test_real_attentions_equal_explicit_per_sample_loop(kwargs):
-    conv = ODConv2d(8, 6, 3, **kwargs)
+@pytest.mark.parametrize("per_sample", PER_SAMPLE_METHODS)
+def test_real_attentions_equal_explicit_per_sample_loop(kwargs, per_sample):
+    conv = ODConv2d(8, 6, 3, per_sample=per_sample, **kwargs)
     conv.attention.norm.running_mean.uniform_(-0.5, 0.5)
     conv.attention.norm.running_var.uniform_(0.5, 2.0)
     conv.eval()
     x = torch.randn(4, 8, 11, 9)
     out = conv(x)
     torch.testing.assert_close(out, _explicit_loop(conv, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_per_sample_methods_agree_in_values_and_gradients(memory_format):
+    conv = ODConv2d(8, 8, 3, dilation=2, kernel_num=4).train()
+    x = torch.randn(3, 8, 9, 7).contiguous(memory_format=memory_format)
+    grad_out = torch.randn(3, 8, 9, 7)
+    results = {}
+    for method in PER_SAMPLE_METHODS:
+        conv.per_sample = method
+        conv.zero_grad()
+        x_in = x.clone().requires_grad_(True)
+        out = conv(x_in)
+        out.backward(grad_out)
+        results[method] = (out, x_in.grad, [p.grad.clone() for p in conv.parameters()])
+    expected_out, expected_dx, expected_grads = results[PER_SAMPLE_METHODS[0]]
+    for method in PER_SAMPLE_METHODS[1:]:
+        out, dx, grads = results[method]
+        torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dx, expected_dx, rtol=1e-5, atol=1e-5)
+        for grad, expected in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_per_sample_method_is_refused():
+    with pytest.raises(ValueError, match="per_sample"):
+        ODConv2d(4, 4, 3, per_sample="fft")
 
 
 def test_samples_get_different_kernels():

@@ -167,9 +167,37 @@ def test_named_configs():
         (dict(odconv=ODConvConfig(num_layers=0)), "odconv.num_layers"),
         (dict(odconv=ODConvConfig(kernel_size=4)), "odconv.kernel_size"),
         (dict(odconv=ODConvConfig(temperature=0.0)), "odconv.temperature"),
+        (dict(odconv=ODConvConfig(per_sample="fft")), "odconv.per_sample"),
         (dict(ssm=SSMConfig(num_layers=0)), "ssm.num_layers"),
     ],
 )
 def test_bad_config_values_raise_user_errors(overrides, key):
     with pytest.raises(OdsSamError, match=key):
         build_prompt_encoder(tiny_config(**overrides))
+
+
+def test_channels_last_gives_the_same_values_and_gradients():
+    encoder = build_prompt_encoder(tiny_config()).train()
+    x = torch.randn(2, 3, 64, 64)
+    grad_out = torch.randn(2, 32, 8, 8)
+
+    def run():
+        encoder.zero_grad()
+        out = encoder(x)
+        out.backward(grad_out)
+        return out.detach(), {name: p.grad.clone() for name, p in encoder.named_parameters()}
+
+    expected_out, expected_grads = run()
+    encoder.set_channels_last(True)
+    kernels = [p for p in encoder.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    out, grads = run()
+    torch.testing.assert_close(out, expected_out, rtol=1e-4, atol=1e-5)
+    # Biases in front of a BatchNorm have a gradient that is zero up to rounding, so the
+    # tolerance is relative to the largest gradient of the model.
+    scale = max(g.abs().max().item() for g in expected_grads.values())
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-3, atol=1e-4 * scale, msg=name)
+    encoder.set_channels_last(False)
+    assert not encoder.channels_last
+    assert all(p.is_contiguous() for p in encoder.parameters())

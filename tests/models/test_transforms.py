@@ -58,7 +58,12 @@ def test_array_list_and_tensor_inputs_agree(rng):
     from_uint8, tensor_sizes, tensor_originals = sam_preprocess(batch, image_size=128)
     from_float, _, _ = sam_preprocess(batch.float(), image_size=128)
     single, _, _ = sam_preprocess(arrays[0], image_size=128)
+    from_tensor_list, list_sizes, list_originals = sam_preprocess(
+        [torch.from_numpy(a) for a in arrays], image_size=128
+    )
 
+    assert list_sizes == sizes and list_originals == originals
+    torch.testing.assert_close(from_tensor_list, from_arrays)
     assert sizes == tensor_sizes == [(73, 128)] * 2 and originals == tensor_originals == [(40, 70)] * 2
     torch.testing.assert_close(from_arrays, from_uint8)
     torch.testing.assert_close(from_uint8, from_float)
@@ -119,6 +124,8 @@ def test_postprocess_returns_one_map_per_image_at_its_original_size():
         [],
         torch.zeros(3, 10, 10),
         torch.zeros(1, 1, 10, 10),
+        [torch.zeros(10, 10, 3)],
+        [torch.zeros(10, 10, 4, dtype=torch.uint8)],
     ],
 )
 def test_bad_images_are_rejected(bad):

@@ -129,7 +129,9 @@ def load_model_from_checkpoint(
         model.prompt_encoder.load_state_dict(payload["prompt_encoder"], strict=True)
     except RuntimeError as error:
         raise OdsSamError(f"{path}: prompt encoder weights do not fit the stored config: {error}") from error
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    model.prompt_encoder.set_channels_last(torch.device(device).type == "cuda")
+    return model, cfg
 
 
 # --------------------------------------------------------------------------- RNG state

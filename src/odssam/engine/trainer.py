@@ -176,6 +176,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     model = build_ods_sam(cfg.model).to(device)
     prompt_encoder = model.prompt_encoder  # the module whose weights checkpoints hold
     sam_fingerprint = sam_weights_fingerprint(model.sam)
+    channels_last = device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last
+    prompt_encoder.set_channels_last(channels_last)
     if tcfg.compile:
         model.prompt_encoder = torch.compile(prompt_encoder)
     weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"

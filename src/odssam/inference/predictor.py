@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ class _Loaded:
     image: np.ndarray
     x: torch.Tensor | None = None  # 1x3xSxS, preprocessed in the worker (CPU inference)
     input_size: tuple[int, int] | None = None
+    pinned: torch.Tensor | None = None  # HxWx3 uint8 in page-locked memory (GPU inference)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -166,6 +167,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cuda" and hasattr(self.model.prompt_encoder, "set_channels_last"):
+            self.model.prompt_encoder.set_channels_last(True)
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         if num_workers is None:
@@ -289,6 +292,9 @@ class Predictor:
             # input order and every forward pass gets a full batch.
             pending: list[_Loaded | PredictionResult] = []
             loaded_count = 0
+            # One batch stays in flight: the GPU computes it while this thread turns the
+            # previous batch's maps into results (and the workers decode the next images).
+            in_flight = None
             for outcome in outcomes:
                 source, name = outcome.item
                 if outcome.error is not None:
@@ -297,9 +303,14 @@ class Predictor:
                 pending.append(outcome.value)
                 loaded_count += 1
                 if loaded_count == batch_size:
-                    yield from self._emit(pending, keep_images, bar)
-                    pending, loaded_count = [], 0
-            yield from self._emit(pending, keep_images, bar)
+                    started = self._start(pending)
+                    if in_flight is not None:
+                        yield from self._complete(*in_flight, keep_images, bar)
+                    in_flight, pending, loaded_count = started, [], 0
+            started = self._start(pending)
+            if in_flight is not None:
+                yield from self._complete(*in_flight, keep_images, bar)
+            yield from self._complete(*started, keep_images, bar)
         finally:
             outcomes.close()
             if bar is not None and hasattr(bar, "close"):
@@ -327,13 +338,19 @@ class Predictor:
             # Same function as the batch path, so results do not depend on where it ran.
             x, input_sizes, _ = sam_preprocess([image], self.image_size)
             loaded.x, loaded.input_size = x, input_sizes[0]
+        elif self.device.type == "cuda":
+            # Page-locked, so the upload does not make the host wait for the GPU.
+            loaded.pinned = torch.from_numpy(np.ascontiguousarray(image)).pin_memory()
         return loaded
 
-    def _emit(
-        self, pending: list[_Loaded | PredictionResult], keep_images: bool, bar
-    ) -> Iterator[PredictionResult]:
+    def _start(self, pending: list[_Loaded | PredictionResult]):
+        """Launch the model on the loaded items of ``pending``; returns what :meth:`_complete` takes."""
         loaded = [item for item in pending if isinstance(item, _Loaded)]
-        predictions = iter(self._infer(loaded)) if loaded else iter(())
+        finish = self._launch(loaded) if loaded else list
+        return pending, finish
+
+    def _complete(self, pending, finish, keep_images: bool, bar) -> Iterator[PredictionResult]:
+        predictions = iter(finish())
         for item in pending:
             if isinstance(item, _Loaded):
                 result = PredictionResult(item.name, item.source, next(predictions), item.image if keep_images else None)
@@ -342,38 +359,59 @@ class Predictor:
             yield result
             _advance(bar)
 
+    def _infer(self, batch: list[_Loaded]) -> list[Prediction]:
+        return self._launch(batch)()
+
     # no_grad, not inference_mode: tensors cached by the model during a call (e.g. the
     # OD-SSM scan orders) must stay usable by a later training step in the same process.
     @torch.no_grad()
-    def _infer(self, batch: list[_Loaded]) -> list[Prediction]:
+    def _launch(self, batch: list[_Loaded]) -> Callable[[], list[Prediction]]:
+        """Queue a batch on the device; the returned function waits for it and builds the results.
+
+        On CUDA nothing here waits for the GPU: images come from page-locked memory and the
+        probability maps go back into it asynchronously, so the caller can prepare the next
+        batch while this one runs.
+        """
         original_sizes = [loaded.image.shape[:2] for loaded in batch]
         if all(loaded.x is not None for loaded in batch):
             x = torch.cat([loaded.x for loaded in batch]).to(self.device)
             input_sizes = [loaded.input_size for loaded in batch]
         else:
-            x, input_sizes, _ = sam_preprocess([loaded.image for loaded in batch], self.image_size, device=self.device)
+            images = [loaded.pinned if loaded.pinned is not None else loaded.image for loaded in batch]
+            x, input_sizes, _ = sam_preprocess(images, self.image_size, device=self.device)
         if self.amp_dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
                 logits = self.model(x)
         else:
             logits = self.model(x)
         maps = postprocess_logits(logits.float(), input_sizes, original_sizes, self.image_size)
-        predictions = []
-        for loaded, logit_map in zip(batch, maps):
-            probability = torch.sigmoid(logit_map[0]).cpu().numpy()
-            mask = probability > self.threshold
-            predictions.append(
-                Prediction(
-                    name=loaded.name,
-                    probability=probability,
-                    mask=mask,
-                    score=float(probability.max()),
-                    area_fraction=np.count_nonzero(mask) / mask.size,
-                    threshold=self.threshold,
-                    source=loaded.source,
+        probabilities = [torch.sigmoid(logit_map[0]).to("cpu", non_blocking=True) for logit_map in maps]
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+
+        def finish() -> list[Prediction]:
+            if done is not None:
+                done.synchronize()
+            predictions = []
+            for loaded, probability in zip(batch, probabilities):
+                probability = probability.numpy()
+                mask = probability > self.threshold
+                predictions.append(
+                    Prediction(
+                        name=loaded.name,
+                        probability=probability,
+                        mask=mask,
+                        score=float(probability.max()),
+                        area_fraction=np.count_nonzero(mask) / mask.size,
+                        threshold=self.threshold,
+                        source=loaded.source,
+                    )
                 )
-            )
-        return predictions
+            return predictions
+
+        return finish
 
 
 def _source_text(source: Any) -> str | None:

@@ -11,6 +11,10 @@ and official checkpoints are unchanged) and runs each block as::
     o   = rel_pos_attention(qkv, ...)       one fused kernel per block
     x   = x + Linear(o);  x = x + MLP(LayerNorm(x))
 
+On CUDA in bf16/fp16, each residual add and the LayerNorm after it are one Triton kernel
+(:mod:`odssam.models.fused_norm`), and the MLP's first linear layer applies its GELU in the
+cuBLASLt epilogue (:func:`fused_mlp`).
+
 ``rel_pos_attention`` has two backends:
 
 * ``triton`` (CUDA): a flash-attention kernel that reads queries, keys and values straight
@@ -40,6 +44,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from odssam.models.fused_norm import add_layer_norm
 
 try:  # Triton is optional: without it (or without CUDA) the torch backend is used.
     import triton
@@ -643,17 +649,85 @@ def _patch_embed(patch_embed: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return F.linear(patches, conv.weight.reshape(conv.out_channels, -1), conv.bias)
 
 
-def _block_forward(block: nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """One official ``Block`` computed with :func:`rel_pos_attention`. x: BxHxWxC."""
+def _reduced_precision(x: torch.Tensor) -> torch.dtype | None:
+    """The bf16/fp16 dtype a CUDA computation on ``x`` runs in, or None for full precision."""
+    if not x.is_cuda:
+        return None
+    if torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+    else:
+        dtype = x.dtype
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def fused_mlp(mlp: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The official ``MLPBlock`` with ``lin1`` and its GELU as one matrix product in ``dtype``.
+
+    On CUDA, cuBLASLt applies the GELU in the product's epilogue, saving a full pass over the
+    hidden activations (Bx64x64x5120 for ViT-H). Its GELU is the tanh approximation (within
+    5e-4 of the exact one, well below bf16 rounding), so :func:`_block_forward` uses this only
+    where the computation is in bf16/fp16 anyway. On the CPU PyTorch computes the exact GELU.
+
+    Args:
+        mlp: ``segment_anything`` ``MLPBlock`` (``lin1`` -> GELU -> ``lin2``).
+        x: ...xC tokens.
+        dtype: Dtype of the fused product.
+
+    Returns:
+        ...xC, as ``mlp(x)``.
+    """
+    lin1 = mlp.lin1
+    hidden = torch._addmm_activation(
+        lin1.bias.to(dtype), x.reshape(-1, x.shape[-1]).to(dtype), lin1.weight.to(dtype).t(), use_gelu=True
+    )
+    return mlp.lin2(hidden.view(*x.shape[:-1], hidden.shape[-1]))
+
+
+def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    dtype = _reduced_precision(x)
+    fusable = (
+        dtype is not None
+        and type(mlp.act) is nn.GELU
+        and mlp.act.approximate == "none"
+        and mlp.lin1.bias is not None
+    )
+    return fused_mlp(mlp, x, dtype) if fusable else mlp(x)
+
+
+def _attention_update(block: nn.Module, normed: torch.Tensor, backend: str) -> torch.Tensor:
+    """A block's attention branch on its normalised input, ``proj`` included. BxHxWxC."""
     attn = block.attn
-    qkv = attn.qkv(block.norm1(x))
+    qkv = attn.qkv(normed)
     rel_h = attn.rel_pos_h if attn.use_rel_pos else None
     rel_w = attn.rel_pos_w if attn.use_rel_pos else None
     out = rel_pos_attention(
         qkv, attn.num_heads, block.window_size, rel_h, rel_w, attn.qkv.bias, attn.scale, backend
     )
-    x = x + attn.proj(out)
-    return x + block.mlp(block.norm2(x))
+    return attn.proj(out)
+
+
+def _block_forward(block: nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
+    """One official ``Block`` computed with :func:`rel_pos_attention`. x: BxHxWxC."""
+    x = x + _attention_update(block, block.norm1(x), backend)
+    return x + _mlp_forward(block.mlp, block.norm2(x))
+
+
+def _blocks_forward(blocks: nn.ModuleList, x: torch.Tensor, backend: str) -> torch.Tensor:
+    """The blocks in sequence, as :func:`_block_forward` each, BxHxWxC -> BxHxWxC.
+
+    On CUDA at reduced precision (unless the torch backend is forced), each residual add runs
+    fused with the LayerNorm that reads its result (:func:`~odssam.models.fused_norm.add_layer_norm`).
+    """
+    dtype = _reduced_precision(x) if backend != "torch" else None
+    normed = blocks[0].norm1(x)
+    for index, block in enumerate(blocks):
+        x, normed = add_layer_norm(x, _attention_update(block, normed, backend), block.norm2, dtype)
+        update = _mlp_forward(block.mlp, normed)
+        if index + 1 < len(blocks):
+            x, normed = add_layer_norm(x, update, blocks[index + 1].norm1, dtype)
+        else:
+            x = x + update
+    return x
 
 
 class FastImageEncoderViT(nn.Module):
@@ -692,8 +766,11 @@ class FastImageEncoderViT(nn.Module):
         x = self.patch_embed(x) if backend == "official" else _patch_embed(self.patch_embed, x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
-        for block in self.blocks:
-            x = block(x) if backend == "official" else _block_forward(block, x, backend)
+        if backend == "official":
+            for block in self.blocks:
+                x = block(x)
+        else:
+            x = _blocks_forward(self.blocks, x, backend)
         return self.neck(x.permute(0, 3, 1, 2))
 
 

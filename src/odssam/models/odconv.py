@@ -16,8 +16,16 @@ The aggregated kernel of sample ``b`` is::
     W_b = sum_k kernel_b[k] * spatial_b * channel_b * filter_b * W_k
 
 Channel and filter attentions are applied to the input and output feature maps
-instead of the kernel (equivalent, and cheaper for the grouped convolution); the
-per-sample kernels of a batch are applied as one grouped convolution.
+instead of the kernel (equivalent, and cheaper for the grouped convolution).
+
+The per-sample kernels of a batch can be applied in three equivalent ways
+(:data:`PER_SAMPLE_METHODS`), chosen by ``ODConvConfig.per_sample``:
+
+* ``loop``: one convolution per sample (keeps channels-last inputs channels-last; the
+  fastest in a training step on an H100, see BENCHMARKS.md),
+* ``grouped``: one convolution with the batch folded into the groups,
+* ``matmul``: the k*k shifted copies of the input times each sample's kernel as one
+  batched matrix product (no batch-dependent attribute, so ONNX export uses it).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+PER_SAMPLE_METHODS = ("loop", "grouped", "matmul")
 
 
 class AttentionBatchNorm(nn.BatchNorm2d):
@@ -148,6 +158,8 @@ class ODConv2d(nn.Module):
         kernel_num: Number K of candidate kernels.
         min_channels: Lower bound of the attention hidden width.
         temperature: Divisor of the attention logits (see :meth:`update_temperature`).
+        per_sample: How per-sample kernels are applied, one of :data:`PER_SAMPLE_METHODS`
+            (same values; they differ only in speed and traceability).
 
     Shapes:
         B x C_in x H x W -> B x C_out x H' x W' (H' = H at stride 1 with default padding).
@@ -166,8 +178,11 @@ class ODConv2d(nn.Module):
         kernel_num: int = 8,
         min_channels: int = 16,
         temperature: float = 1.0,
+        per_sample: str = "loop",
     ):
         super().__init__()
+        if per_sample not in PER_SAMPLE_METHODS:
+            raise ValueError(f"per_sample must be one of {', '.join(PER_SAMPLE_METHODS)}, got {per_sample!r}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         if kernel_num < 1:
@@ -180,6 +195,7 @@ class ODConv2d(nn.Module):
         self.dilation = dilation
         self.groups = groups
         self.kernel_num = kernel_num
+        self.per_sample = per_sample
         self.attention = ODConvAttention(
             in_channels, out_channels, kernel_size, groups, reduction, kernel_num, min_channels, temperature
         )
@@ -221,29 +237,64 @@ class ODConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the per-sample aggregated kernels; B x C_in x H x W -> B x C_out x H' x W'."""
-        batch, channels, height, width = x.shape
+        batch, channels = x.shape[:2]
         channel, filter_, spatial, kernel = self.attention(x)
         x = x * channel.view(batch, channels, 1, 1).to(x.dtype)
-        weight = self.aggregate_kernels(spatial, kernel)
-        conv_args = (None, self.stride, self.padding, self.dilation)
-        if weight.shape[0] == 1:
-            out = F.conv2d(x, weight[0].to(x.dtype), *conv_args, self.groups)
+        weight = self.aggregate_kernels(spatial, kernel).to(x.dtype)
+        if kernel is None and spatial is None:  # one kernel for every sample, whatever the batch
+            out = F.conv2d(x, weight[0], None, self.stride, self.padding, self.dilation, self.groups)
+        elif self.per_sample == "grouped":
+            out = self._grouped_conv(x, weight)
+        elif self.per_sample == "loop":
+            out = torch.cat([self._conv(x[i : i + 1], weight[i]) for i in range(batch)])
         else:
-            # Fold the batch into the groups so all samples run in one convolution.
-            grouped = F.conv2d(
-                x.reshape(1, batch * channels, height, width),
-                weight.reshape(-1, *weight.shape[2:]).to(x.dtype),
-                *conv_args,
-                self.groups * batch,
-            )
-            out = grouped.view(batch, self.out_channels, *grouped.shape[-2:])
+            out = self._matmul_conv(x, weight)
         if filter_ is not None:
             out = out * filter_.view(batch, self.out_channels, 1, 1).to(out.dtype)
         return out
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, groups: int | None = None) -> torch.Tensor:
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, groups or self.groups)
+
+    def _grouped_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Fold the batch into the groups so all samples run in one convolution."""
+        batch, channels, height, width = x.shape
+        grouped = self._conv(
+            x.reshape(1, batch * channels, height, width), weight.flatten(0, 1), self.groups * batch
+        )
+        return grouped.view(batch, self.out_channels, *grouped.shape[-2:])
+
+    def _matmul_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Shifted copies of the input (im2col with slices) times each sample's kernel."""
+        columns, out_height, out_width = self._shifted_copies(x)
+        # B x g x (C_in/g * k*k) x L  and  B x g x (C_out/g) x (C_in/g * k*k)
+        columns = columns.unflatten(1, (self.groups, -1))
+        kernels = weight.flatten(2).unflatten(1, (self.groups, -1))
+        return torch.matmul(kernels, columns).flatten(1, 2).unflatten(-1, (out_height, out_width))
+
+    def _shifted_copies(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """B x (C*k*k) x (H'*W'), columns ordered like ``weight.flatten(2)``."""
+        k, stride, dilation, padding = self.kernel_size, self.stride, self.dilation, self.padding
+        height, width = x.shape[-2:]
+        out_height = (height + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+        out_width = (width + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+        padded = F.pad(x, (padding, padding, padding, padding))
+        copies = [
+            padded[
+                :,
+                :,
+                row * dilation : row * dilation + (out_height - 1) * stride + 1 : stride,
+                col * dilation : col * dilation + (out_width - 1) * stride + 1 : stride,
+            ]
+            for row in range(k)
+            for col in range(k)
+        ]
+        columns = torch.stack(copies, dim=2)  # B x C x k*k x H' x W'
+        return columns.flatten(1, 2).flatten(2), out_height, out_width
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"kernel_num={self.kernel_num}, temperature={self.temperature}"
+            f"kernel_num={self.kernel_num}, temperature={self.temperature}, per_sample={self.per_sample}"
         )

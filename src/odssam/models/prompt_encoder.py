@@ -48,6 +48,24 @@ class OdsPromptEncoder(nn.Module):
         self.residual = cfg.residual
         self.feature_encoder = FeatureEncoder(cfg.feature_encoder)
         self.ssmodc = SSMODC(cfg.feature_encoder.out_channels, cfg)
+        self.channels_last = False
+
+    def set_channels_last(self, enabled: bool = True) -> OdsPromptEncoder:
+        """Keep convolution kernels and activations in channels-last (NHWC) memory layout.
+
+        The values are the same. On CUDA, cuDNN's NHWC kernels then run without a layout
+        conversion around every convolution (BENCHMARKS.md, target 3); on the CPU the
+        default layout is as fast, so the trainer and predictor enable it only on CUDA.
+        """
+        memory_format = torch.channels_last if enabled else torch.contiguous_format
+        # Module.to(memory_format=...) would also reach ODConv's 5-D kernel bank and refuse it.
+        for parameter in self.parameters():
+            if parameter.dim() == 4:
+                parameter.data = parameter.data.contiguous(memory_format=memory_format)
+                if parameter.grad is not None:
+                    parameter.grad = parameter.grad.contiguous(memory_format=memory_format)
+        self.channels_last = bool(enabled)
+        return self
 
     @property
     def out_channels(self) -> int:
@@ -71,6 +89,8 @@ class OdsPromptEncoder(nn.Module):
         """Map the halved SAM input (Bx3xSxS) to the dense prompt (Bx256xS/8xS/8)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"prompt encoder expects Bx3xHxW images, got shape {tuple(x.shape)}")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.feature_encoder(x)
         if self.ssmodc.is_identity:
             return features

@@ -665,6 +665,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         )
 
 
+@torch.compiler.disable  # torch.compile runs the hand-written kernels as they are
 def selective_scan_triton(
     u: torch.Tensor,
     delta: torch.Tensor,

@@ -19,7 +19,7 @@ from torch import nn
 from odssam.config import ODConvConfig, PromptEncoderConfig
 from odssam.errors import OdsSamError
 from odssam.models.od_ssm import ODSSMBlock
-from odssam.models.odconv import ODConv2d
+from odssam.models.odconv import PER_SAMPLE_METHODS, ODConv2d
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -60,6 +60,7 @@ class DilatedODConv(nn.Module):
                     kernel_num=cfg.kernel_num,
                     min_channels=cfg.min_channels,
                     temperature=cfg.temperature,
+                    per_sample=cfg.per_sample,
                 ),
                 nn.BatchNorm2d(dim),
                 nn.GELU(),
@@ -128,6 +129,10 @@ def _check_config(cfg: PromptEncoderConfig) -> None:
             raise OdsSamError(f"{where}.odconv.kernel_size must be a positive odd number, got {odconv.kernel_size}")
         if odconv.kernel_num < 1:
             raise OdsSamError(f"{where}.odconv.kernel_num must be at least 1, got {odconv.kernel_num}")
+        if odconv.per_sample not in PER_SAMPLE_METHODS:
+            raise OdsSamError(
+                f"{where}.odconv.per_sample must be one of {', '.join(PER_SAMPLE_METHODS)}, got {odconv.per_sample!r}"
+            )
         if odconv.temperature <= 0:
             raise OdsSamError(f"{where}.odconv.temperature must be positive, got {odconv.temperature}")
         if odconv.reduction <= 0 or odconv.min_channels < 1:

@@ -54,7 +54,15 @@ def _normalise_and_pad(images: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.pad(normalised, (0, image_size - width, 0, image_size - height))
 
 
-def _array_to_tensor(index: int, image: np.ndarray, device: torch.device | str | None) -> torch.Tensor:
+def _array_to_tensor(
+    index: int, image: np.ndarray | torch.Tensor, device: torch.device | str | None
+) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):  # HxWx3 uint8, e.g. in page-locked memory
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != torch.uint8 or min(image.shape[:2]) == 0:
+            raise OdsSamError(
+                f"image {index}: expected an HxWx3 uint8 RGB tensor, got shape {tuple(image.shape)} dtype {image.dtype}"
+            )
+        return image.to(device, non_blocking=image.is_pinned()).permute(2, 0, 1)[None]
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         description = (
             f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -75,8 +83,8 @@ def sam_preprocess(
     """Turn RGB images into SAM's padded, normalised input.
 
     Args:
-        images: A list of ``HxWx3`` uint8 arrays (sizes may differ), one such array, or a
-            ``Bx3xHxW`` tensor, uint8 or float on the 0..255 scale.
+        images: A list of ``HxWx3`` uint8 arrays or tensors (sizes may differ), one such
+            array, or a ``Bx3xHxW`` tensor, uint8 or float on the 0..255 scale.
         image_size: Side ``S`` of SAM's square input.
         device: Where to compute (default: the tensor's device, or the CPU for arrays).
 
