@@ -15,11 +15,13 @@ and <= 20 GB at batch 10 on an H100).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 from dataclasses import dataclass
 
 import torch
 
+from odssam.engine.graphed_step import WARMUP_STEPS, GraphedStep
 from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig
 from odssam.models.fast_encoder import FastImageEncoderViT
 from odssam.models.loss import DiceBCELoss
@@ -37,15 +39,18 @@ class Variant:
     odconv: str = "loop"
     fused_adam: bool = False
     compile: bool = False
+    cuda_graph: bool = False  # the whole step captured once and replayed (CUDA only)
 
 
 VARIANTS = (
-    Variant("NCHW, ODConv grouped (previous default)", channels_last=False, odconv="grouped"),
-    Variant("NCHW, ODConv loop", channels_last=False),
-    Variant("channels_last, ODConv grouped", odconv="grouped"),
-    Variant("channels_last, ODConv matmul", odconv="matmul"),
-    Variant("channels_last, ODConv loop, fused Adam", fused_adam=True),
-    Variant("compile, NCHW, ODConv loop", channels_last=False, compile=True),
+    Variant("eager, channels_last, ODConv loop, fused Adam", fused_adam=True),
+    Variant("eager, channels_last, ODConv loop, foreach Adam"),
+    Variant("eager, NCHW, ODConv grouped, foreach Adam (before)", channels_last=False, odconv="grouped"),
+    Variant("eager, NCHW, ODConv loop, fused Adam", channels_last=False, fused_adam=True),
+    Variant("eager, channels_last, ODConv grouped, fused Adam", odconv="grouped", fused_adam=True),
+    Variant("eager, channels_last, ODConv matmul, fused Adam", odconv="matmul", fused_adam=True),
+    Variant("graph, channels_last, ODConv grouped, fused Adam", odconv="grouped", fused_adam=True, cuda_graph=True),
+    Variant("compile, NCHW, ODConv loop, fused Adam", channels_last=False, fused_adam=True, compile=True),
 )
 
 
@@ -86,14 +91,15 @@ def main() -> None:
         encoder = FastImageEncoderViT(encoder, backend="official")  # shares the weights
     official_encoder = encoder
 
-    def make_cached_step(optimizer, prompt_encoder):
-        def cached_step() -> None:
+    def make_cached_step(optimizer, prompt_encoder, cache_enabled=True):
+        def cached_step(x, embedding, target) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache_enabled):
+                logits = model.decode(embedding, prompt_encoder(x))
+                loss = loss_fn(logits, target)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model.decode(embeddings, prompt_encoder(x_prompt))
-                loss = loss_fn(logits, targets)
             loss.backward()
             optimizer.step()
+            return loss
 
         return cached_step
 
@@ -110,7 +116,8 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base_memory = torch.cuda.memory_allocated()
-        median = statistics.median(time_calls(step, device, args.repeats, warmup=3))
+        # The warm-up covers a graph's eager steps and its capture.
+        median = statistics.median(time_calls(step, device, args.repeats, warmup=WARMUP_STEPS + 2))
         peak = (torch.cuda.max_memory_allocated() - base_memory) / 2**30 if device.type == "cuda" else float("nan")
         return median, peak
 
@@ -120,22 +127,32 @@ def main() -> None:
         for module in model.prompt_encoder.modules():
             if isinstance(module, ODConv2d):
                 module.per_sample = variant.odconv
-        fused = dict(fused=True) if device.type == "cuda" else dict(foreach=True)
-        adam = torch.optim.Adam(
-            model.trainable_parameters(), lr=1e-3, weight_decay=1e-5, **(fused if variant.fused_adam else {})
-        )
+        options = dict(fused=True, capturable=True) if variant.fused_adam and device.type == "cuda" else {}
+        adam = torch.optim.Adam(model.trainable_parameters(), lr=1e-3, weight_decay=1e-5, **options)
         prompt_encoder = torch.compile(model.prompt_encoder) if variant.compile else model.prompt_encoder
-        return make_cached_step(adam, prompt_encoder)
+        step = make_cached_step(adam, prompt_encoder, cache_enabled=not variant.cuda_graph)
+        if variant.cuda_graph:
+            step = GraphedStep(step)  # the trainer's own graph wrapper
+        return functools.partial(step, x_prompt, embeddings, targets)
 
-    # Ours is what the trainer does by default: channels-last on CUDA, plain (foreach) Adam.
-    ours = Variant("ours", channels_last=device.type == "cuda", odconv=cfg.prompt_encoder.odconv.per_sample)
-    runs = [ours] + [v for v in (VARIANTS if args.variants else ()) if args.compile or not v.compile]
+    # Ours is what the trainer does by default: on CUDA channels-last, fused Adam, CUDA graph.
+    cuda = device.type == "cuda"
+    ours = Variant("ours", cuda, cfg.prompt_encoder.odconv.per_sample, fused_adam=cuda, cuda_graph=cuda)
+    candidates = VARIANTS if args.variants else ()
+    runs = [ours] + [
+        v for v in candidates if (args.compile or not v.compile) and (device.type == "cuda" or not v.cuda_graph)
+    ]
     # Rounds interleave the variants so drift of the clock or the machine hits all of them;
     # each keeps its best median.
     results: dict[Variant, tuple[float, float]] = {}
     for round_index in range(args.rounds):
-        for variant in runs:
-            ms, peak = measure(make_variant_step(variant))
+        for variant in list(runs):
+            try:
+                ms, peak = measure(make_variant_step(variant))
+            except Exception as error:  # a variant that cannot run here is reported, not fatal
+                print(f"  {variant.name}: failed: {type(error).__name__}: {error}", flush=True)
+                runs.remove(variant)
+                continue
             best_ms, first_peak = results.get(variant, (ms, peak))
             results[variant] = (min(ms, best_ms), first_peak)
             print(f"  round {round_index + 1}: {variant.name}: {ms:.2f} ms", flush=True)

@@ -207,6 +207,10 @@ class TrainConfig:
             with channels-last on an H100, and it compiles for a minute or two first).
         channels_last: Run the prompt encoder in channels-last memory layout (same values;
             ``None``: on CUDA only, where it is faster).
+        cuda_graph: Record the training step once as a CUDA graph and replay it (same
+            values, no Python overhead per step). Used where it can be: CUDA, one process,
+            cached embeddings, constant learning rate, no ODConv annealing, no compile;
+            elsewhere the step runs eagerly and the log says why.
         seed: Seed of the prompt encoder's initialisation, the shuffling and augmentation.
         eval_every: Validate (and maybe write ``best.pt``) every this many epochs.
         max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).
@@ -236,6 +240,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     channels_last: bool | None = None
+    cuda_graph: bool = True
     seed: int = 0
     eval_every: int = 1
     max_steps: int | None = None

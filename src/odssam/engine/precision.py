@@ -20,8 +20,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``dtype``, or a no-op context for fp32."""
+def autocast(device: torch.device, dtype: torch.dtype | None, cache_enabled: bool = True):
+    """``torch.autocast`` for ``dtype``, or a no-op context for fp32.
+
+    ``cache_enabled=False`` for a step recorded as a CUDA graph (casts must be recorded too).
+    """
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)

@@ -59,6 +59,7 @@ from odssam.engine.logging import (
     plot_history,
     write_json_atomic,
 )
+from odssam.engine.graphed_step import GraphedStep, graph_unsupported_reason
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
 from odssam.engine.setup import (
@@ -240,7 +241,14 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     )
 
     # ------------------------------------------------------------------ optimizer and schedule
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    no_graph_reason = graph_unsupported_reason(cfg, device, info.world_size, use_cache_for_training)
+    use_graph = tcfg.cuda_graph and no_graph_reason is None
+    # On CUDA: one fused kernel for the whole update (the multi-tensor path falls back to a
+    # kernel per tensor with channels-last weights), capturable so a CUDA graph can hold it.
+    cuda_options = dict(fused=True, capturable=True) if device.type == "cuda" else {}
+    optimizer = torch.optim.Adam(
+        model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, **cuda_options
+    )
     steps_per_epoch = len(loader)
     total_steps = tcfg.epochs * steps_per_epoch
     if tcfg.max_steps is not None:
@@ -260,6 +268,10 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         ckpt.restore_rng_state(resumed["rng"])
         start_epoch, step, best_metric = resumed["epoch"], resumed["step"], resumed["best_metric"]
         say(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+        if use_graph and not all(group.get("capturable") for group in optimizer.param_groups):
+            use_graph, no_graph_reason = False, "the resumed optimizer state is not capturable"
+    if tcfg.cuda_graph and device.type == "cuda":
+        say("training step: CUDA graph" if use_graph else f"training step: eager ({no_graph_reason})")
 
     train_model = model
     if info.is_distributed:
@@ -267,7 +279,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         # from the weight's: the same memory layout, but DDP warns about it once per process.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         device_ids = [device.index] if device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+        # BatchNorm buffers are made equal once per epoch (broadcast_buffers below), not by
+        # a broadcast before every forward; the graph is the same every step.
+        train_model = DistributedDataParallel(
+            model, device_ids=device_ids, gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=True
+        )
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", keep_epochs_up_to=start_epoch) if main else None
     tensorboard = TensorBoardLog(run_dir / "tensorboard", purge_step=step) if main else None
     history = metrics_log.records if main else []
@@ -289,6 +305,25 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             payload["rng"] = ckpt.capture_rng_state()
         return payload
 
+    def training_step(target: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """Forward, loss, backward and optimizer step on one batch already on the device."""
+        with autocast(device, amp_dtype, cache_enabled=not use_graph):
+            if use_cache_for_training:
+                # Copied in their stored 16-bit form, widened on the device.
+                prompt_input, embedding = (tensor.float() for tensor in inputs)
+                logits = train_model(prompt_input, image_embeddings=embedding)
+            else:
+                logits = train_model(inputs[0])
+        if logits.shape[-1] != target.shape[-1]:  # full-resolution loss
+            logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        loss = loss_fn(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    graphed_step = GraphedStep(training_step) if use_graph else None
+
     # ------------------------------------------------------------------ epochs
     epoch = completed_epochs = start_epoch
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
@@ -308,21 +343,12 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         window_steps = batches = images = 0
         bar = progress_bar(loader, desc=f"epoch {epoch}/{tcfg.epochs}", total=len(loader)) if progress and main else loader
         for batch in bar:
-            target = batch["target"].to(device, non_blocking=True)
-            with autocast(device, amp_dtype):
-                if use_cache_for_training:
-                    # Copied in their stored 16-bit form, widened on the device.
-                    prompt_input = batch["prompt_input"].to(device, non_blocking=True).float()
-                    embedding = batch["embedding"].to(device, non_blocking=True).float()
-                    logits = train_model(prompt_input, image_embeddings=embedding)
-                else:
-                    logits = train_model(batch["x"].to(device, non_blocking=True))
-            if logits.shape[-1] != target.shape[-1]:  # full-resolution loss
-                logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-            loss = loss_fn(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            target = batch["target"]
+            inputs = (batch["prompt_input"], batch["embedding"]) if use_cache_for_training else (batch["x"],)
+            if graphed_step is not None:
+                loss = graphed_step(target, *inputs)
+            else:
+                loss = training_step(*(t.to(device, non_blocking=True) for t in (target, *inputs)))
             if scheduler is not None:
                 scheduler.step()
             step += 1

@@ -1,0 +1,99 @@
+"""A training step recorded once as a CUDA graph and replayed for every later batch.
+
+With cached SAM embeddings a step of the prompt encoder launches a few thousand small
+kernels (EfficientViT's convolutions, norms and activations, forward and backward, and
+Adam). Issuing them from Python takes longer than the GPU needs to run them, so the GPU
+waits. A CUDA graph records the whole step (forward, loss, backward, optimizer) once and
+then launches it with one call: on an H100 the cached ViT-H step at batch 10 went from
+86-105 ms to 65 ms (BENCHMARKS.md, target 3).
+
+The step must then have fixed shapes and no host decisions: batches are copied into static
+input tensors, the learning rate and the ODConv temperature must stay constant, and only a
+single process runs (see :func:`graph_unsupported_reason`). A batch of another size (the
+last, partial one) runs eagerly with the same model and optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from odssam.config import ExperimentConfig
+
+WARMUP_STEPS = 3
+
+
+def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_size: int, cached: bool) -> str | None:
+    """Why the training step cannot be a CUDA graph here, or ``None`` when it can."""
+    tcfg = cfg.train
+    reasons = [
+        (device.type != "cuda", "it runs on the CPU"),
+        (world_size > 1, "several processes train (DDP)"),
+        (not cached, "the SAM encoder runs in every step (no embedding cache, or augmentation)"),
+        (tcfg.lr_schedule != "constant", f"the learning rate changes ({tcfg.lr_schedule} schedule)"),
+        (tcfg.odconv_temperature_anneal > 0, "the ODConv temperature is annealed"),
+        (tcfg.compile, "train.compile is on"),
+        (tcfg.max_steps is not None and tcfg.max_steps <= WARMUP_STEPS, "the run is too short to pay off"),
+    ]
+    return next((reason for condition, reason in reasons if condition), None)
+
+
+class GraphedStep:
+    """Run ``step(*inputs)`` eagerly for a few batches, then as a replayed CUDA graph.
+
+    Args:
+        step: One whole training step (forward, loss, ``zero_grad(set_to_none=True)``,
+            backward, optimizer step) on CUDA tensors; returns the loss. Autocast inside it
+            must run with ``cache_enabled=False``, and the optimizer must be capturable.
+
+    Calling the object with a batch (tensors, any device) returns that batch's loss, a
+    0-dim CUDA tensor that stays valid until the next call.
+    """
+
+    def __init__(self, step: Callable[..., torch.Tensor]):
+        self.step = step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_inputs: tuple[torch.Tensor, ...] = ()
+        self.static_loss: torch.Tensor | None = None
+        self.eager_steps = 0
+
+    def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
+        if self.graph is not None and self._fits(batch):
+            for static, value in zip(self.static_inputs, batch):
+                static.copy_(value, non_blocking=True)
+            self.graph.replay()
+            return self.static_loss
+        if self.graph is not None or self.eager_steps < WARMUP_STEPS:
+            return self._eager(batch)
+        self._capture(batch)
+        self.graph.replay()  # capturing records the step without running it
+        return self.static_loss
+
+    def _fits(self, batch: tuple[torch.Tensor, ...]) -> bool:
+        return all(static.shape == value.shape for static, value in zip(self.static_inputs, batch))
+
+    def _eager(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        device = torch.device("cuda", torch.cuda.current_device())
+        inputs = [value.to(device, non_blocking=True) for value in batch]
+        if self.graph is None:
+            # Warm-up runs on a side stream, as CUDA graph capture requires (lazy library
+            # initialisation and allocator state must not land inside the graph).
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss = self.step(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            loss = self.step(*inputs)
+        self.eager_steps += 1
+        return loss
+
+    def _capture(self, batch: tuple[torch.Tensor, ...]) -> None:
+        device = torch.device("cuda", torch.cuda.current_device())
+        self.static_inputs = tuple(value.to(device, non_blocking=True).clone() for value in batch)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_loss = self.step(*self.static_inputs)
+        self.graph = graph

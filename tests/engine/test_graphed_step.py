@@ -1,0 +1,76 @@
+"""The CUDA-graph training step: when it is used, and (on a GPU) that it trains as the eager step does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from odssam.engine.graphed_step import WARMUP_STEPS, GraphedStep, graph_unsupported_reason
+from odssam.engine.trainer import train
+
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    "change, device, world_size, cached, reason",
+    [
+        ({}, CUDA, 1, True, None),
+        ({}, torch.device("cpu"), 1, True, "CPU"),
+        ({}, CUDA, 2, True, "DDP"),
+        ({}, CUDA, 1, False, "embedding cache"),
+        ({"lr_schedule": "cosine"}, CUDA, 1, True, "cosine"),
+        ({"odconv_temperature_anneal": 5}, CUDA, 1, True, "annealed"),
+        ({"compile": True}, CUDA, 1, True, "compile"),
+        ({"max_steps": WARMUP_STEPS}, CUDA, 1, True, "too short"),
+    ],
+)
+def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
+    tiny_config.train = dataclasses.replace(tiny_config.train, **change)
+    got = graph_unsupported_reason(tiny_config, device, world_size, cached)
+    assert got is None if reason is None else reason in got
+
+
+def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):
+    tiny_config.train.epochs = 1
+    tiny_config.train.final_eval = False
+    train(tiny_config, progress=False)
+    assert "CUDA graph" not in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_step_trains_like_the_eager_step():
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.GELU(), torch.nn.Conv2d(8, 1, 1)
+        ).cuda()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True, capturable=True)
+
+        def step(x, target):
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                out = model(x.float())
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return model, step
+
+    generator = torch.Generator().manual_seed(1)
+    batches = [
+        (torch.randn(4, 3, 16, 16, generator=generator).half(), (torch.rand(4, 1, 16, 16, generator=generator) > 0.5).float())
+        for _ in range(WARMUP_STEPS + 4)
+    ]
+    batches.append((batches[0][0][:2], batches[0][1][:2]))  # a partial last batch runs eagerly
+    eager_model, eager_step = make()
+    eager_losses = [eager_step(x.cuda(), t.cuda()).item() for x, t in batches]
+    graph_model, step = make()
+    graphed = GraphedStep(step)
+    graph_losses = [graphed(x, t).item() for x, t in batches]
+    assert graphed.graph is not None and graphed.eager_steps == WARMUP_STEPS + 1
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-5, abs=1e-6)
+    for eager, graph in zip(eager_model.state_dict().values(), graph_model.state_dict().values()):
+        torch.testing.assert_close(graph, eager)
