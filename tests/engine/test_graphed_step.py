@@ -18,12 +18,13 @@ CUDA = torch.device("cuda")
     [
         ({}, CUDA, 1, True, None),
         ({}, torch.device("cpu"), 1, True, "CPU"),
-        ({}, CUDA, 2, True, "DDP"),
+        ({}, CUDA, 2, True, None),
         ({}, CUDA, 1, False, "embedding cache"),
         ({"lr_schedule": "cosine"}, CUDA, 1, True, "cosine"),
         ({"odconv_temperature_anneal": 5}, CUDA, 1, True, "annealed"),
         ({"compile": True}, CUDA, 1, True, "compile"),
         ({"max_steps": WARMUP_STEPS}, CUDA, 1, True, "too short"),
+        ({"max_steps": WARMUP_STEPS + 1}, CUDA, 2, True, "too short"),
     ],
 )
 def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
@@ -35,7 +36,7 @@ def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device
 def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):
     tiny_config.train.epochs = 1
     tiny_config.train.final_eval = False
-    train(tiny_config, progress=False)
+    train(tiny_config, device="cpu", progress=False)
     assert "CUDA graph" not in capsys.readouterr().out
 
 

@@ -20,7 +20,6 @@ weights, from ``model.sam.init_seed``; the fingerprint catches a mismatch at loa
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import zipfile

@@ -8,9 +8,10 @@ then launches it with one call: on an H100 the cached ViT-H step at batch 10 wen
 86-105 ms to 65 ms (BENCHMARKS.md, target 3).
 
 The step must then have fixed shapes and no host decisions: batches are copied into static
-input tensors, the learning rate and the ODConv temperature must stay constant, and only a
-single process runs (see :func:`graph_unsupported_reason`). A batch of another size (the
-last, partial one) runs eagerly with the same model and optimizer.
+input tensors, and the learning rate and the ODConv temperature must stay constant (see
+:func:`graph_unsupported_reason`). A batch of another size (the last, partial one) runs
+eagerly with the same model and optimizer. Under DDP the gradient all-reduce (NCCL) is
+part of the graph.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ import torch
 from odssam.config import ExperimentConfig
 
 WARMUP_STEPS = 3
+DDP_WARMUP_STEPS = 11  # DistributedDataParallel settles its buckets in the first iterations
+
+
+def warmup_steps(world_size: int) -> int:
+    """Eager steps before the capture."""
+    return DDP_WARMUP_STEPS if world_size > 1 else WARMUP_STEPS
 
 
 def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_size: int, cached: bool) -> str | None:
@@ -29,12 +36,11 @@ def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_
     tcfg = cfg.train
     reasons = [
         (device.type != "cuda", "it runs on the CPU"),
-        (world_size > 1, "several processes train (DDP)"),
         (not cached, "the SAM encoder runs in every step (no embedding cache, or augmentation)"),
         (tcfg.lr_schedule != "constant", f"the learning rate changes ({tcfg.lr_schedule} schedule)"),
         (tcfg.odconv_temperature_anneal > 0, "the ODConv temperature is annealed"),
         (tcfg.compile, "train.compile is on"),
-        (tcfg.max_steps is not None and tcfg.max_steps <= WARMUP_STEPS, "the run is too short to pay off"),
+        (tcfg.max_steps is not None and tcfg.max_steps <= warmup_steps(world_size), "the run is too short to pay off"),
     ]
     return next((reason for condition, reason in reasons if condition), None)
 
@@ -46,13 +52,17 @@ class GraphedStep:
         step: One whole training step (forward, loss, ``zero_grad(set_to_none=True)``,
             backward, optimizer step) on CUDA tensors; returns the loss. Autocast inside it
             must run with ``cache_enabled=False``, and the optimizer must be capturable.
+            Under DDP (NCCL) the gradient all-reduce is captured too; the DDP module must
+            have been built on a side stream (``torch.cuda.stream``) with ``static_graph``.
+        warmup: Eager steps before the capture (:func:`warmup_steps`).
 
     Calling the object with a batch (tensors, any device) returns that batch's loss, a
     0-dim CUDA tensor that stays valid until the next call.
     """
 
-    def __init__(self, step: Callable[..., torch.Tensor]):
+    def __init__(self, step: Callable[..., torch.Tensor], warmup: int = WARMUP_STEPS):
         self.step = step
+        self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: tuple[torch.Tensor, ...] = ()
         self.static_loss: torch.Tensor | None = None
@@ -64,7 +74,7 @@ class GraphedStep:
                 static.copy_(value, non_blocking=True)
             self.graph.replay()
             return self.static_loss
-        if self.graph is not None or self.eager_steps < WARMUP_STEPS:
+        if self.graph is not None or self.eager_steps < self.warmup:
             return self._eager(batch)
         self._capture(batch)
         self.graph.replay()  # capturing records the step without running it
@@ -94,6 +104,7 @@ class GraphedStep:
         self.static_inputs = tuple(value.to(device, non_blocking=True).clone() for value in batch)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the DataLoader's pin-memory thread keeps using CUDA meanwhile.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.static_loss = self.step(*self.static_inputs)
         self.graph = graph

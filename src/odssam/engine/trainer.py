@@ -24,6 +24,7 @@ is the global batch, split evenly over the processes). Rank 0 writes the run fol
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -59,7 +60,7 @@ from odssam.engine.logging import (
     plot_history,
     write_json_atomic,
 )
-from odssam.engine.graphed_step import GraphedStep, graph_unsupported_reason
+from odssam.engine.graphed_step import GraphedStep, graph_unsupported_reason, warmup_steps
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
 from odssam.engine.setup import (
@@ -281,9 +282,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         device_ids = [device.index] if device.type == "cuda" else None
         # BatchNorm buffers are made equal once per epoch (broadcast_buffers below), not by
         # a broadcast before every forward; the graph is the same every step.
-        train_model = DistributedDataParallel(
-            model, device_ids=device_ids, gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=True
-        )
+        # Built on a side stream, so the step, all-reduce included, can be a CUDA graph.
+        with torch.cuda.stream(torch.cuda.Stream()) if device.type == "cuda" else contextlib.nullcontext():
+            train_model = DistributedDataParallel(
+                model, device_ids=device_ids, gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=True
+            )
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", keep_epochs_up_to=start_epoch) if main else None
     tensorboard = TensorBoardLog(run_dir / "tensorboard", purge_step=step) if main else None
     history = metrics_log.records if main else []
@@ -322,7 +325,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         optimizer.step()
         return loss
 
-    graphed_step = GraphedStep(training_step) if use_graph else None
+    graphed_step = GraphedStep(training_step, warmup_steps(info.world_size)) if use_graph else None
 
     # ------------------------------------------------------------------ epochs
     epoch = completed_epochs = start_epoch
