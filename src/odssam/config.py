@@ -210,7 +210,8 @@ class TrainConfig:
         cuda_graph: Record the training step once as a CUDA graph and replay it (same
             values, no Python overhead per step). Used where it can be: CUDA (DDP included),
             cached embeddings, constant learning rate, no ODConv annealing, no compile;
-            elsewhere the step runs eagerly and the log says why.
+            elsewhere the step runs eagerly and the log says why. Under DDP an epoch's last
+            partial batch is left out, so that every step replays the graph.
         seed: Seed of the prompt encoder's initialisation, the shuffling and augmentation.
         eval_every: Validate (and maybe write ``best.pt``) every this many epochs.
         max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).

@@ -227,13 +227,18 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     sampler = DistributedSampler(
         train_items, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=tcfg.seed
     )
+    no_graph_reason = graph_unsupported_reason(cfg, device, info.world_size, use_cache_for_training)
+    use_graph = tcfg.cuda_graph and no_graph_reason is None
+    # Under DDP every step replays the graph (all-reduce included), so a last partial batch,
+    # which would need an eager step, is left out of the epoch.
+    drop_partial_batch = use_graph and info.is_distributed and len(sampler) >= per_rank_batch
     loader = DataLoader(
         train_items,
         batch_size=per_rank_batch,
         sampler=sampler,
         num_workers=dcfg.num_workers,
         pin_memory=device.type == "cuda",
-        drop_last=False,
+        drop_last=drop_partial_batch,
         # Cached items have no per-epoch state, so workers can live across epochs.
         persistent_workers=use_cache_for_training and dcfg.num_workers > 0,
         # Worker seeds come from here, not from the global RNG, whose stream must not depend
@@ -242,8 +247,6 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     )
 
     # ------------------------------------------------------------------ optimizer and schedule
-    no_graph_reason = graph_unsupported_reason(cfg, device, info.world_size, use_cache_for_training)
-    use_graph = tcfg.cuda_graph and no_graph_reason is None
     # On CUDA: one fused kernel for the whole update (the multi-tensor path falls back to a
     # kernel per tensor with channels-last weights), capturable so a CUDA graph can hold it.
     cuda_options = dict(fused=True, capturable=True) if device.type == "cuda" else {}
