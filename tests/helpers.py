@@ -6,7 +6,10 @@ tests spawn), because pytest puts this folder on ``sys.path`` for ``tests/confte
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,18 @@ from odssam.models.sam import sam_weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
+
+
+def run_in_triton_interpreter(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh Python with ``TRITON_INTERPRET=1`` (Triton reads it at import).
+
+    The package source and this folder are on its path; a failure shows the script's stderr.
+    """
+    path = os.pathsep.join([str(REPO_ROOT / "src"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 # --------------------------------------------------------------------------- tiny model

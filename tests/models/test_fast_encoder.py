@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +19,7 @@ from odssam.models.fast_encoder import (
     resolve_backend,
 )
 
-SRC = Path(fast_encoder.__file__).resolve().parents[2]
+from helpers import run_in_triton_interpreter
 
 
 def tiny_encoder(img_size: int = 256, window_size: int = 14, embed_dim: int = 64, num_heads: int = 2,
@@ -212,12 +208,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_triton_kernels_match_torch_backend_in_interpreter():
     pytest.importorskip("triton")
-    python_path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=python_path)
-    result = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "kernels ok" in result.stdout
+    assert "kernels ok" in run_in_triton_interpreter(_INTERPRETER_SCRIPT).stdout
 
 
 def test_fused_mlp_computes_the_official_mlp():

@@ -1,8 +1,4 @@
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +7,7 @@ from torch import nn
 from odssam.models import fused_norm
 from odssam.models.fused_norm import add_layer_norm, kernel_fits
 
-SRC = Path(fused_norm.__file__).resolve().parents[2]
+from helpers import run_in_triton_interpreter
 
 
 def _norm(channels: int) -> nn.LayerNorm:
@@ -71,10 +67,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 def test_kernel_matches_add_then_norm_in_the_interpreter():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", _INTERPRETER_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "fused norm ok" in done.stdout
+    assert "fused norm ok" in run_in_triton_interpreter(_INTERPRETER_SCRIPT).stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -8,9 +8,6 @@ module is imported). On a CUDA machine the same cases also run compiled.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,8 @@ import torch
 from odssam.models import selective_scan_triton as fused
 from odssam.models.selective_scan import selective_scan, selective_scan_ref
 
-SRC = Path(fused.__file__).resolve().parents[2]
+from helpers import run_in_triton_interpreter
+
 
 # name -> (shape and options, kernel configuration)
 CASES = {
@@ -102,10 +100,8 @@ print(json.dumps({{name: t.relative_errors(*t.CASES[name], seed=i, device="cpu")
 
 @pytest.fixture(scope="module")
 def interpreter_errors() -> dict:
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     script = _INTERPRETER_SCRIPT.format(tests=str(Path(__file__).parent))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_in_triton_interpreter(script, timeout=600)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
