@@ -665,8 +665,8 @@ def fused_mlp(mlp: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 
     On CUDA, cuBLASLt applies the GELU in the product's epilogue, saving a full pass over the
     hidden activations (Bx64x64x5120 for ViT-H). Its GELU is the tanh approximation (within
-    5e-4 of the exact one, well below bf16 rounding), so :func:`_block_forward` uses this only
-    where the computation is in bf16/fp16 anyway. On the CPU PyTorch computes the exact GELU.
+    5e-4 of the exact one, well below bf16 rounding), so the encoder uses this only where the
+    computation is in bf16/fp16 anyway (:func:`_fusion_dtype`). On the CPU PyTorch computes the exact GELU.
 
     Args:
         mlp: ``segment_anything`` ``MLPBlock`` (``lin1`` -> GELU -> ``lin2``).
@@ -683,8 +683,13 @@ def fused_mlp(mlp: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return mlp.lin2(hidden.view(*x.shape[:-1], hidden.shape[-1]))
 
 
-def _mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    dtype = _reduced_precision(x)
+def _fusion_dtype(x: torch.Tensor, backend: str) -> torch.dtype | None:
+    """Low-precision dtype of the fused norm and MLP kernels, or None to run the official ops
+    (full precision, the CPU, or the torch backend forced)."""
+    return _reduced_precision(x) if backend != "torch" else None
+
+
+def _mlp_forward(mlp: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     fusable = (
         dtype is not None
         and type(mlp.act) is nn.GELU
@@ -708,8 +713,9 @@ def _attention_update(block: nn.Module, normed: torch.Tensor, backend: str) -> t
 
 def _block_forward(block: nn.Module, x: torch.Tensor, backend: str) -> torch.Tensor:
     """One official ``Block`` computed with :func:`rel_pos_attention`. x: BxHxWxC."""
+    dtype = _fusion_dtype(x, backend)
     x = x + _attention_update(block, block.norm1(x), backend)
-    return x + _mlp_forward(block.mlp, block.norm2(x))
+    return x + _mlp_forward(block.mlp, block.norm2(x), dtype)
 
 
 def _blocks_forward(blocks: nn.ModuleList, x: torch.Tensor, backend: str) -> torch.Tensor:
@@ -718,11 +724,11 @@ def _blocks_forward(blocks: nn.ModuleList, x: torch.Tensor, backend: str) -> tor
     On CUDA at reduced precision (unless the torch backend is forced), each residual add runs
     fused with the LayerNorm that reads its result (:func:`~odssam.models.fused_norm.add_layer_norm`).
     """
-    dtype = _reduced_precision(x) if backend != "torch" else None
+    dtype = _fusion_dtype(x, backend)
     normed = blocks[0].norm1(x)
     for index, block in enumerate(blocks):
         x, normed = add_layer_norm(x, _attention_update(block, normed, backend), block.norm2, dtype)
-        update = _mlp_forward(block.mlp, normed)
+        update = _mlp_forward(block.mlp, normed, dtype)
         if index + 1 < len(blocks):
             x, normed = add_layer_norm(x, update, blocks[index + 1].norm1, dtype)
         else:
