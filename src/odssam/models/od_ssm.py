@@ -27,6 +27,7 @@ from torch import nn
 from odssam.config import SSMConfig
 from odssam.errors import OdsSamError
 from odssam.models.selective_scan import selective_scan, selective_scan_flops
+from odssam.models.shape_only import real_tensors
 
 __all__ = ["ODSSMBlock", "SS2D", "cross_merge", "cross_scan", "scan_orders", "ss2d_scan_flops"]
 
@@ -43,7 +44,7 @@ def _check_directions(directions: int) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _scan_orders_cpu(height: int, width: int, directions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), real_tensors():
         # Cached tensors made under inference_mode could not be used by a later training step.
         return _build_scan_orders(height, width, directions)
 
@@ -84,7 +85,7 @@ def scan_orders(height: int, width: int, directions: int, device: torch.device |
 @functools.lru_cache(maxsize=64)
 def _scan_orders_on(height: int, width: int, directions: int, device: torch.device):
     order, inverse = _scan_orders_cpu(height, width, directions)
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), real_tensors():
         return order.to(device), inverse.to(device)
 
 

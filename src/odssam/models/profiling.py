@@ -7,7 +7,8 @@ Counting convention:
     * The selective scan is invisible to such counters: its analytic cost,
       9 x L x D x N per direction and image (Mamba's count), is added and also shown
       on its own.
-Models are built on the ``meta`` device, so profiling ViT-H costs no memory or time.
+Models are built and run on data-less tensors (:func:`odssam.models.shape_only.shape_only`),
+so profiling ViT-H costs no memory or time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from odssam.config import ModelConfig
 from odssam.models import od_ssm
 from odssam.models.prompt_encoder import build_prompt_encoder
 from odssam.models.sam import build_sam
+from odssam.models.shape_only import shape_only
 
 CONVENTION = (
     "FLOPs = 2 x MACs of conv/linear/matmul for one image (element-wise ops not counted); "
@@ -76,10 +78,9 @@ def _flops_by_module(model: torch.nn.Module, *inputs) -> tuple[int, dict[str, in
 def profile_prompt_encoder(cfg: ModelConfig) -> PartProfile:
     """Profile the learnable prompt encoder on one image of ``cfg.prompt_encoder.input_size``."""
     pcfg = cfg.prompt_encoder
-    with torch.device("meta"):
+    with shape_only(), _scan_not_counted():
         encoder = build_prompt_encoder(pcfg)
         x = torch.empty(1, 3, pcfg.input_size, pcfg.input_size)
-    with _scan_not_counted():
         total, per_module = _flops_by_module(encoder, x)
     grid = pcfg.input_size // 8
     scan = 0
@@ -101,27 +102,21 @@ def profile_prompt_encoder(cfg: ModelConfig) -> PartProfile:
 
 
 def profile_sam(cfg: ModelConfig) -> list[PartProfile]:
-    """Profile the frozen SAM parts on one padded image (meta device)."""
+    """Profile the frozen SAM parts on one padded image (data-less tensors)."""
     size = cfg.sam.image_size
-    with torch.device("meta"):
-        sam = build_sam(cfg.sam.variant, checkpoint=None, image_size=size)
-        x = torch.empty(1, 3, size, size)
-    encoder_flops, _ = _flops_by_module(sam.image_encoder, x)
     grid = size // 16
-    with torch.device("meta"):
-        embedding = torch.empty(1, 256, grid, grid)
-        dense = torch.empty(1, 256, grid, grid)
-        sparse = torch.empty(1, 0, 256)
-        pe = torch.empty(1, 256, grid, grid)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
+    with shape_only():
+        sam = build_sam(cfg.sam.variant, checkpoint=None, image_size=size)
+        encoder_flops, _ = _flops_by_module(sam.image_encoder, torch.empty(1, 3, size, size))
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            sam.mask_decoder(
+                image_embeddings=torch.empty(1, 256, grid, grid),
+                image_pe=torch.empty(1, 256, grid, grid),
+                sparse_prompt_embeddings=torch.empty(1, 0, 256),
+                dense_prompt_embeddings=torch.empty(1, 256, grid, grid),
+                multimask_output=False,
+            )
     return [
         PartProfile("sam.image_encoder", _count(sam.image_encoder), False, encoder_flops),
         PartProfile("sam.mask_decoder", _count(sam.mask_decoder), False, counter.get_total_flops()),

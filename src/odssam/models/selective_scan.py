@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from odssam.errors import OdsSamError
+from odssam.models.shape_only import holds_no_data
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -306,7 +307,7 @@ def selective_scan_chunked(
     groups = _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective scan: chunk_size must be a positive integer, got {chunk_size!r}")
-    if u.device.type == "meta":  # shapes only (e.g. FLOP counting): nothing to compute
+    if holds_no_data(u):  # shapes only (e.g. FLOP counting): nothing to compute
         return torch.empty_like(u)
     dtype = _compute_dtype(u)
     batch, dim, length = u.shape
