@@ -28,9 +28,16 @@ CUDA = torch.device("cuda")
     ],
 )
 def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
+    tiny_config.model.prompt_encoder.ssm.scan_backend = "reference"  # capturable; the chunked one is not
     tiny_config.train = dataclasses.replace(tiny_config.train, **change)
     got = graph_unsupported_reason(tiny_config, device, world_size, cached)
     assert got is None if reason is None else reason in got
+
+
+def test_chunked_scan_on_cuda_keeps_the_step_eager(tiny_config):
+    assert tiny_config.model.prompt_encoder.ssm.scan_backend == "chunked"
+    reason = graph_unsupported_reason(tiny_config, CUDA, 1, True)
+    assert reason is not None and "scan_backend" in reason
 
 
 def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):
@@ -75,3 +82,37 @@ def test_graphed_step_trains_like_the_eager_step():
     assert graph_losses == pytest.approx(eager_losses, rel=1e-5, abs=1e-6)
     for eager, graph in zip(eager_model.state_dict().values(), graph_model.state_dict().values()):
         torch.testing.assert_close(graph, eager)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_line(capsys):
+    weight = torch.ones(3, device="cuda", requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+
+    def step(x):
+        loss = (weight * x).sum()
+        if loss.item() > 1e9:  # reads a value on the host: cannot be recorded in a graph
+            raise AssertionError
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    graphed = GraphedStep(step, warmup=1)
+    x = torch.ones(3)
+    losses = [graphed(x).item() for _ in range(4)]
+    assert graphed.graph is None and graphed.capture_failure and graphed.eager_steps == 4
+    assert losses == pytest.approx([3.0, 2.7, 2.4, 2.1])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "CUDA graph" in line]
+    assert len(lines) == 1 and "eager" in lines[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_training_raises_no_stream_mismatch_warning(tiny_config, recwarn):
+    tiny_config.model.prompt_encoder.ssm.scan_backend = "auto"  # Triton on CUDA: capturable
+    tiny_config.train.epochs = 3
+    tiny_config.train.final_eval = False
+    tiny_config.train.eval_every = 0
+    train(tiny_config, device="cuda", progress=False)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "stream" in m.lower()], messages

@@ -30,6 +30,14 @@ def test_export_writes_checked_graphs_and_metadata(exported):
         onnx.checker.check_model(str(output / name))
 
 
+def test_graphs_carry_the_oldest_ir_version_of_their_opset(exported):
+    # Any onnxruntime that runs opset 17 reads IR 8; the onnx package would stamp its own newest.
+    _, output = exported
+    for name in ("image_encoder.onnx", "prompt_decoder.onnx"):
+        model = onnx.load(str(output / name), load_external_data=False)
+        assert model.ir_version == 8 < onnx.IR_VERSION
+
+
 def test_graphs_have_a_dynamic_batch_axis(exported):
     _, output = exported
     decoder = onnx.load(str(output / "prompt_decoder.onnx"), load_external_data=False)

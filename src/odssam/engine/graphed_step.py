@@ -12,6 +12,14 @@ input tensors, and the learning rate and the ODConv temperature must stay consta
 :func:`graph_unsupported_reason`). A batch of another size (the last, partial one) runs
 eagerly with the same model and optimizer. Under DDP the gradient all-reduce (NCCL) is
 part of the graph.
+
+A step that cannot be captured (an operation that needs the host, a library that does not
+support capture) never stops training: the capture is tried once, and on failure the step
+runs eagerly from then on, with one line saying why.
+
+Warm-up, capture and the DDP wrapper all use one side stream (:attr:`GraphedStep.stream`):
+autograd's gradient-accumulation nodes remember the stream they were created on, and a
+mismatch costs synchronisation and a warning in every step.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from odssam.config import ExperimentConfig
+from odssam.models.selective_scan import scan_syncs_host
 
 WARMUP_STEPS = 3
 DDP_WARMUP_STEPS = 11  # DistributedDataParallel settles its buckets in the first iterations
@@ -40,6 +49,10 @@ def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_
         (tcfg.lr_schedule != "constant", f"the learning rate changes ({tcfg.lr_schedule} schedule)"),
         (tcfg.odconv_temperature_anneal > 0, "the ODConv temperature is annealed"),
         (tcfg.compile, "train.compile is on"),
+        (
+            device.type == "cuda" and scan_syncs_host(cfg.model.prompt_encoder.ssm.scan_backend, device),
+            "the chunked selective scan plans its chunks on the host (model.prompt_encoder.ssm.scan_backend)",
+        ),
         (tcfg.max_steps is not None and tcfg.max_steps <= warmup_steps(world_size), "the run is too short to pay off"),
     ]
     return next((reason for condition, reason in reasons if condition), None)
@@ -53,20 +66,32 @@ class GraphedStep:
             backward, optimizer step) on CUDA tensors; returns the loss. Autocast inside it
             must run with ``cache_enabled=False``, and the optimizer must be capturable.
             Under DDP (NCCL) the gradient all-reduce is captured too; the DDP module must
-            have been built on a side stream (``torch.cuda.stream``) with ``static_graph``.
+            have been built on ``stream`` (``with torch.cuda.stream(stream)``) with
+            ``static_graph``.
         warmup: Eager steps before the capture (:func:`warmup_steps`).
+        stream: The side stream of warm-up, capture and eager steps (default: a new one).
+        say: Where the one line about a failed capture goes.
 
     Calling the object with a batch (tensors, any device) returns that batch's loss, a
     0-dim CUDA tensor that stays valid until the next call.
     """
 
-    def __init__(self, step: Callable[..., torch.Tensor], warmup: int = WARMUP_STEPS):
+    def __init__(
+        self,
+        step: Callable[..., torch.Tensor],
+        warmup: int = WARMUP_STEPS,
+        stream: torch.cuda.Stream | None = None,
+        say: Callable[[str], None] = print,
+    ):
         self.step = step
         self.warmup = warmup
+        self.say = say
+        self.stream = stream if stream is not None else torch.cuda.Stream()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: tuple[torch.Tensor, ...] = ()
         self.static_loss: torch.Tensor | None = None
         self.eager_steps = 0
+        self.capture_failure: str | None = None
 
     def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         if self.graph is not None and self._fits(batch):
@@ -74,9 +99,10 @@ class GraphedStep:
                 static.copy_(value, non_blocking=True)
             self.graph.replay()
             return self.static_loss
-        if self.graph is not None or self.eager_steps < self.warmup:
+        if self.graph is not None or self.capture_failure is not None or self.eager_steps < self.warmup:
             return self._eager(batch)
-        self._capture(batch)
+        if not self._capture(batch):
+            return self._eager(batch)
         self.graph.replay()  # capturing records the step without running it
         return self.static_loss
 
@@ -86,25 +112,32 @@ class GraphedStep:
     def _eager(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         device = torch.device("cuda", torch.cuda.current_device())
         inputs = [value.to(device, non_blocking=True) for value in batch]
-        if self.graph is None:
-            # Warm-up runs on a side stream, as CUDA graph capture requires (lazy library
-            # initialisation and allocator state must not land inside the graph).
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                loss = self.step(*inputs)
-            torch.cuda.current_stream().wait_stream(side)
-        else:
-            loss = self.step(*inputs)
+        # Before the capture, warm-up runs on the capture's side stream, as CUDA graph
+        # capture requires (lazy library initialisation and allocator state must not land
+        # inside the graph); after it, on the same stream as the replays.
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            loss = self.step(*inputs).detach()  # keeps no autograd graph alive
+        torch.cuda.current_stream().wait_stream(self.stream)
         self.eager_steps += 1
         return loss
 
-    def _capture(self, batch: tuple[torch.Tensor, ...]) -> None:
+    def _capture(self, batch: tuple[torch.Tensor, ...]) -> bool:
+        """Record the step; ``False`` (and one line saying why) when it cannot be captured."""
         device = torch.device("cuda", torch.cuda.current_device())
         self.static_inputs = tuple(value.to(device, non_blocking=True).clone() for value in batch)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the DataLoader's pin-memory thread keeps using CUDA meanwhile.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.static_loss = self.step(*self.static_inputs)
-        self.graph = graph
+        try:
+            # thread_local: the DataLoader's pin-memory thread keeps using CUDA meanwhile.
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                static_loss = self.step(*self.static_inputs).detach()
+        except Exception as error:  # noqa: BLE001 - any capture failure means: stay eager
+            torch.cuda.synchronize()
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            self.capture_failure = reason
+            self.static_inputs = ()
+            self.say(f"training step: eager (the step could not be recorded as a CUDA graph: {reason})")
+            return False
+        self.graph, self.static_loss = graph, static_loss
+        return True

@@ -277,6 +277,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     if tcfg.cuda_graph and device.type == "cuda":
         say("training step: CUDA graph" if use_graph else f"training step: eager ({no_graph_reason})")
 
+    capture_stream = torch.cuda.Stream(device) if use_graph else None
     train_model = model
     if info.is_distributed:
         # Depthwise kernels (Cx1xkxk) get gradients whose stride along the size-1 dim differs
@@ -285,8 +286,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         device_ids = [device.index] if device.type == "cuda" else None
         # BatchNorm buffers are made equal once per epoch (broadcast_buffers below), not by
         # a broadcast before every forward; the graph is the same every step.
-        # Built on a side stream, so the step, all-reduce included, can be a CUDA graph.
-        with torch.cuda.stream(torch.cuda.Stream()) if device.type == "cuda" else contextlib.nullcontext():
+        # Built on the graph's side stream, so the step, all-reduce included, can be a CUDA graph.
+        with torch.cuda.stream(capture_stream) if capture_stream is not None else contextlib.nullcontext():
             train_model = DistributedDataParallel(
                 model, device_ids=device_ids, gradient_as_bucket_view=True, broadcast_buffers=False, static_graph=True
             )
@@ -328,7 +329,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         optimizer.step()
         return loss
 
-    graphed_step = GraphedStep(training_step, warmup_steps(info.world_size)) if use_graph else None
+    graphed_step = GraphedStep(training_step, warmup_steps(info.world_size), capture_stream, say) if use_graph else None
 
     # ------------------------------------------------------------------ epochs
     epoch = completed_epochs = start_epoch

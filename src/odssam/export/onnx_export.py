@@ -114,23 +114,39 @@ def _finalise(traced: Path, target_dir: Path) -> list[Path]:
     """Stage a traced graph in ``target_dir`` as one file, or graph + one weight file; check it.
 
     The exporter writes a graph over 2 GB with one file per weight beside it; those are
-    gathered into ``<graph>.onnx.data``.
+    gathered into ``<graph>.onnx.data``. The graph is stamped with the oldest IR version
+    that can express its opsets (:func:`loadable_ir_version`).
     """
     import onnx
 
     destination = target_dir / traced.name
-    if [path for path in traced.parent.iterdir() if path != traced]:
+    external = [path for path in traced.parent.iterdir() if path != traced]
+    model = onnx.load(str(traced), load_external_data=bool(external))
+    model.ir_version = loadable_ir_version(model)
+    if external:
         data_name = traced.name + ".data"
-        model = onnx.load(str(traced), load_external_data=True)
         onnx.save_model(
             model, str(destination), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
         )
         written = [destination, target_dir / data_name]
     else:
-        os.replace(traced, destination)
+        onnx.save_model(model, str(destination))
         written = [destination]
     onnx.checker.check_model(str(destination))
     return written
+
+
+def loadable_ir_version(model: Any) -> int:
+    """The oldest ONNX IR version that can express ``model``'s opsets (8 for opset 17).
+
+    Exporters stamp the IR version of the ``onnx`` package they run with, which may be newer
+    than what the installed onnxruntime reads ("Unsupported model IR version: 14, max
+    supported IR version: 13"); every onnxruntime that runs the opset reads this one. The
+    graphs use no feature of later IR versions (they add data types this model never has).
+    """
+    import onnx
+
+    return max(3, onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
 
 
 def export_onnx(

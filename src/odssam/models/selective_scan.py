@@ -257,6 +257,11 @@ def _plan_chunks(delta: torch.Tensor, A: torch.Tensor, chunk_size: int) -> list[
     Returns:
         ``(start, end, closed_form)`` for each chunk, in order.
     """
+    if delta.is_cuda and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "the chunked selective scan plans its chunks on the host, which a CUDA graph cannot record "
+            "(model.prompt_encoder.ssm.scan_backend: use 'auto' or 'triton' on CUDA)"
+        )
     length = delta.shape[-1]
     n_chunks = math.ceil(length / chunk_size)
     with torch.no_grad():
@@ -355,7 +360,9 @@ def _load_triton() -> tuple[Callable | None, Callable[[torch.device], bool] | No
     return module.selective_scan_triton, module.is_available, ""
 
 
-def _resolve_backend(backend: str, u: torch.Tensor) -> str:
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The backend that ``backend`` (a config value, ``auto`` included) runs on ``device``."""
+    device = torch.device(device)
     if backend not in SCAN_BACKENDS:
         raise OdsSamError(
             f"unknown selective-scan backend {backend!r} (config key model.prompt_encoder.ssm.scan_backend); "
@@ -363,18 +370,24 @@ def _resolve_backend(backend: str, u: torch.Tensor) -> str:
         )
     if backend == "auto":
         scan, available, _ = _load_triton()
-        if u.is_cuda and scan is not None and available(u.device):
+        if device.type == "cuda" and scan is not None and available(device):
             return "triton"
         return "chunked"
     if backend == "triton":
         scan, available, why_not = _load_triton()
-        if scan is None or not available(u.device):
+        if scan is None or not available(device):
             raise OdsSamError(
-                f"selective-scan backend 'triton' cannot run on {u.device} tensors"
+                f"selective-scan backend 'triton' cannot run on {device} tensors"
                 f"{' (' + why_not + ')' if why_not else ''}; it needs Triton and a CUDA GPU. "
                 "Set model.prompt_encoder.ssm.scan_backend to 'auto' or 'chunked'."
             )
     return backend
+
+
+def scan_syncs_host(backend: str, device: torch.device | str) -> bool:
+    """Whether the scan reads tensor values on the host on ``device``, so that a step using
+    it cannot be recorded as a CUDA graph (the chunked backend plans its chunks there)."""
+    return resolve_backend(backend, device) == "chunked"
 
 
 def selective_scan(
@@ -408,7 +421,7 @@ def selective_scan(
     Raises:
         OdsSamError: Unknown backend, or ``triton`` requested where it cannot run.
     """
-    chosen = _resolve_backend(backend, u)
+    chosen = resolve_backend(backend, u.device)
     if chosen == "triton":
         scan = _load_triton()[0]
         return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
