@@ -28,9 +28,10 @@ def train_on_rank(rank: int, world_size: int, port: int, config: dict, out_dir: 
 def test_two_gloo_processes_end_with_identical_state(tiny_config, tiny_model, tmp_path):
     tiny_config.train.epochs = 1
     tiny_config.train.final_eval = False  # keep the weights as training left them on each rank
-    # fork: the workers inherit the imported modules instead of importing torch again
+    # spawn, as torchrun starts fresh processes: a fork after this process ran autograd
+    # (its worker threads exist once any backward ran, e.g. on a GPU machine) is refused.
     mp.start_processes(
-        train_on_rank, args=(2, free_port(), to_dict(tiny_config), str(tmp_path)), nprocs=2, start_method="fork"
+        train_on_rank, args=(2, free_port(), to_dict(tiny_config), str(tmp_path)), nprocs=2, start_method="spawn"
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # 4 training images, global batch 2 -> 1 image per process and step, 2 steps.
