@@ -26,6 +26,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
 
+# Triton's interpreter before 3.7 turns a scalar into a loop bound with int() on a 1-element
+# 1-d array, which NumPy 2.5 refuses ("only 0-dimensional arrays can be converted to Python
+# scalars"); Triton 3.7 squeezes the array first, and so does this patch on older ones.
+_INTERPRETER_NUMPY_PATCH = """
+import triton.runtime.interpreter as _interpreter
+if hasattr(_interpreter, "_patch_lang_tensor"):
+    _patch_lang_tensor = _interpreter._patch_lang_tensor
+
+    def _patch_with_squeezed_index(tensor, scope):
+        _patch_lang_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    _interpreter._patch_lang_tensor = _patch_with_squeezed_index
+"""
+
+
 def run_in_triton_interpreter(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``script`` in a fresh Python with ``TRITON_INTERPRET=1`` (Triton reads it at import).
 
@@ -33,6 +49,7 @@ def run_in_triton_interpreter(script: str, timeout: float = 300) -> subprocess.C
     """
     path = os.pathsep.join([str(REPO_ROOT / "src"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
+    script = _INTERPRETER_NUMPY_PATCH + script
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
