@@ -62,6 +62,8 @@ def test_paper_configs_use_the_paper_recipe(path):
     train = cfg.train
     assert (train.epochs, train.batch_size, train.lr, train.weight_decay) == (200, 10, 1e-3, 1e-5)
     assert (train.dice_weight, train.bce_weight, train.lr_schedule) == (0.5, 0.5, "constant")
+    # The paper trains on the whole training set: no validation hold-out, the last epoch is reported.
+    assert cfg.data.val_count == 0
 
 
 def test_full_model_configs_have_the_papers_parameter_count():

@@ -168,7 +168,12 @@ class DataConfig:
         root: Dataset folder in its original layout.
         category: MVTec AD category (``bottle`` ...), or the PraNet test set name.
         test_sets: Extra test sets evaluated after training (PraNet: the five polyp sets).
-        val_count: Training images held out for validation (0: evaluate on the test split).
+        val_count: Training images held out for validation. 0 (default, the paper's
+            protocol: it trains on the whole training set): no validation during training,
+            the final model is the last epoch's (``last.pt``), and no test image is opened
+            before the final evaluation. N > 0 (opt-in): N training images (a seeded
+            choice) are held out, validated every ``train.eval_every`` epochs, and
+            ``best.pt`` (the best ``train.monitor`` on them) is the final model.
         image_size: Images are resized to this square size before SAM preprocessing
             (``None`` keeps the original size; MoNuSeg 512, GlaS 224 in the paper).
         include_good: MVTec AD: include defect-free images (empty masks).
@@ -213,15 +218,18 @@ class TrainConfig:
             elsewhere the step runs eagerly and the log says why. Under DDP an epoch's last
             partial batch is left out, so that every step replays the graph.
         seed: Seed of the prompt encoder's initialisation, the shuffling and augmentation.
-        eval_every: Validate (and maybe write ``best.pt``) every this many epochs.
+        eval_every: With ``data.val_count > 0``: validate (and maybe write ``best.pt``)
+            every this many epochs and after the last; unused without validation.
         max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).
         output_dir: Parent folder of run folders.
         run_name: Run folder name under ``output_dir`` (``None``: the experiment name).
         metrics: Metrics computed on validation and test sets (names of
             :mod:`odssam.metrics.evaluator`, ``default`` or ``all``).
-        monitor: Validation metric key that selects ``best.pt`` (e.g. ``dice@0.5``, ``meanDic``, ``MAE``).
-        final_eval: Evaluate ``best.pt`` on the test split(s) after training (turn off when
-            the test images are not available).
+        monitor: Validation metric key that selects ``best.pt`` when ``data.val_count > 0``
+            (e.g. ``dice@0.5``, ``meanDic``, ``MAE``).
+        final_eval: Evaluate the final model (``last.pt``, or ``best.pt`` with validation)
+            on the test split(s) after training (turn off when the test images are not
+            available).
     """
 
     epochs: int = 200
