@@ -108,8 +108,11 @@ class ODConvConfig:
     """Omni-dimensional dynamic convolutions at several dilations.
 
     Attributes:
-        num_layers: Parallel ODConv branches with dilations 1..num_layers
-            (paper Table 5: 1..3; default 2).
+        num_layers: ODConv layers, at dilations 1..num_layers (paper Table 5: 1..3; default 2).
+        arrangement: How those layers are combined (the paper does not say): ``parallel``
+            (default: branches on the same input, summed; "multi-scale" read as one input
+            seen at several dilations) or ``stacked`` (one after the other, dilation 1 first).
+            Same parameters either way; with one layer the two are the same function.
         kernel_num: Candidate kernels mixed by the kernel attention (8; 4 as a switch).
         reduction: Hidden width of the attention MLP as a fraction of in_channels.
         min_channels: Lower bound on that hidden width.
@@ -122,6 +125,7 @@ class ODConvConfig:
     """
 
     num_layers: int = 2
+    arrangement: str = "parallel"
     kernel_size: int = 3
     kernel_num: int = 8
     reduction: float = 0.0625
