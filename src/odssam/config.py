@@ -207,7 +207,14 @@ class TrainConfig:
         cache_dir: Where embeddings are stored (``None``: ``<run>/../.embedding-cache``).
         cache_dtype: ``bfloat16`` or ``float16`` on disk.
         augment: Random flips, 90-degree rotations and (with ``color_jitter``) colour jitter.
-        full_resolution_loss: Loss on logits upsampled to the image size instead of 256x256.
+        loss_resolution: Where the loss compares prediction and mask (the paper does not say):
+            ``logits`` (default: on the decoder's 256x256 logits, the mask resized onto
+            that grid), ``input`` (logits upsampled to SAM's padded 1024x1024 input) or
+            ``label`` (logits mapped onto each label as evaluation maps them: padding
+            cropped, resized to the label's own size, e.g. 512x512 for MoNuSeg). See
+            :mod:`odssam.engine.targets`.
+        full_resolution_loss: Deprecated alias kept so older configs and checkpoints load:
+            ``true`` means ``loss_resolution: input`` (an error with ``label``).
         lr_schedule: ``constant`` (paper) or ``cosine``.
         odconv_temperature_anneal: Epochs over which the ODConv temperature goes from 30
             to its configured value (0: no annealing, the default).
@@ -243,6 +250,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     dice_weight: float = 0.5
     bce_weight: float = 0.5
+    loss_resolution: str = "logits"
     full_resolution_loss: bool = False
     cache_embeddings: bool = True
     cache_dir: str | None = None

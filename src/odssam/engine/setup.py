@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from odssam.config import DataConfig, ExperimentConfig
+from odssam.engine.targets import loss_resolution
 from odssam.errors import OdsSamError
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -44,6 +45,7 @@ def check_train_config(cfg: ExperimentConfig, world_size: int = 1) -> None:
         )
     if problems:
         raise OdsSamError("bad training config: " + "; ".join(problems))
+    loss_resolution(tcfg)
     monitor_direction(tcfg)
 
 

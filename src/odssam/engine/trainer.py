@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -74,6 +73,8 @@ from odssam.engine.logging import (
 from odssam.engine.graphed_step import GraphedStep, graph_unsupported_reason, warmup_steps
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
+from odssam.engine.targets import TrainingLoss, batch_layout, collate_training_items, loss_resolution
+from odssam.engine.targets import target_size as target_sizes
 from odssam.engine.setup import (
     build_split,
     check_train_config,
@@ -221,7 +222,12 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
 
     # ------------------------------------------------------------------ embedding cache
     use_cache_for_training = tcfg.cache_embeddings and not tcfg.augment
-    target_size = model.image_size if tcfg.full_resolution_loss else model.logit_size
+    resolution = loss_resolution(tcfg)
+    if tcfg.full_resolution_loss:
+        warnings.warn(
+            "train.full_resolution_loss is deprecated: read as train.loss_resolution: input", FutureWarning, stacklevel=2
+        )
+    target_size = target_sizes(resolution, model.image_size, model.logit_size)
     cache = val_records = None
     if tcfg.cache_embeddings:
         cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else run_dir.parent / ".embedding-cache"
@@ -261,6 +267,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         num_workers=dcfg.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=drop_partial_batch,
+        collate_fn=collate_training_items,
         # Cached items have no per-epoch state, so workers can live across epochs.
         persistent_workers=use_cache_for_training and dcfg.num_workers > 0,
         # Worker seeds come from here, not from the global RNG, whose stream must not depend
@@ -282,7 +289,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     scheduler = None
     if tcfg.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    loss_fn = DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight)
+    training_loss = TrainingLoss(DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight), resolution, model.image_size)
     higher_is_better = monitor_direction(tcfg)
 
     start_epoch, step, best_metric = 0, 0, None
@@ -333,8 +340,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             payload["rng"] = ckpt.capture_rng_state()
         return payload
 
-    def training_step(target: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        """Forward, loss, backward and optimizer step on one batch already on the device."""
+    def training_step(target: torch.Tensor, *inputs: torch.Tensor, layout=None) -> torch.Tensor:
+        """Forward, loss, backward and optimizer step on one batch already on the device.
+
+        ``layout``: per-image sizes of a label-resolution batch (:func:`batch_layout`).
+        """
         with autocast(device, amp_dtype, cache_enabled=not use_graph):
             if use_cache_for_training:
                 # Copied in their stored 16-bit form, widened on the device.
@@ -342,9 +352,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
                 logits = train_model(prompt_input, image_embeddings=embedding)
             else:
                 logits = train_model(inputs[0])
-        if logits.shape[-1] != target.shape[-1]:  # full-resolution loss
-            logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = loss_fn(logits, target)
+        loss = training_loss(logits, target, layout)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -373,10 +381,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         for batch in bar:
             target = batch["target"]
             inputs = (batch["prompt_input"], batch["embedding"]) if use_cache_for_training else (batch["x"],)
+            layout = batch_layout(batch)
             if graphed_step is not None:
-                loss = graphed_step(target, *inputs)
+                loss = graphed_step(target, *inputs, layout=layout)
             else:
-                loss = training_step(*(t.to(device, non_blocking=True) for t in (target, *inputs)))
+                loss = training_step(*(t.to(device, non_blocking=True) for t in (target, *inputs)), layout=layout)
             if scheduler is not None:
                 scheduler.step()
             step += 1
