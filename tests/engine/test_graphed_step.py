@@ -75,3 +75,21 @@ def test_graphed_step_trains_like_the_eager_step():
     assert graph_losses == pytest.approx(eager_losses, rel=1e-5, abs=1e-6)
     for eager, graph in zip(eager_model.state_dict().values(), graph_model.state_dict().values()):
         torch.testing.assert_close(graph, eager)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_batch_of_another_layout_runs_eagerly():
+    weight = torch.ones((), device="cuda", requires_grad=True)
+    seen = []
+
+    def step(x, layout):
+        seen.append(layout)
+        return (weight * x[..., : layout[0]]).sum()
+
+    graphed = GraphedStep(step, warmup=1)
+    x = torch.arange(4.0).view(1, 4)
+    graphed(x, layout=(2,))  # eager warm-up
+    assert graphed(x, layout=(2,)).item() == 1.0  # captured with layout (2,)
+    assert graphed(x, layout=(3,)).item() == 3.0  # another layout: eager, not the graph
+    assert graphed(x, layout=(2,)).item() == 1.0 and graphed.eager_steps == 2
+    assert graphed.static_layout == (2,)
