@@ -39,6 +39,7 @@ def test_there_is_a_config_per_paper_experiment():
                 "glas.yaml", "tiny.yaml"}
     expected |= {f"ablations/{n}.yaml" for n in ("sam_basic_prompt", "odssm", "odconv", "odssm_odconv")}
     expected |= {f"ablations/odconv_{k}.yaml" for k in (1, 2, 3)} | {f"ablations/odssm_{k}.yaml" for k in (1, 2, 3)}
+    expected |= {"ablations/odconv_no_dwconv.yaml", "ablations/odconv_2_stacked.yaml", "ablations/odconv_3_stacked.yaml"}
     assert expected <= names
 
 
@@ -62,6 +63,8 @@ def test_paper_configs_use_the_paper_recipe(path):
     train = cfg.train
     assert (train.epochs, train.batch_size, train.lr, train.weight_decay) == (200, 10, 1e-3, 1e-5)
     assert (train.dice_weight, train.bce_weight, train.lr_schedule) == (0.5, 0.5, "constant")
+    # The paper trains on the whole training set: no validation hold-out, the last epoch is reported.
+    assert cfg.data.val_count == 0
 
 
 def test_full_model_configs_have_the_papers_parameter_count():
@@ -78,6 +81,30 @@ def test_ablations_switch_what_their_tables_vary():
     assert params["odconv_2"] == params["odssm_1"] == params["odssm_odconv"]
     basic = load_config(ablation / "sam_basic_prompt.yaml").model.prompt_encoder
     assert not (basic.use_dwconv or basic.use_ssm or basic.use_odconv)
+
+
+def test_table4_odconv_row_ships_both_readings_of_the_dw_conv():
+    ablation = CONFIG_DIR / "ablations"
+    default, other = (load_config(ablation / f"{n}.yaml").model.prompt_encoder for n in ("odconv", "odconv_no_dwconv"))
+    assert (default.use_dwconv, default.use_ssm, default.use_odconv) == (True, False, True)
+    assert (other.use_dwconv, other.use_ssm, other.use_odconv) == (False, False, True)
+    assert prompt_encoder_params(ablation / "odconv_no_dwconv.yaml") < prompt_encoder_params(ablation / "odconv.yaml")
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_table5_stacked_configs_differ_only_in_the_arrangement(layers):
+    ablation = CONFIG_DIR / "ablations"
+    parallel = load_config(ablation / f"odconv_{layers}.yaml")
+    stacked = load_config(ablation / f"odconv_{layers}_stacked.yaml")
+    assert (parallel.model.prompt_encoder.odconv.arrangement, stacked.model.prompt_encoder.odconv.arrangement) == (
+        "parallel", "stacked"
+    )
+    stacked.model.prompt_encoder.odconv.arrangement = "parallel"
+    stacked.name = parallel.name
+    assert stacked == parallel
+    assert prompt_encoder_params(ablation / f"odconv_{layers}_stacked.yaml") == prompt_encoder_params(
+        ablation / f"odconv_{layers}.yaml"
+    )
 
 
 def test_polyp_config_tests_on_the_five_sets():

@@ -8,7 +8,7 @@ Prediction from Python::
 
     import odssam
 
-    model = odssam.load("runs/demo/best.pt")   # a checkpoint written by ``odssam train`` or ``odssam demo``
+    model = odssam.load("runs/demo/last.pt")   # a checkpoint written by ``odssam train`` or ``odssam demo``
     result = model.predict("image.png")         # or a numpy array / PIL image
     result.mask, result.probability, result.score
 """

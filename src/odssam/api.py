@@ -60,7 +60,7 @@ def load(
 
     Example::
 
-        model = odssam.load("runs/mvtec_bottle/best.pt", device="cpu")
+        model = odssam.load("runs/mvtec_bottle/last.pt", device="cpu")
         result = model.predict("bottle.png")
         result.mask.shape == result.probability.shape  # the image's height and width
     """

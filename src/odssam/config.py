@@ -108,8 +108,11 @@ class ODConvConfig:
     """Omni-dimensional dynamic convolutions at several dilations.
 
     Attributes:
-        num_layers: Parallel ODConv branches with dilations 1..num_layers
-            (paper Table 5: 1..3; default 2).
+        num_layers: ODConv layers, at dilations 1..num_layers (paper Table 5: 1..3; default 2).
+        arrangement: How those layers are combined (the paper does not say): ``parallel``
+            (default: branches on the same input, summed; "multi-scale" read as one input
+            seen at several dilations) or ``stacked`` (one after the other, dilation 1 first).
+            Same parameters either way; with one layer the two are the same function.
         kernel_num: Candidate kernels mixed by the kernel attention (8; 4 as a switch).
         reduction: Hidden width of the attention MLP as a fraction of in_channels.
         min_channels: Lower bound on that hidden width.
@@ -122,6 +125,7 @@ class ODConvConfig:
     """
 
     num_layers: int = 2
+    arrangement: str = "parallel"
     kernel_size: int = 3
     kernel_num: int = 8
     reduction: float = 0.0625
@@ -168,7 +172,12 @@ class DataConfig:
         root: Dataset folder in its original layout.
         category: MVTec AD category (``bottle`` ...), or the PraNet test set name.
         test_sets: Extra test sets evaluated after training (PraNet: the five polyp sets).
-        val_count: Training images held out for validation (0: evaluate on the test split).
+        val_count: Training images held out for validation. 0 (default, the paper's
+            protocol: it trains on the whole training set): no validation during training,
+            the final model is the last epoch's (``last.pt``), and no test image is opened
+            before the final evaluation. N > 0 (opt-in): N training images (a seeded
+            choice) are held out, validated every ``train.eval_every`` epochs, and
+            ``best.pt`` (the best ``train.monitor`` on them) is the final model.
         image_size: Images are resized to this square size before SAM preprocessing
             (``None`` keeps the original size; MoNuSeg 512, GlaS 224 in the paper).
         include_good: MVTec AD: include defect-free images (empty masks).
@@ -198,7 +207,14 @@ class TrainConfig:
         cache_dir: Where embeddings are stored (``None``: ``<run>/../.embedding-cache``).
         cache_dtype: ``bfloat16`` or ``float16`` on disk.
         augment: Random flips, 90-degree rotations and (with ``color_jitter``) colour jitter.
-        full_resolution_loss: Loss on logits upsampled to the image size instead of 256x256.
+        loss_resolution: Where the loss compares prediction and mask (the paper does not say):
+            ``logits`` (default: on the decoder's 256x256 logits, the mask resized onto
+            that grid), ``input`` (logits upsampled to SAM's padded 1024x1024 input) or
+            ``label`` (logits mapped onto each label as evaluation maps them: padding
+            cropped, resized to the label's own size, e.g. 512x512 for MoNuSeg). See
+            :mod:`odssam.engine.targets`.
+        full_resolution_loss: Deprecated alias kept so older configs and checkpoints load:
+            ``true`` means ``loss_resolution: input`` (an error with ``label``).
         lr_schedule: ``constant`` (paper) or ``cosine``.
         odconv_temperature_anneal: Epochs over which the ODConv temperature goes from 30
             to its configured value (0: no annealing, the default).
@@ -213,15 +229,18 @@ class TrainConfig:
             elsewhere the step runs eagerly and the log says why. Under DDP an epoch's last
             partial batch is left out, so that every step replays the graph.
         seed: Seed of the prompt encoder's initialisation, the shuffling and augmentation.
-        eval_every: Validate (and maybe write ``best.pt``) every this many epochs.
+        eval_every: With ``data.val_count > 0``: validate (and maybe write ``best.pt``)
+            every this many epochs and after the last; unused without validation.
         max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).
         output_dir: Parent folder of run folders.
         run_name: Run folder name under ``output_dir`` (``None``: the experiment name).
         metrics: Metrics computed on validation and test sets (names of
             :mod:`odssam.metrics.evaluator`, ``default`` or ``all``).
-        monitor: Validation metric key that selects ``best.pt`` (e.g. ``dice@0.5``, ``meanDic``, ``MAE``).
-        final_eval: Evaluate ``best.pt`` on the test split(s) after training (turn off when
-            the test images are not available).
+        monitor: Validation metric key that selects ``best.pt`` when ``data.val_count > 0``
+            (e.g. ``dice@0.5``, ``meanDic``, ``MAE``).
+        final_eval: Evaluate the final model (``last.pt``, or ``best.pt`` with validation)
+            on the test split(s) after training (turn off when the test images are not
+            available).
     """
 
     epochs: int = 200
@@ -231,6 +250,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     dice_weight: float = 0.5
     bce_weight: float = 0.5
+    loss_resolution: str = "logits"
     full_resolution_loss: bool = False
     cache_embeddings: bool = True
     cache_dir: str | None = None

@@ -34,7 +34,7 @@ def demo_run_output(tmp_path_factory):
 def test_demo_writes_report_overlays_grid_and_checkpoint(demo_run_output):
     code, output = demo_run_output
     assert code == 0
-    for relative in ("README.md", "report.md", "report.csv", "report.json", "figure_grid.png", "run/best.pt"):
+    for relative in ("README.md", "report.md", "report.csv", "report.json", "figure_grid.png", "run/last.pt"):
         assert (output / relative).is_file(), relative
     rows = read_predictions_csv(output / "predictions" / "predictions.csv")
     assert len(rows) == 3  # half of the 2 images of each of the 3 defect types

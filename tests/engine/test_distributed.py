@@ -34,8 +34,8 @@ def test_two_gloo_processes_end_with_identical_state(tiny_config, tiny_model, tm
         train_on_rank, args=(2, free_port(), to_dict(tiny_config), str(tmp_path)), nprocs=2, start_method="spawn"
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    # 4 training images, global batch 2 -> 1 image per process and step, 2 steps.
-    assert ranks[0]["steps"] == ranks[1]["steps"] == 2
+    # 6 training images, global batch 2 -> 1 image per process and step, 3 steps.
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 3
     initial = tiny_model.prompt_encoder.state_dict()
     changed = 0
     for key, value in ranks[0]["state"].items():
@@ -44,4 +44,4 @@ def test_two_gloo_processes_end_with_identical_state(tiny_config, tiny_model, tm
     assert changed > 0  # the weights did train
     run_dir = Path(tiny_config.train.output_dir) / tiny_config.name
     cache_report = (run_dir / "cache.json").read_text()
-    assert '"images": 4' in cache_report and '"embedding_misses": 4' in cache_report
+    assert '"images": 6' in cache_report and '"embedding_misses": 6' in cache_report

@@ -112,7 +112,24 @@ def test_graphed_training_raises_no_stream_mismatch_warning(tiny_config, recwarn
     tiny_config.model.prompt_encoder.ssm.scan_backend = "auto"  # Triton on CUDA: capturable
     tiny_config.train.epochs = 3
     tiny_config.train.final_eval = False
-    tiny_config.train.eval_every = 0
     train(tiny_config, device="cuda", progress=False)
     messages = [str(w.message) for w in recwarn]
     assert not [m for m in messages if "stream" in m.lower()], messages
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_batch_of_another_layout_runs_eagerly():
+    weight = torch.ones((), device="cuda", requires_grad=True)
+    seen = []
+
+    def step(x, layout):
+        seen.append(layout)
+        return (weight * x[..., : layout[0]]).sum()
+
+    graphed = GraphedStep(step, warmup=1)
+    x = torch.arange(4.0).view(1, 4)
+    graphed(x, layout=(2,))  # eager warm-up
+    assert graphed(x, layout=(2,)).item() == 1.0  # captured with layout (2,)
+    assert graphed(x, layout=(3,)).item() == 3.0  # another layout: eager, not the graph
+    assert graphed(x, layout=(2,)).item() == 1.0 and graphed.eager_steps == 2
+    assert graphed.static_layout == (2,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,33 +44,88 @@ def test_loss_decreases_and_the_run_folder_is_complete(cli_run):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     losses = [r["train_loss"] for r in history]
     assert losses[-1] < losses[0]
-    assert all(r["val"] is not None and "dice@0.5" in r["val"] for r in history)
-    for name in ("config.yaml", "splits/split.json", "cache.json", "last.pt", "best.pt", "curves.png", "report.md"):
+    for name in ("config.yaml", "splits/split.json", "cache.json", "last.pt", "curves.png", "report.md"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tensorboard").iterdir())
     assert load_config(run_dir / "config.yaml").train.epochs == 3
-    split = json.loads((run_dir / "splits" / "split.json").read_text())
-    assert len(split["splits"]["train"]) == 4 and len(split["splits"]["val"]) == 2
     last = load_checkpoint(run_dir / "last.pt")
-    assert last["epoch"] == 3 and last["step"] == 6 and "optimizer" in last
-    best = load_checkpoint(run_dir / "best.pt")
-    assert "optimizer" not in best
-    best_epoch = [r["epoch"] for r in history if r["best"]][-1]
-    assert best["epoch"] == best_epoch and best["best_metric"] == last["best_metric"]
+    assert last["epoch"] == 3 and last["step"] == 9 and "optimizer" in last
     report = json.loads((run_dir / "report.json").read_text())
     assert "folder" in json.dumps(report)
 
 
-def test_an_existing_run_is_not_overwritten(cli_run, capsys):
-    _, args = cli_run
-    assert odssam_main(args) == 2
-    assert "--resume" in capsys.readouterr().err
+def test_default_protocol_trains_on_every_training_image_and_keeps_the_last_epoch(cli_run):
+    run_dir, _ = cli_run
+    split = json.loads((run_dir / "splits" / "split.json").read_text())
+    assert len(split["splits"]["train"]) == 6 and split["splits"]["val"] == []
+    history = read_history(run_dir)
+    assert all(r["val"] is None and r["monitor"] is None and not r["best"] for r in history)
+    assert not (run_dir / "best.pt").exists()  # nothing was selected
+    assert "val" not in json.loads((run_dir / "cache.json").read_text())
+    assert "last.pt (epoch 3, last epoch) on the test split" in (run_dir / "report.md").read_text()
+
+
+def test_validation_is_an_opt_in_that_selects_best_pt(tiny_config):
+    tiny_config.data.val_count = 2
+    tiny_config.train.epochs = 3
+    result = train(tiny_config, progress=False)
+    run_dir = result.run_dir
+    split = json.loads((run_dir / "splits" / "split.json").read_text())
+    assert len(split["splits"]["train"]) == 4 and len(split["splits"]["val"]) == 2
+    history = result.history
+    assert all(r["val"] is not None and "dice@0.5" in r["val"] for r in history)
+    assert result.steps == 6 and result.checkpoint == run_dir / "best.pt"
+    best = load_checkpoint(run_dir / "best.pt")
+    assert "optimizer" not in best
+    best_epoch = [r["epoch"] for r in history if r["best"]][-1]
+    assert best["epoch"] == best_epoch and best["best_metric"] == result.best_metric
+    assert best["best_metric"] == max(r["monitor"] for r in history)
+    for key, value in result.model.prompt_encoder.state_dict().items():
+        assert torch.equal(value, best["prompt_encoder"][key]), key  # the final model is best.pt
+    assert f"best.pt (epoch {best_epoch}, best val dice@0.5)" in (run_dir / "report.md").read_text()
+
+
+def test_validation_needs_eval_every(tiny_config):
+    tiny_config.data.val_count = 2
+    tiny_config.train.eval_every = 0
+    with pytest.raises(OdsSamError, match="train.eval_every"):
+        train(tiny_config, progress=False)
+
+
+@pytest.mark.parametrize(
+    "val_count, augment", [(0, False), (2, False), (0, True)], ids=["cached", "cached_with_validation", "decoded"]
+)
+def test_no_test_image_is_opened_before_the_final_evaluation(tiny_config, monkeypatch, val_count, augment):
+    """Every file opened under the test folder is recorded with the phase it was opened in."""
+    import builtins
+
+    test_folder = str(Path(tiny_config.data.root) / "test")
+    phase, opened = ["training"], []
+    real_open, real_test_splits = builtins.open, trainer_module.test_splits
+
+    def recording_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(test_folder):
+            opened.append((phase[0], Path(file).name))
+        return real_open(file, *args, **kwargs)
+
+    def final_evaluation_splits(*args, **kwargs):
+        phase[0] = "final evaluation"
+        yield from real_test_splits(*args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(trainer_module, "test_splits", final_evaluation_splits)
+    tiny_config.data.val_count = val_count
+    tiny_config.train.augment = augment
+    result = train(tiny_config, progress=False)
+    assert result.test_results  # the test images were evaluated ...
+    assert {"test00.png", "test01.png"} <= {name for _, name in opened}  # ... and the recorder saw them
+    assert {stage for stage, _ in opened} == {"final evaluation"}  # only then
 
 
 def test_eval_command_writes_reports_maps_and_figures(cli_run, tmp_path):
     run_dir, _ = cli_run
     out = tmp_path / "eval"
-    args = ["eval", "--checkpoint", str(run_dir / "best.pt"), "--output", str(out),
+    args = ["eval", "--checkpoint", str(run_dir / "last.pt"), "--output", str(out),
             "--save-probabilities", "--figures", "2", "--no-progress"]
     assert odssam_main(args) == 0
     assert (out / "report.md").is_file() and (out / "folder-figure.png").is_file()
@@ -80,13 +136,23 @@ def test_eval_command_writes_reports_maps_and_figures(cli_run, tmp_path):
     assert scores == final  # the same checkpoint on the same test split
 
 
+def test_an_existing_run_is_not_overwritten(cli_run, capsys):
+    _, args = cli_run
+    assert odssam_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "device",
     ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))],
 )
-@pytest.mark.parametrize("channels_last", [False, True], ids=["default_layout", "channels_last"])
-def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last, device):
+@pytest.mark.parametrize(
+    "channels_last, val_count", [(False, 0), (True, 0), (False, 2)],
+    ids=["default_layout", "channels_last", "with_validation"],
+)
+def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last, val_count, device):
     tiny_config.train.channels_last = channels_last
+    tiny_config.data.val_count = val_count
     tiny_config.train.epochs = 2
     tiny_config.train.final_eval = False
     tiny_config.train.run_name = "straight"
@@ -98,6 +164,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last, de
     tiny_config.train.epochs = 2
     resumed = train(tiny_config, resume=True, device=device, progress=False)
     assert resumed.epochs == 2 and resumed.steps == straight.steps
+    assert resumed.checkpoint.name == straight.checkpoint.name == ("best.pt" if val_count else "last.pt")
+    if val_count:
+        assert all(r["monitor"] is not None for r in resumed.history)
     assert straight.model.prompt_encoder.channels_last == channels_last
     straight_state = straight.model.prompt_encoder.state_dict()
     resumed_losses = [r["train_loss"] for r in resumed.history]
@@ -105,6 +174,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last, de
     if device == "cpu":  # bit for bit
         assert resumed_losses == straight_losses
         assert [r["monitor"] for r in resumed.history] == [r["monitor"] for r in straight.history]
+        assert resumed.best_metric == straight.best_metric
         for key, value in resumed.model.prompt_encoder.state_dict().items():
             assert torch.equal(value, straight_state[key]), key
     else:  # CUDA's backward kernels add with atomics, in any order: equal up to rounding
@@ -120,7 +190,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypa
         def forward(self, logits, target):
             PoisonedAfterFirstEpoch.calls += 1
             loss = super().forward(logits, target)
-            return loss * float("nan") if PoisonedAfterFirstEpoch.calls > 2 else loss
+            return loss * float("nan") if PoisonedAfterFirstEpoch.calls > 3 else loss
 
     monkeypatch.setattr(trainer_module, "DiceBCELoss", PoisonedAfterFirstEpoch)
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*last\.pt \(epoch 1\)"):
@@ -131,8 +201,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypa
 
 
 def tiny_config_run_dir(cfg):
-    from pathlib import Path
-
     return Path(cfg.train.output_dir) / cfg.name
 
 
@@ -144,7 +212,7 @@ def test_augmented_training_runs_without_the_training_cache(tiny_config):
     result = train(tiny_config, progress=False)
     assert result.steps == 1 and np.isfinite(result.history[0]["train_loss"])
     cache_report = json.loads((result.run_dir / "cache.json").read_text())
-    assert "train" not in cache_report and "val" in cache_report
+    assert "train" not in cache_report and "val" not in cache_report
 
 
 def test_augmentation_is_seeded_per_epoch_and_item(folder_dataset):
@@ -189,5 +257,5 @@ def test_cli_resume_trains_further_from_the_stored_config(cli_run):
     assert odssam_main(args) == 0
     assert [r["epoch"] for r in read_history(run_dir)] == [1, 2, 3, 4]
     last = load_checkpoint(run_dir / "last.pt")
-    assert (last["epoch"], last["step"]) == (4, 8)
+    assert (last["epoch"], last["step"]) == (4, 12)
     assert load_config(run_dir / "config.yaml").train.epochs == 4

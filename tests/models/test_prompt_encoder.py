@@ -169,6 +169,7 @@ def test_named_configs():
         (dict(odconv=ODConvConfig(kernel_size=4)), "odconv.kernel_size"),
         (dict(odconv=ODConvConfig(temperature=0.0)), "odconv.temperature"),
         (dict(odconv=ODConvConfig(per_sample="fft")), "odconv.per_sample"),
+        (dict(odconv=ODConvConfig(arrangement="serial")), "odconv.arrangement"),
         (dict(ssm=SSMConfig(num_layers=0)), "ssm.num_layers"),
     ],
 )

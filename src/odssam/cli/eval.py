@@ -2,8 +2,8 @@
 
 Examples::
 
-    odssam eval --checkpoint runs/kvasir/best.pt                      # the run's own test split(s)
-    odssam eval --checkpoint runs/polyp/best.pt --dataset pranet --root /data/PraNet \\
+    odssam eval --checkpoint runs/kvasir/last.pt                      # the run's own test split(s)
+    odssam eval --checkpoint runs/polyp/last.pt --dataset pranet --root /data/PraNet \\
         --category CVC-ColonDB --save-probabilities --figures 8
 """
 
@@ -18,10 +18,11 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate a trained checkpoint on a dataset (paper-style tables)",
-        description="Evaluate best.pt/last.pt of a run. Without --dataset/--root the data "
-        "section stored in the checkpoint is used (its test split, or each of data.test_sets).",
+        description="Evaluate a run's checkpoint (last.pt: the last epoch; best.pt: the epoch chosen "
+        "on validation images, written only when data.val_count > 0). Without --dataset/--root the "
+        "data section stored in the checkpoint is used (its test split, or each of data.test_sets).",
     )
-    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run")
+    parser.add_argument("--checkpoint", required=True, help="last.pt (or best.pt) of a run")
     parser.add_argument("--dataset", help="dataset name (default: the one the run trained on)")
     parser.add_argument("--root", help="dataset folder (default: the run's data.root)")
     parser.add_argument("--split", default="test", help="train, val or test (default: test)")

@@ -2,7 +2,7 @@
 
 ::
 
-    odssam export --checkpoint runs/demo/best.pt --output exported
+    odssam export --checkpoint runs/demo/last.pt --output exported
 
 Writes ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``odssam_onnx.json`` (see
 :mod:`odssam.export.onnx_export`); prints the parity figures.

@@ -2,7 +2,7 @@
 
 ::
 
-    odssam predict --checkpoint runs/demo/best.pt photos/ extra/*.jpg --output predictions
+    odssam predict --checkpoint runs/demo/last.pt photos/ extra/*.jpg --output predictions
 
 Writes ``masks/``, ``probabilities/``, ``overlays/`` and ``predictions.csv`` under the
 output folder (see :mod:`odssam.inference.io`). Files that cannot be read are reported

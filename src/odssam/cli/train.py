@@ -69,7 +69,9 @@ def run(args) -> int:
     result = train(
         cfg, run_dir=run_dir, resume=args.resume is not None, device=args.device, progress=not args.no_progress
     )
-    best = f"{result.best_metric:.4f}" if result.best_metric is not None else "n/a"
+    summary = f"done: {result.epochs} epochs, {result.steps} steps, final model {result.checkpoint}"
+    if result.best_metric is not None:
+        summary += f" (best val {cfg.train.monitor} {result.best_metric:.4f})"
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: {result.epochs} epochs, {result.steps} steps, best {cfg.train.monitor} {best}")
+        print(summary)
     return 0

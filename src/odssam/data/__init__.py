@@ -4,7 +4,7 @@ Every dataset returns :class:`Sample` (HxWx3 uint8 RGB image, HxW bool mask, nam
 original size, source path) and is built through one factory::
 
     from odssam.data import build_dataset
-    train = build_dataset("kvasir", "data/Kvasir-SEG", "train", val_count=90)
+    train = build_dataset("kvasir", "data/Kvasir-SEG", "train")   # all 900 training images
     sample = train[0]
 
 ``odssam data check`` validates a folder; ``odssam data convert`` writes masks

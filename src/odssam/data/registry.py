@@ -81,7 +81,7 @@ _SPECS = (
         title="MoNuSeg 2018",
         indexer=index_monuseg,
         layout="MoNuSegTrainingData/{Tissue_Images/*.tif, Annotations/*.xml} + MoNuSegTestData/",
-        protocol="30 train (24 + 6 val) / 14 test, 512x512",
+        protocol="30 train / 14 test, 512x512",
         paper_image_size=512,
     ),
     DatasetSpec(
@@ -216,7 +216,8 @@ def build_dataset(
         include_good: MVTec AD: add defect-free test images with empty masks.
         split_seed: Seed of the seeded splits (validation hold-out, MVTec AD, flat folders).
         test_fraction: Fraction kept for testing by the seeded MVTec AD / folder splits.
-        val_count: Training images held out for validation.
+        val_count: Training images held out for validation (0, the paper's protocol:
+            none; the ``val`` split is then empty).
         split_file: A JSON split file (from :meth:`SegmentationDataset.split_record`) whose
             lists replace the protocol's; ``val_count`` and the seeds are then ignored.
 

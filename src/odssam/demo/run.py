@@ -5,7 +5,8 @@
    download of it; if none is available SAM gets random weights and every output says
    the numbers are not meaningful.
 3. Trains the prompt encoder (a small configuration, CPU-sized) with the engine's trainer
-   under the supervised MVTec AD protocol.
+   under the supervised MVTec AD protocol, on every training image, keeping the last
+   epoch (the paper's protocol: no validation hold-out).
 4. Predicts the test images with :class:`~odssam.inference.predictor.Predictor` and writes::
 
        <output>/
@@ -13,7 +14,7 @@
            report.{md,csv,json} metrics on the test split
            figure_grid.png      image | ground truth | probability | overlay, per test image
            predictions/         masks/, probabilities/, overlays/, predictions.csv
-           run/                 the training run (config.yaml, best.pt, last.pt, metrics.jsonl ...)
+           run/                 the training run (config.yaml, last.pt, metrics.jsonl ...)
            data/                the generated dataset
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from odssam.config import ExperimentConfig, from_dict
@@ -86,7 +87,7 @@ class DemoResult:
 
     Attributes:
         output: The output folder.
-        checkpoint: The trained checkpoint (``run/best.pt``).
+        checkpoint: The trained checkpoint (``run/last.pt``).
         metrics: Metric key -> value on the test split.
         random_sam: Whether SAM had random weights (scores then mean nothing).
         sam_weights: Description of the SAM weights used.
@@ -197,7 +198,7 @@ def demo_config(options: DemoOptions, sam: SamChoice, data_root: Path, output: P
                 "dataset": "mvtec",
                 "root": str(data_root),
                 "category": CATEGORY,
-                "val_count": 1,
+                "val_count": 0,
                 "split_seed": options.seed,
                 "num_workers": 0,
             },
@@ -249,14 +250,10 @@ def run_demo(options: DemoOptions | None = None) -> DemoResult:
     _say(f"data: {abnormal} synthetic defect images ({', '.join(dataset.defects)}) in {dataset.category_dir}")
 
     cfg = demo_config(options, sam, dataset.root, output)
-    # Hold out about a fifth of the training images (at least one) for validation.
-    cfg.data.val_count = max(1, len(build_split(replace(cfg.data, val_count=0), "train")) // 5)
     phase_start = time.perf_counter()
     result = train(cfg, run_dir=output / "run", device=options.device, progress=options.progress)
     train_seconds = time.perf_counter() - phase_start
-    checkpoint = result.run_dir / "best.pt"
-    if not checkpoint.exists():
-        checkpoint = result.run_dir / "last.pt"
+    checkpoint = result.checkpoint
 
     phase_start = time.perf_counter()
     predictor = Predictor.from_checkpoint(checkpoint, options.device, batch_size=options.batch_size)

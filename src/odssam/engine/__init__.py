@@ -4,7 +4,7 @@ Public entry points::
 
     from odssam.engine import train, load_model_from_checkpoint
     result = train(cfg)                                   # writes a run folder
-    model, cfg = load_model_from_checkpoint("runs/kvasir/best.pt", device="cuda")
+    model, cfg = load_model_from_checkpoint("runs/kvasir/last.pt", device="cuda")
 """
 
 from odssam.engine.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint

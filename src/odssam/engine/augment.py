@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from odssam.engine.targets import label_target
 from odssam.models.loss import masks_to_targets
 from odssam.models.transforms import sam_preprocess
 
@@ -57,12 +58,15 @@ class DecodedTrainingSet(Dataset):
     """Samples turned into SAM inputs and targets, augmented when asked.
 
     Each item is a dict with ``x`` 3xSxS float32 (SAM's normalised, padded input) and
-    ``target`` 1xTxT float32; the default collate stacks them.
+    ``target`` 1xTxT float32, or for a label-resolution loss the (augmented) mask 1xHxW
+    with ``input_size`` and ``label_size``; batch with
+    :func:`odssam.engine.targets.collate_training_items`.
 
     Args:
         dataset: Dataset of :class:`~odssam.data.sample.Sample`.
         image_size: Side S of SAM's input.
-        target_size: Side T of the targets (the logit size, or S for a full-resolution loss).
+        target_size: Side T of the targets (the logit size, or S for an input-resolution
+            loss); ``None``: the masks themselves (label-resolution loss).
         augment: Apply :func:`augment_pair`.
         color_jitter: Include colour jitter in the augmentation.
         seed: Base seed of the random draws.
@@ -72,7 +76,7 @@ class DecodedTrainingSet(Dataset):
         self,
         dataset: Dataset,
         image_size: int,
-        target_size: int,
+        target_size: int | None,
         augment: bool = False,
         color_jitter: bool = False,
         seed: int = 0,
@@ -99,5 +103,7 @@ class DecodedTrainingSet(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, mask = augment_pair(image, mask, rng, self.color_jitter)
         x, input_sizes, _ = sam_preprocess([image], self.image_size)
+        if self.target_size is None:
+            return {"x": x[0], **label_target(mask, input_sizes[0])}
         target = masks_to_targets([mask], input_sizes, self.image_size, self.target_size)
         return {"x": x[0], "target": target[0]}

@@ -13,7 +13,9 @@ kind            array                          key (sha256 of)
                 padded, resized input of the   size, normalisation
                 prompt encoder
 ``target``      1xTxT uint8: training target   mask bytes, image shape, SAM input size, T
-                aligned with the logits
+                aligned with the logits (not
+                stored for a label-resolution
+                loss, whose target is the mask)
 ``mask``        packed bits of the HxW mask    mask bytes (ground truth for evaluation)
 =============== ============================== ==========================================
 
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from odssam.engine.distributed import DistInfo, all_gather_objects, barrier
+from odssam.engine.targets import label_target
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
 from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, longest_side_size, sam_preprocess
@@ -62,15 +65,16 @@ class CacheParams:
         sam_fingerprint: :func:`odssam.models.sam.sam_weights_fingerprint` of the SAM used.
         image_size: Side of SAM's padded input (1024 for the official models).
         prompt_input_size: Side of the prompt encoder's input.
-        target_size: Side of the training targets (the logit size, or ``image_size`` for a
-            full-resolution loss).
+        target_size: Side of the training targets (the logit size, or ``image_size`` for an
+            input-resolution loss); ``None`` for a label-resolution loss, whose targets are
+            the stored masks (:mod:`odssam.engine.targets`).
         dtype: ``bfloat16`` or ``float16``: how embeddings are stored.
     """
 
     sam_fingerprint: str
     image_size: int
     prompt_input_size: int
-    target_size: int
+    target_size: int | None
     dtype: str = "bfloat16"
 
     def __post_init__(self):
@@ -138,6 +142,8 @@ class EmbeddingCache:
         self.root = Path(root)
         self.params = params
         self.torch_dtype, self.numpy_dtype = EMBEDDING_DTYPES[params.dtype]
+        # The kinds every sample needs: no resized targets when the masks are the targets.
+        self.kinds = KINDS if params.target_size is not None else tuple(k for k in KINDS if k != "target")
         normalisation = {"mean": [float(v) for v in PIXEL_MEAN], "std": [float(v) for v in PIXEL_STD]}
         self._settings = {
             "embedding": {
@@ -193,7 +199,7 @@ class EmbeddingCache:
         return True
 
     def missing_kinds(self, record: CacheRecord) -> list[str]:
-        return [kind for kind in KINDS if not self.is_valid(kind, record.keys[kind])]
+        return [kind for kind in self.kinds if not self.is_valid(kind, record.keys[kind])]
 
     # ------------------------------------------------------------------ read / write
 
@@ -390,7 +396,10 @@ class CachedTrainingSet(Dataset):
     """Training items read from the cache: what one step needs, nothing decoded.
 
     Each item is a dict with ``prompt_input`` 3xPxP fp16, ``embedding`` 256xhxw (cache
-    dtype) and ``target`` 1xTxT float32.
+    dtype) and ``target`` 1xTxT float32; for a label-resolution loss (``target_size``
+    ``None``) the target is the mask, 1xHxW, with ``input_size`` and ``label_size`` (see
+    :func:`odssam.engine.targets.label_target`). Batch with
+    :func:`odssam.engine.targets.collate_training_items`.
     """
 
     def __init__(self, cache: EmbeddingCache, records: Sequence[CacheRecord]):
@@ -401,11 +410,16 @@ class CachedTrainingSet(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        keys = self.records[index].keys
+        record = self.records[index]
+        keys = record.keys
+        if self.cache.params.target_size is None:
+            target = label_target(self.cache.read_mask(keys["mask"]), record.input_size)
+        else:
+            target = {"target": self.cache.read_target(keys["target"])}
         return {
             "prompt_input": self.cache.read_prompt(keys["prompt"]),
             "embedding": self.cache.read_embedding(keys["embedding"]),
-            "target": self.cache.read_target(keys["target"]),
+            **target,
         }
 
 

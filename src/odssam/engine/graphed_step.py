@@ -9,8 +9,9 @@ then launches it with one call: on an H100 the cached ViT-H step at batch 10 wen
 
 The step must then have fixed shapes and no host decisions: batches are copied into static
 input tensors, and the learning rate and the ODConv temperature must stay constant (see
-:func:`graph_unsupported_reason`). A batch of another size (the last, partial one) runs
-eagerly with the same model and optimizer. Under DDP the gradient all-reduce (NCCL) is
+:func:`graph_unsupported_reason`). Host-side values the step bakes in (the per-image sizes
+of a label-resolution loss) are passed as ``layout``. A batch of another size or layout
+(the last, partial one) runs eagerly with the same model and optimizer. Under DDP the gradient all-reduce (NCCL) is
 part of the graph.
 
 A step that cannot be captured (an operation that needs the host, a library that does not
@@ -24,7 +25,7 @@ mismatch costs synchronisation and a warning in every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 
@@ -42,7 +43,10 @@ def warmup_steps(world_size: int) -> int:
 
 def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_size: int, cached: bool) -> str | None:
     """Why the training step cannot be a CUDA graph here, or ``None`` when it can."""
+    from odssam.engine.targets import loss_resolution
+
     tcfg = cfg.train
+    label_sizes_vary = loss_resolution(tcfg) == "label" and cfg.data.image_size is None
     reasons = [
         (device.type != "cuda", "it runs on the CPU"),
         (not cached, "the SAM encoder runs in every step (no embedding cache, or augmentation)"),
@@ -53,6 +57,8 @@ def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_
             device.type == "cuda" and scan_syncs_host(cfg.model.prompt_encoder.ssm.scan_backend, device),
             "the chunked selective scan plans its chunks on the host (model.prompt_encoder.ssm.scan_backend)",
         ),
+        (label_sizes_vary, "the label-resolution loss crops and resizes to each image's own size "
+         "(set data.image_size to make the sizes fixed)"),
         (tcfg.max_steps is not None and tcfg.max_steps <= warmup_steps(world_size), "the run is too short to pay off"),
     ]
     return next((reason for condition, reason in reasons if condition), None)
@@ -73,7 +79,10 @@ class GraphedStep:
         say: Where the one line about a failed capture goes.
 
     Calling the object with a batch (tensors, any device) returns that batch's loss, a
-    0-dim CUDA tensor that stays valid until the next call.
+    0-dim CUDA tensor that stays valid until the next call. ``layout`` (hashable, optional):
+    host-side values that shape the step besides the tensors (e.g. per-image sizes); it is
+    passed on to ``step`` as ``layout=``, and the graph replays only batches with the
+    layout it was captured with.
     """
 
     def __init__(
@@ -90,26 +99,31 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: tuple[torch.Tensor, ...] = ()
         self.static_loss: torch.Tensor | None = None
+        self.static_layout: Hashable = None
         self.eager_steps = 0
         self.capture_failure: str | None = None
 
-    def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
-        if self.graph is not None and self._fits(batch):
+    def __call__(self, *batch: torch.Tensor, layout: Hashable = None) -> torch.Tensor:
+        if self.graph is not None and self._fits(batch, layout):
             for static, value in zip(self.static_inputs, batch):
                 static.copy_(value, non_blocking=True)
             self.graph.replay()
             return self.static_loss
         if self.graph is not None or self.capture_failure is not None or self.eager_steps < self.warmup:
-            return self._eager(batch)
-        if not self._capture(batch):
-            return self._eager(batch)
+            return self._eager(batch, layout)
+        if not self._capture(batch, layout):
+            return self._eager(batch, layout)
         self.graph.replay()  # capturing records the step without running it
         return self.static_loss
 
-    def _fits(self, batch: tuple[torch.Tensor, ...]) -> bool:
-        return all(static.shape == value.shape for static, value in zip(self.static_inputs, batch))
+    def _fits(self, batch: tuple[torch.Tensor, ...], layout: Hashable) -> bool:
+        same_shapes = all(static.shape == value.shape for static, value in zip(self.static_inputs, batch))
+        return same_shapes and layout == self.static_layout
 
-    def _eager(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _run(self, inputs, layout: Hashable) -> torch.Tensor:
+        return self.step(*inputs) if layout is None else self.step(*inputs, layout=layout)
+
+    def _eager(self, batch: tuple[torch.Tensor, ...], layout: Hashable) -> torch.Tensor:
         device = torch.device("cuda", torch.cuda.current_device())
         inputs = [value.to(device, non_blocking=True) for value in batch]
         # Before the capture, warm-up runs on the capture's side stream, as CUDA graph
@@ -117,21 +131,22 @@ class GraphedStep:
         # inside the graph); after it, on the same stream as the replays.
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            loss = self.step(*inputs).detach()  # keeps no autograd graph alive
+            loss = self._run(inputs, layout).detach()  # keeps no autograd graph alive
         torch.cuda.current_stream().wait_stream(self.stream)
         self.eager_steps += 1
         return loss
 
-    def _capture(self, batch: tuple[torch.Tensor, ...]) -> bool:
+    def _capture(self, batch: tuple[torch.Tensor, ...], layout: Hashable) -> bool:
         """Record the step; ``False`` (and one line saying why) when it cannot be captured."""
         device = torch.device("cuda", torch.cuda.current_device())
         self.static_inputs = tuple(value.to(device, non_blocking=True).clone() for value in batch)
+        self.static_layout = layout
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the DataLoader's pin-memory thread keeps using CUDA meanwhile.
             with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-                static_loss = self.step(*self.static_inputs).detach()
+                static_loss = self._run(self.static_inputs, layout).detach()
         except Exception as error:  # noqa: BLE001 - any capture failure means: stay eager
             torch.cuda.synchronize()
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]

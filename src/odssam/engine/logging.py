@@ -89,7 +89,7 @@ class TensorBoardLog:
 
 
 def plot_history(history: list[dict], path: str | Path, monitor: str) -> Path | None:
-    """Training loss and the validation ``monitor`` metric per epoch, as a PNG."""
+    """Training loss and (with validation) the ``monitor`` metric per epoch, as a PNG."""
     try:
         import matplotlib
 
@@ -104,7 +104,8 @@ def plot_history(history: list[dict], path: str | Path, monitor: str) -> Path | 
     validated = [(r["epoch"], r["monitor"]) for r in history if r.get("monitor") is not None]
     if validated:
         metric_axis.plot(*zip(*validated), marker=".", color="tab:orange")
-    metric_axis.set(xlabel="epoch", ylabel=monitor, title=f"validation {monitor}")
+    title = f"validation {monitor}" if validated else "no validation (data.val_count: 0)"
+    metric_axis.set(xlabel="epoch", ylabel=monitor, title=title)
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
     figure.tight_layout()

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from odssam.config import DataConfig, ExperimentConfig
+from odssam.engine.targets import loss_resolution
 from odssam.errors import OdsSamError
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -37,8 +38,14 @@ def check_train_config(cfg: ExperimentConfig, world_size: int = 1) -> None:
         problems.append("data.root is empty: point it at the dataset folder (--set data.root=PATH)")
     if cfg.data.val_count < 0:
         problems.append(f"data.val_count must be >= 0, got {cfg.data.val_count}")
+    elif cfg.data.val_count > 0 and tcfg.eval_every < 1:
+        problems.append(
+            f"train.eval_every must be at least 1 when data.val_count > 0 (validation selects best.pt), "
+            f"got {tcfg.eval_every}"
+        )
     if problems:
         raise OdsSamError("bad training config: " + "; ".join(problems))
+    loss_resolution(tcfg)
     monitor_direction(tcfg)
 
 

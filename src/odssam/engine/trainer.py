@@ -8,6 +8,16 @@ Only the prompt encoder learns; SAM is frozen. Two input paths:
 * decoded (``train.augment`` or ``train.cache_embeddings: false``): images are decoded,
   augmented and encoded by SAM on every step, as AutoSAM-style training does.
 
+Which model is the result (the paper trains on the whole training set and says nothing
+of checkpoint selection):
+
+* ``data.val_count: 0`` (default, the paper's protocol): every training image is trained
+  on, nothing is validated during training, and the final model is the last epoch's
+  (``last.pt``). No test image is opened before the final evaluation.
+* ``data.val_count: N > 0`` (opt-in): N training images are held out, validated every
+  ``train.eval_every`` epochs (and after the last), and ``best.pt`` keeps the epoch with
+  the best ``train.monitor`` on them; the final model is ``best.pt``.
+
 One process or several under ``torchrun`` (DistributedDataParallel; ``train.batch_size``
 is the global batch, split evenly over the processes). Rank 0 writes the run folder::
 
@@ -15,11 +25,12 @@ is the global batch, split evenly over the processes). Rank 0 writes the run fol
         config.yaml          resolved experiment config
         splits/<split>.json  the samples of every split used
         cache.json           embedding-cache statistics (hits, misses, build time)
-        last.pt, best.pt     checkpoints (odssam.engine.checkpoint)
+        last.pt              the last epoch, with the optimizer state (resumable)
+        best.pt              with validation only: the epoch of the best validation score
         metrics.jsonl        one line per epoch
         tensorboard/         TensorBoard events
-        curves.png           loss and validation metric per epoch
-        report.{json,csv,md} final evaluation of best.pt on the test split(s)
+        curves.png           loss (and validation metric) per epoch
+        report.{json,csv,md} final evaluation of the final model on the test split(s)
 """
 
 from __future__ import annotations
@@ -34,13 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from odssam.config import ExperimentConfig, to_dict
+from odssam.config import ExperimentConfig, ModelConfig, from_dict, to_dict
 from odssam.engine import checkpoint as ckpt
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
@@ -63,6 +73,8 @@ from odssam.engine.logging import (
 from odssam.engine.graphed_step import GraphedStep, graph_unsupported_reason, warmup_steps
 from odssam.engine.precision import autocast, autocast_dtype
 from odssam.engine.progress import progress_bar
+from odssam.engine.targets import TrainingLoss, batch_layout, collate_training_items, loss_resolution
+from odssam.engine.targets import target_size as target_sizes
 from odssam.engine.setup import (
     build_split,
     check_train_config,
@@ -95,9 +107,12 @@ class TrainResult:
         steps: Optimizer steps taken in total.
         best_metric: Best validation value of ``train.monitor`` (``None`` without validation).
         history: The records of ``metrics.jsonl``.
-        test_results: Final evaluation of ``best.pt`` per test set.
-        model: The trained :class:`~odssam.models.ods_sam.OdsSam`, in eval mode; with
-            ``train.final_eval`` it holds ``best.pt``'s weights, else the last epoch's.
+        test_results: Final evaluation of the final model per test set (empty without
+            ``train.final_eval``).
+        model: The trained :class:`~odssam.models.ods_sam.OdsSam`, in eval mode, holding
+            the final model's weights (those of ``checkpoint``).
+        checkpoint: The final model's checkpoint: ``last.pt`` (the last epoch) by default,
+            ``best.pt`` when ``data.val_count > 0`` selected an epoch on validation images.
     """
 
     run_dir: Path
@@ -107,6 +122,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     test_results: list[MetricResult] = field(default_factory=list)
     model: torch.nn.Module | None = None
+    checkpoint: Path | None = None
 
 
 def train(
@@ -161,7 +177,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     resumed = None
     if resume:
         resumed = ckpt.load_checkpoint(last_path)
-        if resumed["config"]["model"] != to_dict(cfg.model):
+        # Through the dataclass, so that fields added since the run started take their defaults.
+        if to_dict(from_dict(ModelConfig, resumed["config"]["model"])) != to_dict(cfg.model):
             raise OdsSamError(f"{last_path}: the model config differs from the one being resumed; resume with its config")
         if "optimizer" not in resumed:
             raise OdsSamError(f"{last_path}: holds no optimizer state, so it cannot be resumed")
@@ -189,18 +206,28 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     # ------------------------------------------------------------------ data
     split_path = run_dir / "splits" / "split.json"
     recorded_split = split_path if resume and split_path.is_file() else None
+    # Test images are only listed here (split record); they are first opened by the final
+    # evaluation, after training.
+    validating = dcfg.val_count > 0
     train_set = build_split(dcfg, "train", recorded_split)
-    val_split = "val" if dcfg.val_count > 0 else "test"
-    val_set = build_split(dcfg, val_split, recorded_split)
+    val_set = build_split(dcfg, "val", recorded_split) if validating else None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json_atomic(split_path, train_set.split_record())
-    say(f"data: {dcfg.dataset} train {len(train_set)} images, {val_split} {len(val_set)} images")
+    if validating:
+        say(f"data: {dcfg.dataset} train {len(train_set)} images, val {len(val_set)} images (select best.pt)")
+    else:
+        say(f"data: {dcfg.dataset} train {len(train_set)} images, no validation (the final model is the last epoch's)")
 
     # ------------------------------------------------------------------ embedding cache
     use_cache_for_training = tcfg.cache_embeddings and not tcfg.augment
-    target_size = model.image_size if tcfg.full_resolution_loss else model.logit_size
+    resolution = loss_resolution(tcfg)
+    if tcfg.full_resolution_loss:
+        warnings.warn(
+            "train.full_resolution_loss is deprecated: read as train.loss_resolution: input", FutureWarning, stacklevel=2
+        )
+    target_size = target_sizes(resolution, model.image_size, model.logit_size)
     cache = val_records = None
     if tcfg.cache_embeddings:
         cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else run_dir.parent / ".embedding-cache"
@@ -212,9 +239,10 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             train_records, stats = build_embedding_cache(model, train_set, cache, info, description="cache train", **build)
             cache_report["train"] = stats.to_dict()
             say(f"cache train: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
-        val_records, stats = build_embedding_cache(model, val_set, cache, info, description=f"cache {val_split}", **build)
-        cache_report[val_split] = stats.to_dict()
-        say(f"cache {val_split}: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
+        if validating:
+            val_records, stats = build_embedding_cache(model, val_set, cache, info, description="cache val", **build)
+            cache_report["val"] = stats.to_dict()
+            say(f"cache val: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
         if main:
             write_json_atomic(run_dir / ("cache.json" if not resume else "cache-resumed.json"), cache_report)
     if use_cache_for_training:
@@ -239,6 +267,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         num_workers=dcfg.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=drop_partial_batch,
+        collate_fn=collate_training_items,
         # Cached items have no per-epoch state, so workers can live across epochs.
         persistent_workers=use_cache_for_training and dcfg.num_workers > 0,
         # Worker seeds come from here, not from the global RNG, whose stream must not depend
@@ -260,7 +289,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     scheduler = None
     if tcfg.lr_schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    loss_fn = DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight)
+    training_loss = TrainingLoss(DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight), resolution, model.image_size)
     higher_is_better = monitor_direction(tcfg)
 
     start_epoch, step, best_metric = 0, 0, None
@@ -312,8 +341,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             payload["rng"] = ckpt.capture_rng_state()
         return payload
 
-    def training_step(target: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        """Forward, loss, backward and optimizer step on one batch already on the device."""
+    def training_step(target: torch.Tensor, *inputs: torch.Tensor, layout=None) -> torch.Tensor:
+        """Forward, loss, backward and optimizer step on one batch already on the device.
+
+        ``layout``: per-image sizes of a label-resolution batch (:func:`batch_layout`).
+        """
         with autocast(device, amp_dtype, cache_enabled=not use_graph):
             if use_cache_for_training:
                 # Copied in their stored 16-bit form, widened on the device.
@@ -321,9 +353,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
                 logits = train_model(prompt_input, image_embeddings=embedding)
             else:
                 logits = train_model(inputs[0])
-        if logits.shape[-1] != target.shape[-1]:  # full-resolution loss
-            logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-        loss = loss_fn(logits, target)
+        loss = training_loss(logits, target, layout)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -352,10 +382,11 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         for batch in bar:
             target = batch["target"]
             inputs = (batch["prompt_input"], batch["embedding"]) if use_cache_for_training else (batch["x"],)
+            layout = batch_layout(batch)
             if graphed_step is not None:
-                loss = graphed_step(target, *inputs)
+                loss = graphed_step(target, *inputs, layout=layout)
             else:
-                loss = training_step(*(t.to(device, non_blocking=True) for t in (target, *inputs)))
+                loss = training_step(*(t.to(device, non_blocking=True) for t in (target, *inputs)), layout=layout)
             if scheduler is not None:
                 scheduler.step()
             step += 1
@@ -386,8 +417,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         # -------------------------------------------------------------- validate, checkpoint, log
         validation = None
         last_epoch = epoch == tcfg.epochs or (tcfg.max_steps is not None and step >= tcfg.max_steps)
-        if main and tcfg.eval_every > 0 and (epoch % tcfg.eval_every == 0 or last_epoch):
-            eval_args = dict(name=val_split, metrics=tcfg.metrics, batch_size=per_rank_batch, amp_dtype=amp_dtype)
+        if main and validating and (epoch % tcfg.eval_every == 0 or last_epoch):
+            eval_args = dict(name="val", metrics=tcfg.metrics, batch_size=per_rank_batch, amp_dtype=amp_dtype)
             if val_records is not None:
                 validation = evaluate_cached(model, cache, val_records, num_workers=dcfg.num_workers, **eval_args)
             else:
@@ -415,7 +446,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         completed_epochs = epoch
         if main:
             ckpt.save_checkpoint(last_path, checkpoint_payload(epoch, with_training_state=True))
-            if improved or (tcfg.eval_every <= 0 and last_epoch):
+            if improved:
                 ckpt.save_checkpoint(best_path, checkpoint_payload(epoch, with_training_state=False))
             metrics_log.append(record)
             tensorboard.epoch(record)
@@ -424,15 +455,18 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, best_metric))
         barrier(info)
 
-    # ------------------------------------------------------------------ final evaluation
+    # ------------------------------------------------------------------ final model and evaluation
+    # The last epoch's weights are in memory (and in last.pt); with validation the final
+    # model is best.pt (last.pt only if no epoch got a finite validation score).
+    final_path = best_path if validating and best_path.exists() else last_path
+    final_epoch = completed_epochs
+    if final_path == best_path:  # every rank, so all end with the same weights
+        best = ckpt.load_checkpoint(best_path)
+        prompt_encoder.load_state_dict(best["prompt_encoder"])
+        final_epoch = best["epoch"]
+    model.eval()
     test_results: list[MetricResult] = []
     if tcfg.final_eval:
-        if main and not best_path.exists() and last_path.exists():
-            ckpt.save_checkpoint(best_path, checkpoint_payload(completed_epochs, with_training_state=False))
-        barrier(info)
-        if best_path.exists():  # every rank, so all end with the same weights
-            prompt_encoder.load_state_dict(ckpt.load_checkpoint(best_path)["prompt_encoder"])
-        model.eval()
         for name, dataset in test_splits(dcfg, say) if main else ():
             if dcfg.test_sets:
                 write_json_atomic(run_dir / "splits" / f"test-{name}.json", dataset.split_record())
@@ -444,7 +478,10 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         if test_results:
             from odssam.metrics.report import format_table, write_report
 
-            title = f"{cfg.name}: best.pt on the test split" + ("s" if len(test_results) > 1 else "")
+            chosen = f"best val {tcfg.monitor}" if final_path == best_path else "last epoch"
+            title = f"{cfg.name}: {final_path.name} (epoch {final_epoch}, {chosen}) on the test split" + (
+                "s" if len(test_results) > 1 else ""
+            )
             write_report(test_results, run_dir, "report", title=title)
             say(format_table(test_results, legend=False))
     barrier(info)
@@ -459,6 +496,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         history=list(history),
         test_results=test_results,
         model=model.eval(),
+        checkpoint=final_path,
     )
 
 

@@ -4,7 +4,7 @@
 
     from odssam.inference import Predictor, PredictionWriter, expand_inputs
 
-    predictor = Predictor.from_checkpoint("runs/demo/best.pt", device="auto")
+    predictor = Predictor.from_checkpoint("runs/demo/last.pt", device="auto")
     with PredictionWriter("predictions") as writer:
         for result in predictor.predict_stream(expand_inputs(["photos/"]), keep_images=True):
             if result.ok:

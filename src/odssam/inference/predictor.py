@@ -11,7 +11,7 @@ Example::
     import numpy as np
     import odssam
 
-    predictor = odssam.load("runs/mvtec_bottle/best.pt")     # an odssam training checkpoint
+    predictor = odssam.load("runs/mvtec_bottle/last.pt")     # an odssam training checkpoint
     result = predictor.predict(np.zeros((300, 400, 3), np.uint8))
     result.probability.shape, result.mask.dtype, result.score  # (300, 400), bool, max probability
 """

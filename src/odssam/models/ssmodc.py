@@ -4,8 +4,9 @@ Applied to the feature encoder's map F (Bx256x64x64), in this order:
 
 1. a depthwise-separable convolution (DW 3x3 -> PW 1x1 -> BN),
 2. ``ssm.num_layers`` OD-SSM blocks (VMamba-style SS2D with residual, see :mod:`odssam.models.od_ssm`),
-3. ``odconv.num_layers`` parallel ODConv branches with dilations 1, 2, ...; each
-   ODConv -> BN -> GELU, fused by summation.
+3. ``odconv.num_layers`` ODConv layers with dilations 1, 2, ...; each ODConv -> BN -> GELU,
+   either parallel branches fused by summation (default) or stacked one after the other
+   (``odconv.arrangement``; the paper does not say which).
 
 Each stage can be switched off for the paper's ablations (Tables 4-6). The residual
 ``P = F + SSMODC(F)`` is added by the prompt encoder.
@@ -36,12 +37,18 @@ class DepthwiseSeparableConv(nn.Sequential):
         self.norm = nn.BatchNorm2d(dim)
 
 
+ODCONV_ARRANGEMENTS = ("parallel", "stacked")
+
+
 class DilatedODConv(nn.Module):
-    """Parallel ODConv -> BN -> GELU branches at dilations 1..num_layers, summed.
+    """ODConv -> BN -> GELU layers at dilations 1..num_layers, parallel or stacked.
+
+    ``parallel``: ``sum_d layer_d(x)``; ``stacked``: ``layer_n(... layer_1(x))``. The layers
+    (and their state-dict keys, ``branches.<d-1>``) are the same in both arrangements.
 
     Args:
         dim: Input and output channels.
-        cfg: ODConv settings (number of branches, kernel, candidate kernels, attention).
+        cfg: ODConv settings (number of layers, arrangement, kernel, candidate kernels, attention).
 
     Shapes:
         BxCxHxW -> BxCxHxW (padding keeps the size at every dilation).
@@ -49,6 +56,7 @@ class DilatedODConv(nn.Module):
 
     def __init__(self, dim: int, cfg: ODConvConfig):
         super().__init__()
+        self.arrangement = cfg.arrangement
         self.branches = nn.ModuleList(
             nn.Sequential(
                 ODConv2d(
@@ -69,6 +77,10 @@ class DilatedODConv(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.arrangement == "stacked":
+            for layer in self.branches:
+                x = layer(x)
+            return x
         out = self.branches[0](x)
         for branch in self.branches[1:]:
             out = out + branch(x)
@@ -124,6 +136,11 @@ def _check_config(cfg: PromptEncoderConfig) -> None:
         if odconv.num_layers < 1:
             raise OdsSamError(
                 f"{where}.odconv.num_layers must be at least 1 when use_odconv is on, got {odconv.num_layers}"
+            )
+        if odconv.arrangement not in ODCONV_ARRANGEMENTS:
+            raise OdsSamError(
+                f"{where}.odconv.arrangement must be one of {', '.join(ODCONV_ARRANGEMENTS)}, "
+                f"got {odconv.arrangement!r}"
             )
         if odconv.kernel_size < 1 or odconv.kernel_size % 2 == 0:
             raise OdsSamError(f"{where}.odconv.kernel_size must be a positive odd number, got {odconv.kernel_size}")

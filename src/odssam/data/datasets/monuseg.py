@@ -5,8 +5,8 @@ Training data: ``MoNuSegTrainingData/{Tissue_Images,Annotations}/`` (the officia
 ``MoNuSegTestData/`` with ``.tif`` and ``.xml`` side by side (or in the same
 sub-folders). Masks are the XML polygons rasterised at the image size; where an image
 has no XML, a binary PNG of the same stem in ``Binary_masks/`` or ``masks/`` is used
-(copies of the dataset often ship those instead). Protocol: 30 train (the paper holds 6
-out for validation: ``val_count=6``) / 14 test, images at 512x512.
+(copies of the dataset often ship those instead). Protocol: 30 train (all trained on; the
+paper holds none out) / 14 test, images at 512x512.
 """
 
 from __future__ import annotations
