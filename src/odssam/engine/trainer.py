@@ -161,7 +161,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     resumed = None
     if resume:
         resumed = ckpt.load_checkpoint(last_path)
-        if resumed["config"]["model"] != to_dict(cfg.model):
+        stored_model = ckpt.resumable_model_config(resumed["config"]["model"])
+        if stored_model != ckpt.resumable_model_config(to_dict(cfg.model)):
             raise OdsSamError(f"{last_path}: the model config differs from the one being resumed; resume with its config")
         if "optimizer" not in resumed:
             raise OdsSamError(f"{last_path}: holds no optimizer state, so it cannot be resumed")
@@ -175,7 +176,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed)
     random.seed(tcfg.seed)
-    model = build_ods_sam(cfg.model).to(device)
+    # A resumed run's weights come from last.pt: the feature encoder's starting file is not read.
+    model = build_ods_sam(cfg.model, feature_encoder_weights=resumed is None).to(device)
     prompt_encoder = model.prompt_encoder  # the module whose weights checkpoints hold
     sam_fingerprint = sam_weights_fingerprint(model.sam)
     channels_last = device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last
@@ -185,6 +187,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
     say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
     say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
+    say(f"feature encoder starts from: {'last.pt (resumed)' if resumed else prompt_encoder.feature_encoder_weights}")
 
     # ------------------------------------------------------------------ data
     split_path = run_dir / "splits" / "split.json"
