@@ -139,14 +139,18 @@ def cached_published_weights(name: str, cache_dir: str | Path | None = None) -> 
 
 
 def download_published_weights(
-    name: str, dest_dir: str | Path | None = None, url: str | None = None, progress: bool = True
+    name: str,
+    dest_dir: str | Path | None = None,
+    url: str | None = None,
+    progress: bool = True,
+    expected: Digest | None = None,
 ) -> Path:
-    """Download a published file (or a mirror of it) and verify it against its digest."""
+    """Download a published file (or a mirror of it) and verify it against its digest (or ``expected``)."""
     weights = PUBLISHED_WEIGHTS[name]
     return download_checkpoint(
         url or weights.url,
         dest_dir,
-        expected=weights.digest,
+        expected=expected or weights.digest,
         progress=progress,
         file_name=weights.file_name,
         hint=_where_to_get(weights),
@@ -392,3 +396,27 @@ def initialise_feature_encoder(encoder: nn.Module, cfg: FeatureEncoderConfig) ->
     check_config_fits(weights, cfg)
     load_feature_encoder_weights(encoder, weights)
     return describe_weights(weights)
+
+
+def check_published_weights_file(path: str | Path, published: PublishedWeights) -> str:
+    """Check that a file loads strictly into the feature encoder ``published`` is made for.
+
+    Returns:
+        A line saying what it fits. Raises :class:`OdsSamError` otherwise.
+    """
+    from odssam.models.feature_encoder import FeatureEncoder
+
+    cfg = FeatureEncoderConfig(
+        backbone=published.backbone,
+        neck_blocks=published.neck_blocks,
+        upsample_mode=SAM_UPSAMPLE_MODE,
+        norm_eps=SAM_NORM_EPS,
+    )
+    encoder = FeatureEncoder(cfg)
+    weights = read_feature_encoder_weights(path, num_levels=len(encoder.neck.lateral))
+    load_feature_encoder_weights(encoder, weights)
+    values = sum(tensor.numel() for tensor in weights.state.values())
+    return (
+        f"{weights.layout} weights fit the feature encoder (backbone {cfg.backbone}, {cfg.neck_blocks} neck blocks; "
+        f"{values / 1e6:.2f} M values)"
+    )
