@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,9 @@ def tiny_sam_cfg(checkpoint) -> FeatureEncoderConfig:
     return FeatureEncoderConfig(**TINY_ENCODER, **SAM_NECK, checkpoint=str(checkpoint) if checkpoint else None)
 
 
+AUTO_TINY = PromptEncoderConfig(input_size=64, feature_encoder=tiny_sam_cfg("auto"))
+
+
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.clone() for key, value in module.state_dict().items()}
 
@@ -70,7 +74,8 @@ def test_mapping_covers_the_official_l1_image_encoder_exactly():
     mapped = {map_efficientvit_sam_key(name): shape for name, shape in official}
     assert None not in mapped and len(mapped) == len(official)  # every key has a rule, no two collide
     assert mapped == ours  # same names and shapes, nothing left over on either side
-    parameters = sum(torch.Size(shape).numel() for name, shape in official if "running" not in name and "batches" not in name)
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    parameters = sum(torch.Size(shape).numel() for name, shape in official if not name.endswith(statistics))
     assert parameters == 43_585_568
 
 
@@ -83,8 +88,9 @@ def test_mapping_spot_checks():
     assert map_efficientvit_sam_key("image_encoder.backbone.stages.0.op_list.1.main.conv1.conv.weight") == (
         "backbone.stem.res0.main.conv1.conv.weight"
     )
-    assert map_efficientvit_sam_key("image_encoder.backbone.stages.4.op_list.3.context_module.main.qkv.conv.weight") == (
-        "backbone.stages.3.blocks.3.context_module.main.qkv.conv.weight"
+    attention = "context_module.main.qkv.conv.weight"
+    assert map_efficientvit_sam_key(f"image_encoder.backbone.stages.4.op_list.3.{attention}") == (
+        f"backbone.stages.3.blocks.3.{attention}"
     )
     assert map_efficientvit_sam_key("image_encoder.neck.output_ops.0.op_list.0.conv.bias") == "neck.proj.bias"
     assert map_efficientvit_sam_key("image_encoder.norm.weight") == "neck.norm.weight"
@@ -179,7 +185,8 @@ def load_into_tiny(path, **overrides) -> None:
 def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
     dropped = "image_encoder.neck.middle.op_list.0.main.point_conv.conv.weight"
     path = release_variant(tmp_path, lambda state: state.pop(dropped))
-    with pytest.raises(OdsSamError, match=rf"{path}.*1 missing keys \(neck\.blocks\.0\.main\.point_conv\.conv\.weight\)"):
+    missing = r"1 missing keys \(neck\.blocks\.0\.main\.point_conv\.conv\.weight\)"
+    with pytest.raises(OdsSamError, match=re.escape(str(path)) + ".*" + missing):
         load_into_tiny(path)
 
     extra = "image_encoder.neck.middle.op_list.1.main.point_conv.conv.weight"  # a second neck block
@@ -226,7 +233,7 @@ def test_release_weights_require_their_neck_settings(tiny_release):
         (lambda p: torch.save({"foo.weight": torch.zeros(2)}, p), "neither an EfficientViT-SAM checkpoint"),
         (lambda p: torch.save(torch.zeros(3), p), "not a feature-encoder state dict: it holds a tensor"),
         (lambda p: torch.save({"state_dict": {"stem.x": 3}}, p), "not a plain state dict"),
-        (lambda p: torch.save({"when": datetime.date(2024, 1, 1)}, p), "refused: the file holds pickled Python objects"),
+        (lambda p: torch.save({"when": datetime.date(2024, 1, 1)}, p), "refused: the file holds pickled Python"),
         (lambda p: torch.save({"format": "odssam", "version": 1}, p), "odssam training checkpoint"),
         (lambda p: p.write_bytes(b"not a checkpoint"), "truncated or corrupt"),
     ],
@@ -243,7 +250,7 @@ def test_a_truncated_release_file_is_refused(tiny_release, tmp_path):
     path, _ = tiny_release
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(OdsSamError, match=rf"{truncated}: truncated or corrupt"):
+    with pytest.raises(OdsSamError, match=re.escape(f"{truncated}: truncated or corrupt")):
         load_into_tiny(truncated)
     safetensors_file = tmp_path / "broken.safetensors"
     safetensors_file.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
@@ -270,7 +277,7 @@ def served_release(served, monkeypatch, tmp_path):
     state = save_release_checkpoint(folder / "efficientvit_sam_tiny.pt", TINY)
     digest = Digest("sha256", hashlib.sha256((folder / "efficientvit_sam_tiny.pt").read_bytes()).hexdigest())
     entry = PublishedWeights(
-        "efficientvit_sam_tiny", "EfficientViT-SAM-tiny", f"{base_url}/efficientvit_sam_tiny.pt",
+        "efficientvit_sam_tiny", f"{base_url}/efficientvit_sam_tiny.pt",
         "efficientvit_sam_tiny.pt", digest, "efficientvit_tiny", 1,
     )
     monkeypatch.setitem(feature_encoder_weights.PUBLISHED_WEIGHTS, entry.name, entry)
@@ -279,9 +286,8 @@ def served_release(served, monkeypatch, tmp_path):
 
 def test_auto_downloads_once_verifies_and_loads(served_release):
     entry, state, requests = served_release
-    cfg = PromptEncoderConfig(input_size=64, feature_encoder=tiny_sam_cfg("auto"))
-    first = build_prompt_encoder(cfg, load_weights=True)
-    second = build_prompt_encoder(cfg, load_weights=True)
+    first = build_prompt_encoder(AUTO_TINY, load_weights=True)
+    second = build_prompt_encoder(AUTO_TINY, load_weights=True)
     cached = default_cache_dir() / entry.file_name
     assert len(requests) == 1 and cached.is_file()
     assert str(cached) in first.feature_encoder_weights
@@ -295,7 +301,7 @@ def test_auto_refuses_a_download_with_the_wrong_digest(served_release, monkeypat
     wrong = PublishedWeights(**{**vars(entry), "digest": Digest("sha256", "0" * 64)})
     monkeypatch.setitem(feature_encoder_weights.PUBLISHED_WEIGHTS, entry.name, wrong)
     with pytest.raises(OdsSamError, match="failed verification"):
-        build_prompt_encoder(PromptEncoderConfig(input_size=64, feature_encoder=tiny_sam_cfg("auto")), load_weights=True)
+        build_prompt_encoder(AUTO_TINY, load_weights=True)
     assert not (default_cache_dir() / entry.file_name).exists()
 
 
@@ -304,7 +310,7 @@ def test_auto_without_network_says_where_to_get_the_file(served_release, monkeyp
     offline = PublishedWeights(**{**vars(entry), "url": f"http://127.0.0.1:{free_port()}/efficientvit_sam_tiny.pt"})
     monkeypatch.setitem(feature_encoder_weights.PUBLISHED_WEIGHTS, entry.name, offline)
     with pytest.raises(OdsSamError) as error:
-        build_prompt_encoder(PromptEncoderConfig(input_size=64, feature_encoder=tiny_sam_cfg("auto")), load_weights=True)
+        build_prompt_encoder(AUTO_TINY, load_weights=True)
     message = str(error.value)
     assert offline.url in message and entry.digest.hexdigest in message
     assert "model.prompt_encoder.feature_encoder.checkpoint" in message and "null" in message
@@ -312,7 +318,8 @@ def test_auto_without_network_says_where_to_get_the_file(served_release, monkeyp
 
 def test_auto_needs_published_weights_for_the_backbone():
     with pytest.raises(OdsSamError, match="no published weights fit backbone 'efficientvit_l2'"):
-        initialise_feature_encoder(torch.nn.Module(), FeatureEncoderConfig(backbone="efficientvit_l2", checkpoint="auto"))
+        cfg = FeatureEncoderConfig(backbone="efficientvit_l2", checkpoint="auto")
+        initialise_feature_encoder(torch.nn.Module(), cfg)
 
 
 # --------------------------------------------------------------------------- odssam weights
@@ -362,7 +369,8 @@ def test_a_checkpoint_written_before_the_new_fields_still_loads(tmp_path):
         del payload["config"]["model"]["prompt_encoder"]["feature_encoder"][field]
     loaded, loaded_cfg = load_model_from_checkpoint(save_checkpoint(tmp_path / "old.pt", payload))
     assert loaded_cfg.model.prompt_encoder.feature_encoder.checkpoint is None
-    assert torch.equal(loaded.prompt_encoder.feature_encoder.neck.proj.weight, model.prompt_encoder.feature_encoder.neck.proj.weight)
+    for key, value in model.prompt_encoder.state_dict().items():
+        assert torch.equal(loaded.prompt_encoder.state_dict()[key], value), key
 
 
 def test_resume_compares_model_configs_without_the_starting_weights():

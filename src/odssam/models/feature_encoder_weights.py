@@ -82,7 +82,6 @@ class PublishedWeights:
 
     Attributes:
         name: Registry name (``odssam weights download NAME``).
-        title: Human name of the model.
         url: Download address.
         file_name: Official file name (the name in the cache).
         digest: Published digest of the file (HuggingFace's Git LFS SHA-256).
@@ -91,7 +90,6 @@ class PublishedWeights:
     """
 
     name: str
-    title: str
     url: str
     file_name: str
     digest: Digest
@@ -104,7 +102,6 @@ PUBLISHED_WEIGHTS: dict[str, PublishedWeights] = {
     for weights in (
         PublishedWeights(
             "efficientvit_sam_l1",
-            "EfficientViT-SAM-L1",
             "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/efficientvit_sam_l1.pt",
             "efficientvit_sam_l1.pt",
             Digest("sha256", "fa151df2b9b96896accd505470755cdd293a4c50cdabac95478f3fbd86d9152b"),
@@ -122,7 +119,7 @@ def published_weights_by_file_name(file_name: str) -> PublishedWeights | None:
 
 def _where_to_get(weights: PublishedWeights) -> str:
     return (
-        f"download {weights.url} (sha256 {weights.digest.hexdigest}) by other means and set "
+        f"Download {weights.url} (sha256 {weights.digest.hexdigest}) by other means and set "
         f"{CONFIG_KEY}.checkpoint to its path, or put it in {default_cache_dir()} as {weights.file_name}; "
         f"set {CONFIG_KEY}.checkpoint: null to start from random weights"
     )

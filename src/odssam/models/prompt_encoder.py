@@ -24,6 +24,7 @@ from odssam.models.ssmodc import SSMODC
 
 logger = logging.getLogger(__name__)
 
+
 def _count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
