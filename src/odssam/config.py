@@ -62,12 +62,26 @@ class FeatureEncoderConfig:
         out_channels: Channels of the dense prompt (SAM's prompt embedding dim).
         upsample_mode: How the neck resizes the coarser levels to the output grid:
             ``bilinear`` (reference design) or ``bicubic`` (EfficientViT-SAM's code).
+        norm_eps: Epsilon of every BatchNorm and of the output LayerNorm2d. ``None`` keeps
+            the building blocks' own (timm backbone BatchNorm 1e-7, neck BatchNorm 1e-5,
+            LayerNorm2d 1e-6); EfficientViT-SAM runs all its norms at ``1.0e-6``.
+        checkpoint: Starting weights of the feature encoder: ``None`` (random), ``"auto"``
+            (the published EfficientViT-SAM-L1 image encoder, ``efficientvit_sam_l1.pt``,
+            from the cache or downloaded and SHA-256 verified), a path to an EfficientViT-SAM
+            checkpoint in its official release layout (backbone and neck), or a path to a
+            timm ``efficientvit_l*`` state dict (``.safetensors``/``.pth``/``.bin``: backbone
+            only, the neck stays random). EfficientViT-SAM weights need
+            ``upsample_mode: bicubic`` and ``norm_eps: 1.0e-6`` (the functions they were
+            trained with); any other setting is refused. Used only when a model is built to
+            start training: a trained odssam checkpoint holds the weights itself.
     """
 
     backbone: str = "efficientvit_l1"
     neck_blocks: int = 8
     out_channels: int = 256
     upsample_mode: str = "bilinear"
+    norm_eps: float | None = None
+    checkpoint: str | None = None
 
 
 @dataclass

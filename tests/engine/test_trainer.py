@@ -13,11 +13,12 @@ from odssam.cli.main import main as odssam_main
 from odssam.config import load_config
 from odssam.engine import trainer as trainer_module
 from odssam.engine.augment import DecodedTrainingSet, augment_pair
-from odssam.engine.checkpoint import load_checkpoint
+from odssam.engine.checkpoint import load_checkpoint, save_checkpoint
 from odssam.engine.trainer import TrainingDiverged, train
 from odssam.errors import OdsSamError
 from odssam.models.loss import DiceBCELoss
 
+from efficientvit_sam_layout import TINY, save_release_checkpoint
 from helpers import TINY_CONFIG
 
 
@@ -259,3 +260,36 @@ def test_cli_resume_trains_further_from_the_stored_config(cli_run):
     last = load_checkpoint(run_dir / "last.pt")
     assert (last["epoch"], last["step"]) == (4, 12)
     assert load_config(run_dir / "config.yaml").train.epochs == 4
+
+
+def test_a_run_started_from_pretrained_weights_resumes_without_their_file(tiny_config, tmp_path, capsys):
+    weights = tmp_path / "efficientvit_sam_tiny.pt"
+    save_release_checkpoint(weights, TINY)
+    feature_encoder = tiny_config.model.prompt_encoder.feature_encoder
+    feature_encoder.upsample_mode, feature_encoder.norm_eps, feature_encoder.checkpoint = "bicubic", 1e-6, str(weights)
+    tiny_config.train.epochs, tiny_config.train.final_eval = 1, False
+    train(tiny_config, progress=False)
+    assert f"feature encoder starts from: EfficientViT-SAM image encoder (backbone and neck) from {weights}" in (
+        capsys.readouterr().out
+    )
+    weights.unlink()  # a resumed run takes every weight from last.pt
+    tiny_config.train.epochs = 2
+    resumed = train(tiny_config, resume=True, progress=False)
+    assert resumed.epochs == 2
+    assert "feature encoder starts from: last.pt (resumed)" in capsys.readouterr().out
+
+
+def test_a_checkpoint_written_before_the_feature_encoder_fields_resumes(tiny_config):
+    tiny_config.train.epochs, tiny_config.train.final_eval = 1, False
+    train(tiny_config, progress=False)
+    last_path = Path(tiny_config.train.output_dir) / "tiny" / "last.pt"
+    last = load_checkpoint(last_path)
+    for field in ("checkpoint", "norm_eps"):
+        del last["config"]["model"]["prompt_encoder"]["feature_encoder"][field]
+    save_checkpoint(last_path, last)
+    tiny_config.train.epochs = 2
+    assert train(tiny_config, resume=True, progress=False).epochs == 2
+    tiny_config.model.prompt_encoder.feature_encoder.neck_blocks = 2  # a real model change is still refused
+    tiny_config.train.epochs = 3
+    with pytest.raises(OdsSamError, match="model config differs"):
+        train(tiny_config, resume=True, progress=False)

@@ -50,6 +50,7 @@ def run(args) -> int:
     done = time.perf_counter()
     weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
     print(f"SAM {cfg.model.sam.variant}: {weights}")
+    print(f"feature encoder starts from: {model.prompt_encoder.feature_encoder_weights}")
     print(f"input {image.shape[1]}x{image.shape[0]} -> probability map {prob.shape[1]}x{prob.shape[0]}")
     print(
         f"probability min {prob.min():.4f} mean {prob.mean():.4f} max {prob.max():.4f}; "

@@ -1,4 +1,4 @@
-"""``odssam weights``: list, download and verify SAM checkpoints."""
+"""``odssam weights``: list, download and verify SAM checkpoints and the feature encoder's published weights."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from odssam.models.checkpoints import (
     official_checkpoint_by_file_name,
     verify_file,
 )
+from odssam.models.feature_encoder_weights import (
+    PUBLISHED_WEIGHTS,
+    check_published_weights_file,
+    download_published_weights,
+    published_weights_by_file_name,
+)
 from odssam.models.sam import (
     SAM_REGISTRY,
     build_sam,
@@ -29,24 +35,35 @@ from odssam.models.sam import (
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("weights", help="list, download and verify SAM checkpoints")
+    parser = subparsers.add_parser("weights", help="list, download and verify SAM and feature-encoder weights")
     actions = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="SAM variants, their official files and whether they are cached")
+    listing = actions.add_parser("list", help="official weight files and whether they are cached")
     listing.add_argument("--dir", type=Path, help=f"checkpoint directory (default: {default_cache_dir()})")
     listing.set_defaults(func=run_list)
 
     download = actions.add_parser("download", help="download and verify an official checkpoint")
-    download.add_argument("variant", choices=list(OFFICIAL_CHECKPOINTS), metavar="VARIANT")
+    download.add_argument(
+        "variant",
+        choices=[*OFFICIAL_CHECKPOINTS, *PUBLISHED_WEIGHTS],
+        metavar="VARIANT",
+        help=f"a SAM variant or feature-encoder weights: {', '.join([*OFFICIAL_CHECKPOINTS, *PUBLISHED_WEIGHTS])}",
+    )
     download.add_argument("--dir", type=Path, help=f"target directory (default: {default_cache_dir()})")
     download.add_argument("--url", help="a mirror of the official file (still verified against its digest)")
     download.add_argument("--digest", help="expected digest as ALGORITHM:HEX (md5 or sha256) for a custom file")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
     download.set_defaults(func=run_download)
 
-    verify = actions.add_parser("verify", help="check a checkpoint's digest and that it loads into SAM")
+    verify = actions.add_parser(
+        "verify", help="check a checkpoint's digest and that it loads into SAM (or into the feature encoder)"
+    )
     verify.add_argument("path", type=Path, metavar="PATH")
-    verify.add_argument("--variant", choices=list(SAM_REGISTRY), help="variant the file must fit")
+    verify.add_argument(
+        "--variant",
+        choices=[*SAM_REGISTRY, *PUBLISHED_WEIGHTS],
+        help="SAM variant or feature-encoder weights the file must fit (default: from its name or contents)",
+    )
     verify.add_argument("--digest", help="expected digest as ALGORITHM:HEX (default: the official one)")
     verify.set_defaults(func=run_verify)
 
@@ -75,6 +92,15 @@ def run_list(args: argparse.Namespace) -> int:
         else:
             status = "not cached"
         rows.append((variant, official.file_name, str(official.digest), _human_size(official.size_bytes), status))
+    for weights in PUBLISHED_WEIGHTS.values():
+        path = directory / weights.file_name
+        if has_valid_stamp(path, weights.digest):
+            status = f"cached, verified: {path}"
+        elif path.is_file():
+            status = f"cached, not verified (see odssam weights verify): {path}"
+        else:
+            status = "not cached"
+        rows.append((weights.name, weights.file_name, str(weights.digest), "-", f"feature encoder; {status}"))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
@@ -83,12 +109,16 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    expected = Digest.parse(args.digest) if args.digest else None
+    if args.variant in PUBLISHED_WEIGHTS:
+        path = download_published_weights(args.variant, args.dir, args.url, not args.quiet, expected)
+        print(path)
+        return 0
     official = OFFICIAL_CHECKPOINTS[args.variant]
-    expected = Digest.parse(args.digest) if args.digest else official.digest
     path = download_checkpoint(
         args.url or args.variant,
         dest_dir=args.dir,
-        expected=expected,
+        expected=expected or official.digest,
         progress=not args.quiet,
         file_name=official.file_name,
     )
@@ -98,6 +128,14 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     path: Path = args.path.expanduser()
+    published = PUBLISHED_WEIGHTS.get(args.variant) if args.variant else published_weights_by_file_name(path.name)
+    if published is not None:
+        expected = Digest.parse(args.digest) if args.digest else published.digest
+        verify_file(path, expected)
+        origin = "the given digest" if args.digest else f"the published {published.name} file"
+        print(f"{path}: {expected.algorithm} {expected.hexdigest} matches {origin}")
+        print(f"{path}: {check_published_weights_file(path, published)}")
+        return 0
     official = OFFICIAL_CHECKPOINTS.get(args.variant) if args.variant else official_checkpoint_by_file_name(path.name)
     expected = Digest.parse(args.digest) if args.digest else (official.digest if official else None)
     if expected is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from odssam.config import ExperimentConfig, from_dict
+from odssam.config import ExperimentConfig, ModelConfig, from_dict, to_dict
 from odssam.errors import OdsSamError
 from odssam.utils.atomic import atomic_write
 
@@ -89,6 +89,19 @@ def config_from_checkpoint(payload: dict[str, Any], path: str | Path = "checkpoi
         raise OdsSamError(f"{path}: the stored config does not match this odssam version: {error}") from error
 
 
+def resumable_model_config(model: dict[str, Any]) -> dict[str, Any]:
+    """A model config as the trainer compares it when resuming (``last.pt``'s against the given one).
+
+    Missing fields take this version's defaults, so a checkpoint written before a field
+    existed compares equal to a config that leaves it at its default. The feature encoder's
+    starting weights (``prompt_encoder.feature_encoder.checkpoint``) are left out: they say
+    where a run began, and a resumed run takes every weight from ``last.pt``.
+    """
+    full = to_dict(from_dict(ModelConfig, model, "model."))
+    del full["prompt_encoder"]["feature_encoder"]["checkpoint"]
+    return full
+
+
 def load_model_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", sam_checkpoint: str | None = None
 ):
@@ -115,7 +128,9 @@ def load_model_from_checkpoint(
     cfg = config_from_checkpoint(payload, path)
     if sam_checkpoint is not None:
         cfg.model.sam.checkpoint = sam_checkpoint
-    model = build_ods_sam(cfg.model)
+    # The trained prompt encoder's weights are in the checkpoint: its feature encoder's
+    # starting weights (feature_encoder.checkpoint) are neither needed nor read.
+    model = build_ods_sam(cfg.model, feature_encoder_weights=False)
     fingerprint = sam_weights_fingerprint(model.sam)
     if fingerprint != payload["sam_fingerprint"]:
         source = cfg.model.sam.checkpoint or f"random weights with init_seed={cfg.model.sam.init_seed}"

@@ -50,7 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from odssam.config import ExperimentConfig, ModelConfig, from_dict, to_dict
+from odssam.config import ExperimentConfig, to_dict
 from odssam.engine import checkpoint as ckpt
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
@@ -177,8 +177,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     resumed = None
     if resume:
         resumed = ckpt.load_checkpoint(last_path)
-        # Through the dataclass, so that fields added since the run started take their defaults.
-        if to_dict(from_dict(ModelConfig, resumed["config"]["model"])) != to_dict(cfg.model):
+        stored_model = ckpt.resumable_model_config(resumed["config"]["model"])
+        if stored_model != ckpt.resumable_model_config(to_dict(cfg.model)):
             raise OdsSamError(f"{last_path}: the model config differs from the one being resumed; resume with its config")
         if "optimizer" not in resumed:
             raise OdsSamError(f"{last_path}: holds no optimizer state, so it cannot be resumed")
@@ -192,7 +192,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed)
     random.seed(tcfg.seed)
-    model = build_ods_sam(cfg.model).to(device)
+    # A resumed run's weights come from last.pt: the feature encoder's starting file is not read.
+    model = build_ods_sam(cfg.model, feature_encoder_weights=resumed is None).to(device)
     prompt_encoder = model.prompt_encoder  # the module whose weights checkpoints hold
     sam_fingerprint = sam_weights_fingerprint(model.sam)
     channels_last = device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last
@@ -202,6 +203,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
     say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
     say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
+    say(f"feature encoder starts from: {'last.pt (resumed)' if resumed else prompt_encoder.feature_encoder_weights}")
 
     # ------------------------------------------------------------------ data
     split_path = run_dir / "splits" / "split.json"

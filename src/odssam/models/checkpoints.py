@@ -227,6 +227,7 @@ def download_checkpoint(
     progress: bool = True,
     *,
     file_name: str | None = None,
+    hint: str | None = None,
 ) -> Path:
     """Download a checkpoint, verify it and move it into place atomically.
 
@@ -238,6 +239,7 @@ def download_checkpoint(
             any other name and no digest the file is stored unverified.
         progress: Show a progress bar on stderr.
         file_name: Stored file name (default: the official name, else the URL's).
+        hint: What to do when the download fails (default: pass a SAM checkpoint by path).
 
     Returns:
         Path of the verified file. An existing file that matches ``expected`` is reused.
@@ -274,7 +276,7 @@ def download_checkpoint(
 
     # Unverified bytes never reach ``target``: a failed check discards the ``.part`` file.
     with atomic_open(target, suffix=".part", fsync=True) as handle:
-        hexdigest = _stream(url, handle, expected.algorithm if expected else "sha256", size_hint, progress)
+        hexdigest = _stream(url, handle, expected.algorithm if expected else "sha256", size_hint, progress, hint)
         if expected is not None and hexdigest != expected.hexdigest:
             raise OdsSamError(
                 f"download of {url} failed verification: {expected.algorithm} digest is {hexdigest}, "
@@ -285,7 +287,7 @@ def download_checkpoint(
     return target
 
 
-def _stream(url: str, handle, algorithm: str, size_hint: int | None, progress: bool) -> str:
+def _stream(url: str, handle, algorithm: str, size_hint: int | None, progress: bool, hint: str | None = None) -> str:
     """Copy ``url`` into ``handle``, hashing on the way; returns the hex digest."""
     hasher = hashlib.new(algorithm)
     request = urllib.request.Request(url, headers={"User-Agent": f"odssam/{__version__}"})
@@ -310,10 +312,8 @@ def _stream(url: str, handle, algorithm: str, size_hint: int | None, progress: b
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         is_http_status = isinstance(error, urllib.error.HTTPError)
         reason = error if is_http_status else getattr(error, "reason", None) or error
-        raise OdsSamError(
-            f"could not download {url}: {reason}. Download the file by other means and pass "
-            "--checkpoint PATH (model.sam.checkpoint in a config)"
-        ) from error
+        hint = hint or "Download the file by other means and pass --checkpoint PATH (model.sam.checkpoint in a config)"
+        raise OdsSamError(f"could not download {url}: {reason}. {hint}") from error
     if expected_length is not None and received != expected_length:
         raise OdsSamError(f"download of {url} stopped after {received} of {expected_length} bytes")
     return hasher.hexdigest()

@@ -1,7 +1,8 @@
 """EfficientViT feature encoder with the EfficientViT-SAM neck.
 
 The backbone is MIT han-lab's EfficientViT-Large family (multi-scale linear attention),
-taken from ``timm`` and built without pretrained weights. Its last three stages give
+taken from ``timm`` and built here with random weights (pretrained ones are loaded by
+:mod:`odssam.models.feature_encoder_weights`). Its last three stages give
 feature maps at strides 8, 16 and 32 (128, 256 and 512 channels for L0/L1/L2). The
 neck follows EfficientViT-SAM: each level is projected to the prompt width by a 1x1
 conv + BN, resized to the stride-8 grid and summed, refined by residual FusedMBConv
@@ -158,11 +159,19 @@ class SamNeck(nn.Module):
         return self.norm(self.proj(self.blocks(fused)))
 
 
+def set_norm_eps(module: nn.Module, eps: float) -> None:
+    """Set the epsilon of every BatchNorm and LayerNorm(2d) in ``module`` (in place)."""
+    for child in module.modules():
+        if isinstance(child, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, LayerNorm2d)):
+            child.eps = eps
+
+
 class FeatureEncoder(nn.Module):
     """EfficientViT backbone + EfficientViT-SAM neck.
 
     Args:
-        cfg: Backbone name, neck depth, output channels and upsampling mode.
+        cfg: Backbone name, neck depth, output channels, upsampling mode and norm epsilon
+            (``cfg.checkpoint`` is read by the builder, :mod:`odssam.models.feature_encoder_weights`).
 
     Shapes:
         Bx3xSxS -> Bx C x S/8 x S/8 with C = ``cfg.out_channels`` (Bx256x64x64 at S = 512).
@@ -181,9 +190,18 @@ class FeatureEncoder(nn.Module):
                 "config keys model.prompt_encoder.feature_encoder.neck_blocks / out_channels must be "
                 f"non-negative / positive, got {cfg.neck_blocks} / {cfg.out_channels}"
             )
+        norm_eps = cfg.norm_eps
+        is_number = isinstance(norm_eps, (int, float)) and not isinstance(norm_eps, bool)
+        if norm_eps is not None and not (is_number and norm_eps > 0):
+            raise OdsSamError(
+                "config key model.prompt_encoder.feature_encoder.norm_eps must be a positive number or null, "
+                f"got {norm_eps!r}"
+            )
         self.backbone = build_backbone(cfg.backbone)
         self.neck = SamNeck(self.backbone.out_channels, cfg.out_channels, cfg.neck_blocks, cfg.upsample_mode)
         self.out_channels = cfg.out_channels
+        if norm_eps is not None:
+            set_norm_eps(self, float(norm_eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

@@ -159,12 +159,18 @@ class OdsSam(nn.Module):
         return next(self.prompt_encoder.parameters()).device
 
 
-def build_ods_sam(cfg: ModelConfig | None = None, checkpoint: str | None = None) -> OdsSam:
+def build_ods_sam(
+    cfg: ModelConfig | None = None, checkpoint: str | None = None, *, feature_encoder_weights: bool = True
+) -> OdsSam:
     """Build ODS-SAM from a :class:`ModelConfig` (defaults: ViT-H + the paper's prompt encoder).
 
     Args:
         cfg: Model configuration.
         checkpoint: Overrides ``cfg.sam.checkpoint`` (a path, ``"auto"`` or ``None``).
+        feature_encoder_weights: Load the feature encoder's starting weights
+            (``cfg.prompt_encoder.feature_encoder.checkpoint``). Pass ``False`` when the prompt
+            encoder's weights will come from a trained odssam checkpoint, which must load
+            without the original file.
     """
     cfg = cfg or ModelConfig()
     sam_checkpoint = checkpoint if checkpoint is not None else cfg.sam.checkpoint
@@ -175,5 +181,5 @@ def build_ods_sam(cfg: ModelConfig | None = None, checkpoint: str | None = None)
     if cfg.sam.fast_encoder:
         # Same parameters and state-dict keys; picks its attention kernel per call (Triton on CUDA).
         sam.image_encoder = accelerate_image_encoder(sam.image_encoder)
-    prompt_encoder = build_prompt_encoder(cfg.prompt_encoder)
+    prompt_encoder = build_prompt_encoder(cfg.prompt_encoder, load_weights=feature_encoder_weights)
     return OdsSam(sam, prompt_encoder, prompt_input_size=cfg.prompt_encoder.input_size)

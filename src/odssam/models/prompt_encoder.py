@@ -10,6 +10,7 @@ feature encoder, 0.07 M depthwise-separable conv, 0.57 M OD-SSM, 2 x 4.73 M ODCo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -18,7 +19,10 @@ from torch import nn
 from odssam.config import FeatureEncoderConfig, PromptEncoderConfig
 from odssam.errors import OdsSamError
 from odssam.models.feature_encoder import FeatureEncoder
+from odssam.models.feature_encoder_weights import initialise_feature_encoder
 from odssam.models.ssmodc import SSMODC
+
+logger = logging.getLogger(__name__)
 
 
 def _count(module: nn.Module | None) -> int:
@@ -47,6 +51,8 @@ class OdsPromptEncoder(nn.Module):
         self.input_size = cfg.input_size
         self.residual = cfg.residual
         self.feature_encoder = FeatureEncoder(cfg.feature_encoder)
+        # Where the feature encoder's weights came from; set by build_prompt_encoder when it loads them.
+        self.feature_encoder_weights = "random initialisation"
         self.ssmodc = SSMODC(cfg.feature_encoder.out_channels, cfg)
         self.channels_last = False
 
@@ -120,8 +126,18 @@ PROMPT_ENCODER_CONFIGS: dict[str, Callable[[], PromptEncoderConfig]] = {
 }
 
 
-def build_prompt_encoder(cfg: PromptEncoderConfig | str) -> OdsPromptEncoder:
-    """Build the prompt encoder from a config or from a name in :data:`PROMPT_ENCODER_CONFIGS`."""
+def build_prompt_encoder(cfg: PromptEncoderConfig | str, load_weights: bool = False) -> OdsPromptEncoder:
+    """Build the prompt encoder from a config or from a name in :data:`PROMPT_ENCODER_CONFIGS`.
+
+    Args:
+        cfg: The config, or a registered name.
+        load_weights: Load the feature encoder's starting weights named by
+            ``cfg.feature_encoder.checkpoint`` (a model built to start training). Off by
+            default: shape-only builds and models whose weights come from a trained
+            checkpoint must not need that file.
+
+    The result's ``feature_encoder_weights`` says where the feature encoder's weights came from.
+    """
     if isinstance(cfg, str):
         try:
             cfg = PROMPT_ENCODER_CONFIGS[cfg]()
@@ -129,4 +145,8 @@ def build_prompt_encoder(cfg: PromptEncoderConfig | str) -> OdsPromptEncoder:
             raise OdsSamError(
                 f"unknown prompt encoder '{cfg}'; choose one of: {', '.join(PROMPT_ENCODER_CONFIGS)}"
             ) from None
-    return OdsPromptEncoder(cfg)
+    encoder = OdsPromptEncoder(cfg)
+    if load_weights:
+        encoder.feature_encoder_weights = initialise_feature_encoder(encoder.feature_encoder, cfg.feature_encoder)
+        logger.info("feature encoder starts from %s", encoder.feature_encoder_weights)
+    return encoder

@@ -8,9 +8,7 @@ input (``B x 256 x 64 x 64`` at the official ``S = 1024``).
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +20,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from odssam.errors import OdsSamError
 from odssam.models.checkpoints import official_checkpoint_by_file_name, resolve_checkpoint
 from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD
+from odssam.models.weights_io import describe_object, examples, read_weights_file
 
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
@@ -150,11 +149,6 @@ def build_sam(variant: str = "vit_h", checkpoint: str | Path | None = None, imag
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
 def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely (``weights_only=True``) and check it is a flat state dict.
 
@@ -163,53 +157,18 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             than tensors; or anything other than a mapping of names to tensors.
     """
     path = Path(path)
-    if not path.exists():
-        raise OdsSamError(f"SAM checkpoint not found: {path}")
-    if not path.is_file():
-        raise OdsSamError(f"SAM checkpoint {path} is not a file")
-    try:
-        # mmap needs the zip format; older files load fully into memory.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        # "Unsupported operand" means the bytes are not a pickle at all, i.e. damage.
-        if "weights only load failed" in str(error).lower() and "unsupported operand" not in str(error).lower():
-            found = re.search(r"GLOBAL ([\w.]+)", str(error))
-            raise OdsSamError(
-                f"{path}: refused: the file holds pickled Python objects other than tensors"
-                f"{f' ({found.group(1)})' if found else ''}. Checkpoints are read with weights_only=True "
-                "so that a file cannot run code; if you trust it, load it yourself with weights_only=False "
-                "and torch.save its state dict (names -> tensors) alone"
-            ) from error
-        raise OdsSamError(_corrupt_message(path, error)) from error
-    except Exception as error:  # torch reports damage as RuntimeError, EOFError, KeyError...
-        raise OdsSamError(_corrupt_message(path, error)) from error
+    official = official_checkpoint_by_file_name(path.name)
+    state = read_weights_file(path, "SAM checkpoint", official.size_bytes if official else None)
     if not isinstance(state, Mapping) or not state:
-        raise OdsSamError(f"{path}: not a SAM state dict: it holds {_describe_object(state)}")
+        raise OdsSamError(f"{path}: not a SAM state dict: it holds {describe_object(state)}")
     not_tensors = [key for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
     if not_tensors:
-        entries = ", ".join(f"{key} ({_describe_object(state[key])})" for key in list(state)[:6])
+        entries = ", ".join(f"{key} ({describe_object(state[key])})" for key in list(state)[:6])
         raise OdsSamError(
             f"{path}: not a plain state dict (names -> tensors); its top-level entries are {entries}. "
             "If the SAM weights sit under one entry, torch.save that entry alone"
         )
     return dict(state)
-
-
-def _describe_object(value: object) -> str:
-    if torch.is_tensor(value):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, Mapping):
-        return f"a mapping of {len(value)} entries"
-    return f"a {type(value).__name__}"
-
-
-def _corrupt_message(path: Path, error: BaseException) -> str:
-    size = path.stat().st_size
-    message = f"{path}: truncated or corrupt, not a readable PyTorch checkpoint ({size} bytes; {_first_line(error)})"
-    official = official_checkpoint_by_file_name(path.name)
-    if official is not None and official.size_bytes != size:
-        message += f"; the official {official.file_name} has {official.size_bytes} bytes: download it again"
-    return message
 
 
 def describe_sam_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[SamSpec, int] | None:
@@ -247,11 +206,6 @@ def _name_of(spec: SamSpec) -> str:
     )
 
 
-def _examples(items: list[str], count: int = 3) -> str:
-    shown = ", ".join(items[:count])
-    return shown + (f", ... ({len(items) - count} more)" if len(items) > count else "")
-
-
 def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint") -> None:
     """Raise :class:`OdsSamError` unless ``state`` has exactly the keys and shapes of ``sam``.
 
@@ -270,7 +224,7 @@ def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: st
     file_description = describe_sam_state_dict(state)
     problems = []
     if file_description is None:
-        problems.append(f"it holds no SAM image encoder (first keys: {_examples(sorted(state))})")
+        problems.append(f"it holds no SAM image encoder (first keys: {examples(sorted(state))})")
         prefix = _common_prefix_hiding_sam_keys(state, set(expected))
         if prefix:
             problems.append(f"its keys carry the prefix '{prefix}': save the state dict without it")
@@ -283,12 +237,12 @@ def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: st
                 f"it was made for image_size {file_size} but the model has image_size {model_size}"
             )
     if missing:
-        problems.append(f"{len(missing)} missing keys ({_examples(missing)})")
+        problems.append(f"{len(missing)} missing keys ({examples(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
     if mismatched:
         shapes = [f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}" for key in mismatched]
-        problems.append(f"{len(mismatched)} shape mismatches ({_examples(shapes, 2)})")
+        problems.append(f"{len(mismatched)} shape mismatches ({examples(shapes, 2)})")
     raise OdsSamError(f"{source}: does not match the SAM model: " + "; ".join(problems))
 
 
