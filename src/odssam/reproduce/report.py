@@ -97,33 +97,32 @@ def build_comparison(
         cells[(row_label, column_label)] = cell
 
     for row in spec.rows:
-        for metric in spec.metrics:
-            ours_by_column = {}
-            for key, header in spec.columns:
-                run = owners.get((row, key))
-                values = values_by_run.get(run.experiment.run, {}) if run else {}
-                if run and run.experiment.column:  # a run filling one column has one test result
-                    found = next(iter(values.values()), None)
-                else:  # several test sets: results are named after them
-                    found = values.get(key)
+        ours_by_metric: dict[str, dict[str, float]] = {metric.key: {} for metric in spec.metrics}
+        for key, header in spec.columns:
+            run = owners.get((row, key))
+            values = values_by_run.get(run.experiment.run, {}) if run else {}
+            if run and run.experiment.column:  # a run filling one column has one test result
+                found = next(iter(values.values()), None)
+            else:  # several test sets: results are named after them
+                found = values.get(key)
+            for metric in spec.metrics:
                 figure = paper_figure(spec.name, row, key, metric.key)
-                digits = figure.digits if figure else (2 if metric.percent else 3)
-                cell = Cell(paper=figure.value if figure else None, digits=digits)
+                cell = Cell(paper=figure.value if figure else None, digits=figure.digits if figure else 3)
                 if found is not None and metric.key in found:
                     cell.ours = found[metric.key] * (100 if metric.percent else 1)
-                    ours_by_column[key] = cell.ours
+                    ours_by_metric[metric.key][key] = cell.ours
                 else:
                     cell.status = _absent_status(run, key, failed)
                 place(*_column_header(spec, row, header, metric.label), cell)
-            if spec.mean_column:
-                figure = paper_figure(spec.name, row, MEAN_COLUMN, metric.key)
-                cell = Cell(paper=figure.value if figure else None, digits=figure.digits if figure else 3)
-                complete = len(ours_by_column) == len(spec.columns)
-                if complete and all(math.isfinite(v) for v in ours_by_column.values()):
-                    cell.ours = sum(ours_by_column.values()) / len(ours_by_column)
-                else:
-                    cell.status = f"needs all {len(spec.columns)}"
-                place(*_column_header(spec, row, MEAN_COLUMN, metric.label), cell)
+        for metric in spec.metrics if spec.mean_column else ():
+            figure = paper_figure(spec.name, row, MEAN_COLUMN, metric.key)
+            cell = Cell(paper=figure.value if figure else None, digits=figure.digits if figure else 3)
+            ours = ours_by_metric[metric.key]
+            if len(ours) == len(spec.columns) and all(math.isfinite(v) for v in ours.values()):
+                cell.ours = sum(ours.values()) / len(ours)
+            else:
+                cell.status = f"needs all {len(spec.columns)}"
+            place(*_column_header(spec, row, MEAN_COLUMN, metric.label), cell)
     return ComparisonTable(
         title=spec.caption,
         corner=spec.corner,
