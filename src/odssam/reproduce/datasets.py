@@ -100,7 +100,7 @@ def probe_data(dcfg: DataConfig, data_root: str | Path) -> DataStatus:
         break
     if status.root is None:
         tried = ", ".join(str(path) for path in status.looked_in)
-        status.missing = f"not found (looked in {tried}): {reasons[0] if reasons else 'no folder'}"
+        status.missing = f"not usable (tried {tried}): {reasons[0] if reasons else 'no folder'}"
         return status
     found = dataclasses.replace(dcfg, root=str(status.root))
     if dcfg.val_count > 0:
