@@ -109,7 +109,8 @@ def test_set_and_sam_checkpoint_apply_to_every_run(data_root, tmp_path):
 
 
 def test_random_weights_banner_in_the_dry_run(capsys, data_root, tmp_path):
-    out = _dry_run(capsys, "table3", data_root, tmp_path, *set_arguments(["model.sam.checkpoint=null", "data.val_count=0"]))
+    sets = set_arguments(["model.sam.checkpoint=null", "data.val_count=0"])
+    out = _dry_run(capsys, "table3", data_root, tmp_path, *sets)
     assert "RANDOM WEIGHTS (SAM in monuseg, glas" in out
 
 

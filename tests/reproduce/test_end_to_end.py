@@ -12,7 +12,8 @@ from odssam.reproduce.paper_results import paper_figure
 
 
 def _reproduce(data_root, output, sets, *extra):
-    return main(["reproduce", "table3", "--data-root", str(data_root), "--output", str(output), "--no-progress", *sets, *extra])
+    arguments = ["reproduce", "table3", "--data-root", str(data_root), "--output", str(output), "--no-progress"]
+    return main([*arguments, *sets, *extra])
 
 
 def _cells(table_dir):

@@ -226,7 +226,8 @@ def runs_markdown(runs: list[PlannedRun], outcomes: list[RunOutcome] | None = No
             totals[device] = totals.get(device, 0.0) + value
         spent = ", ".join(f"{value:.3f} {_hours_label(device)}" for device, value in hours.items()) or "0"
         cell = run.experiment.column or "all test sets"
-        rows.append([run.experiment.run, run.experiment.row, cell, statuses[run.experiment.run], spent, str(run.run_dir)])
+        status = statuses[run.experiment.run]
+        rows.append([run.experiment.run, run.experiment.row, cell, status, spent, str(run.run_dir)])
         changed = config_drift(run)
         if changed:
             drift.append(f"- `{run.experiment.run}` was trained with other values of: {', '.join(changed)}")

@@ -14,7 +14,6 @@ table's hours count every session, also of runs skipped or resumed later.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import time
@@ -90,7 +89,7 @@ def experiment_config(
     """
     data = read_config_dict(folder, experiment.config)
     if experiment.data_config:
-        data["data"] = copy.deepcopy(read_config_dict(folder, experiment.data_config).get("data", {}))
+        data["data"] = read_config_dict(folder, experiment.data_config).get("data", {})
     apply_overrides(data, overrides)
     if sam_checkpoint:
         data.setdefault("model", {}).setdefault("sam", {})["checkpoint"] = str(sam_checkpoint)
