@@ -70,6 +70,11 @@ def candidate_roots(data_root: Path, dataset: str) -> list[Path]:
     return candidates + [data_root]
 
 
+def _one_line(error: Exception) -> str:
+    """An error message on one line (build errors list their problems on several)."""
+    return " ".join(str(error).split())
+
+
 def _size(dcfg: DataConfig, split: str, category: str | None = None) -> int:
     return len(build_split(dcfg, split, category=category))
 
@@ -94,7 +99,7 @@ def probe_data(dcfg: DataConfig, data_root: str | Path) -> DataStatus:
         try:
             status.counts["train"] = _size(trial, "train")
         except OdsSamError as error:
-            reasons.append(str(error).splitlines()[0])
+            reasons.append(_one_line(error))
             continue
         status.root = candidate
         break
@@ -111,7 +116,7 @@ def probe_data(dcfg: DataConfig, data_root: str | Path) -> DataStatus:
         try:
             status.counts[key] = _size(found, "test", test_set)
         except OdsSamError as error:
-            status.missing_tests[test_set or dcfg.dataset] = str(error).splitlines()[0]
+            status.missing_tests[test_set or dcfg.dataset] = _one_line(error)
     if not any(key.startswith("test") for key in status.counts):
         status.missing = "no test images: " + "; ".join(status.missing_tests.values())
     return status
