@@ -3,7 +3,7 @@
 import shutil
 
 import pytest
-from conftest import set_arguments
+from reproduce_helpers import set_arguments
 from data_layouts import make_glas, make_monuseg, make_mvtec, make_pranet
 
 from odssam.cli.main import main

@@ -3,7 +3,7 @@
 import csv
 import json
 
-from conftest import set_arguments
+from reproduce_helpers import set_arguments
 
 from odssam.cli.main import main
 

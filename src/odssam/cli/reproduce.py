@@ -84,7 +84,8 @@ def _train_table(spec, folder: Path, data_root: Path, out_dir: Path, args) -> in
     print(plan_markdown(runs))
     missing = missing_lines(runs)
     if missing:
-        print("missing datasets (runs needing them are skipped; missing test sets are not scored):\n" + "\n".join(f"  - {line}" for line in missing))
+        print("missing datasets (runs needing them are skipped; missing test sets are not scored):")
+        print("\n".join(f"  - {line}" for line in missing))
     if banner:
         print(f"*** {banner} ***")
     if args.dry_run:
