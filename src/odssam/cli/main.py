@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "data",
     "profile",
     "weights",
+    "reproduce",
 )
 
 
