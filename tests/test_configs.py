@@ -40,6 +40,7 @@ def test_there_is_a_config_per_paper_experiment():
     expected |= {f"ablations/{n}.yaml" for n in ("sam_basic_prompt", "odssm", "odconv", "odssm_odconv")}
     expected |= {f"ablations/odconv_{k}.yaml" for k in (1, 2, 3)} | {f"ablations/odssm_{k}.yaml" for k in (1, 2, 3)}
     expected |= {"ablations/odconv_no_dwconv.yaml", "ablations/odconv_2_stacked.yaml", "ablations/odconv_3_stacked.yaml"}
+    expected |= {"ablations/feature_encoder_scratch.yaml"}
     assert expected <= names
 
 
@@ -65,6 +66,11 @@ def test_paper_configs_use_the_paper_recipe(path):
     assert (train.dice_weight, train.bce_weight, train.lr_schedule) == (0.5, 0.5, "constant")
     # The paper trains on the whole training set: no validation hold-out, the last epoch is reported.
     assert cfg.data.val_count == 0
+    # The feature encoder starts from EfficientViT-SAM-L1's weights, with the neck details
+    # they need; one ablation trains the same model from scratch.
+    encoder = cfg.model.prompt_encoder.feature_encoder
+    expected = None if path.stem == "feature_encoder_scratch" else "auto"
+    assert (encoder.checkpoint, encoder.upsample_mode, encoder.norm_eps) == (expected, "bicubic", 1e-6)
 
 
 def test_full_model_configs_have_the_papers_parameter_count():

@@ -10,6 +10,7 @@ TINY_OVERRIDES = [
     "model.prompt_encoder.input_size=64",
     "model.prompt_encoder.feature_encoder.backbone=efficientvit_tiny",
     "model.prompt_encoder.feature_encoder.neck_blocks=1",
+    "model.prompt_encoder.feature_encoder.checkpoint=null",
     "model.prompt_encoder.ssm.scan_backend=chunked",
     "model.prompt_encoder.ssm.chunk_size=16",
     "model.prompt_encoder.ssm.d_state=4",

@@ -1,12 +1,10 @@
 """Where ``odssam reproduce`` reads the paper's experiment configs.
 
-The YAML files of the repository's ``configs/`` folder (what users read and pass to
-``odssam train --config``) ship inside the package as a copy, ``odssam/configs/``
-(package data), so the command finds them however odssam was installed: from a clone
-(``pip install -e .``), from a wheel, or with ``PYTHONPATH=src``. A test keeps the two
-folders identical; after editing ``configs/`` refresh the copy with
-``cp -r configs/. src/odssam/configs/``. ``--configs DIR`` reads another folder of the
-same layout instead (e.g. edited copies).
+The paper configs live in the package, ``odssam/configs/`` (package data), so the command
+finds them however odssam was installed: from a clone (``pip install -e .``), from a wheel,
+or with ``PYTHONPATH=src``. The repository's ``configs/`` (what users read and pass to
+``odssam train --config``) is a link to that folder, so there is one copy.
+``--configs DIR`` reads another folder of the same layout instead (e.g. edited copies).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from odssam.errors import OdsSamError
 
 
 def packaged_config_dir() -> Path:
-    """The packaged copy of the paper configs (``odssam/configs``)."""
+    """The packaged paper configs (``odssam/configs``; the repository's ``configs/`` links here)."""
     return Path(str(resources.files("odssam") / "configs"))
 
 
