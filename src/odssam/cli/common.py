@@ -9,14 +9,12 @@ from odssam.config import ExperimentConfig, apply_overrides, from_dict, load_con
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--config", required=required, help="experiment YAML file (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.sam.variant=vit_b (repeatable)",
-    )
+    add_set_argument(parser, "override a config value, e.g. --set model.sam.variant=vit_b (repeatable)")
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from odssam.cli.common import add_set_argument
 from odssam.errors import OdsSamError
 
 TABLE_HELP = (
@@ -40,17 +41,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP + " (not needed for table7)")
     parser.add_argument("--sam-checkpoint", metavar="PATH", help="SAM weights for every run (model.sam.checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs, datasets and split sizes; train nothing")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value in every run, e.g. --set train.epochs=3 (repeatable)",
-    )
+    add_set_argument(parser, "override a config value in every run, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--output", default="reproduce", metavar="DIR", help="output folder (default: reproduce)")
     parser.add_argument(
-        "--configs", metavar="DIR", help="folder of paper configs to use instead of the packaged copy of configs/"
+        "--configs", metavar="DIR", help="folder of paper configs to use instead of the packaged ones (configs/)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log files, CI)")

@@ -68,6 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(func=run_verify)
 
 
+def _cache_status(path, digest) -> str:
+    if has_valid_stamp(path, digest):
+        return f"cached, verified: {path}"
+    if path.is_file():
+        return f"cached, not verified (see odssam weights verify): {path}"
+    return "not cached"
+
+
 def _human_size(size: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -84,22 +92,10 @@ def run_list(args: argparse.Namespace) -> int:
         if official is None:
             rows.append((variant, "-", "-", "-", "test config, random weights only"))
             continue
-        path = directory / official.file_name
-        if has_valid_stamp(path, official.digest):
-            status = f"cached, verified: {path}"
-        elif path.is_file():
-            status = f"cached, not verified (see odssam weights verify): {path}"
-        else:
-            status = "not cached"
+        status = _cache_status(directory / official.file_name, official.digest)
         rows.append((variant, official.file_name, str(official.digest), _human_size(official.size_bytes), status))
     for weights in PUBLISHED_WEIGHTS.values():
-        path = directory / weights.file_name
-        if has_valid_stamp(path, weights.digest):
-            status = f"cached, verified: {path}"
-        elif path.is_file():
-            status = f"cached, not verified (see odssam weights verify): {path}"
-        else:
-            status = "not cached"
+        status = _cache_status(directory / weights.file_name, weights.digest)
         rows.append((weights.name, weights.file_name, str(weights.digest), "-", f"feature encoder; {status}"))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:
