@@ -89,7 +89,7 @@ def test_table3_trains_skips_and_resumes(tmp_path, tiny_sets, capsys):
     markdown = (table_dir / "table3.md").read_text()
     assert "`glas` was trained with other values of: train.epochs" in markdown
     hours = sum(s["seconds"] for run in (monuseg, glas) for s in _sessions(run)) / 3600
-    assert f"Total: {hours:.3f} CPU-hours on CPU" in markdown
+    assert f"Total: {hours:.3f} {kind}-hours on {kind}" in markdown
 
 
 def test_no_dataset_at_all_still_writes_the_table(tmp_path, tiny_sets):
