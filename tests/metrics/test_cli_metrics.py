@@ -85,10 +85,15 @@ def test_unmatched_files_and_size_mismatch_are_clear_errors(tmp_path, rng, capsy
     assert [p.key for p in pairs] == ["a", "b"] and skipped == 1
 
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(pred_dir / "zz.png")
-    assert main(["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--quiet"]) == 2
+    # The mismatched pair is listed and skipped; the other two are scored (exit code 1).
+    assert main(["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--quiet", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["results"][0]["n_images"] == 2
+    assert "zz.png: prediction is 10x10 but ground truth" in captured.err and "40x52" in captured.err
+    assert "Traceback" not in captured.err
+    assert main(["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--quiet", "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "zz.png: prediction is 10x10 but ground truth" in err and "40x52" in err
-    assert "Traceback" not in err
+    assert err.count("\n") == 1 and "zz.png: prediction is 10x10" in err
 
 
 def test_missing_folder_and_duplicate_stems(tmp_path, rng, capsys):
@@ -96,7 +101,7 @@ def test_missing_folder_and_duplicate_stems(tmp_path, rng, capsys):
     assert main(["metrics", "--pred", str(tmp_path / "nope"), "--gt", str(gt_dir)]) == 2
     assert "nope: prediction folder does not exist" in capsys.readouterr().err
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(pred_dir / "a.jpg")
-    with pytest.raises(OdsSamError, match="two prediction files match the name 'a'"):
+    with pytest.raises(OdsSamError, match=r"2 prediction files match the name 'a' \(a.jpg, a.png\)"):
         match_folders(pred_dir, gt_dir)
     assert main(["metrics", "--pred", str(pred_dir)]) == 2
     assert "--pred and --gt are both required" in capsys.readouterr().err

@@ -6,6 +6,11 @@ Examples::
     odssam metrics --pred pred/bottle --gt MVTec-AD/bottle/ground_truth --recursive \\
         --gt-suffix _mask --missing-gt-empty --metrics default,auroc,aupro --out reports/
     odssam metrics --combine reports/bottle.json reports/cable.json --layout columns
+    odssam metrics --pred predict_out/ --gt data/Kvasir-SEG/masks   # predict's folder as it is
+
+Inputs that cannot be scored (damaged or special files, size mismatches, NaN maps, ambiguous
+names, non-binary masks, unmatched files) are listed on stderr, one line each, and the rest is
+scored; the exit code then is 1 (see ``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -23,17 +28,28 @@ from odssam.metrics.report import LAYOUTS, format_table, read_results, results_t
 _GENERIC_GT_NAMES = {"masks", "mask", "gt", "gts", "ground_truth", "ground truth", "groundtruth", "labels",
                      "annotations"}
 
+EXIT_CODES = """exit codes:
+  0  every input was scored
+  1  some inputs could not be scored (each listed on stderr as 'skipped: FILE: REASON');
+     the others were scored and the table/report written
+  2  usage error (bad option, missing folder), nothing at all could be scored, or with
+     --strict the first input that could not be scored"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "metrics",
         help="score prediction maps against ground-truth masks (paper-style tables)",
-        description="Score a folder of prediction maps (PNG probability maps or binary masks) against "
-        "ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
-        "combine JSON reports of several datasets/categories into one table with their mean.",
+        description="Score a folder of prediction maps (PNG/TIFF probability maps, binary masks or float32 .npy "
+        "maps) against ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
+        "combine JSON reports of several datasets/categories into one table with their mean. Inputs that cannot "
+        "be scored are listed and skipped; the rest is scored.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pred", type=Path, help="folder of prediction maps")
-    parser.add_argument("--gt", type=Path, help="folder of ground-truth masks (PNG/JPEG/BMP/TIFF)")
+    parser.add_argument("--pred", type=Path,
+                        help="folder of prediction maps, or an 'odssam predict' output folder (its probabilities/)")
+    parser.add_argument("--gt", type=Path, help="folder of ground-truth masks (PNG/JPEG/BMP/TIFF/NPY)")
     parser.add_argument("--dataset", help="dataset/category name (default: from the ground-truth folder)")
     parser.add_argument("--method", help="method name: one row per method in the wide layout")
     parser.add_argument(
@@ -62,7 +78,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="keep every pixel score for AUROC/AUPRO (exact for any float map; memory grows)")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                         help="combine metrics reports written by --out into one table instead of scoring")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or timing line")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first input that cannot be scored (exit code 2) instead of listing it")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or timing line (skipped inputs are still listed)")
     parser.set_defaults(func=run)
 
 
@@ -97,6 +116,7 @@ def _combined(paths: list[Path]):
 
 
 def run(args: argparse.Namespace) -> int:
+    exit_code = 0
     if args.combine:
         if args.pred or args.gt:
             raise OdsSamError("--combine reads reports; do not pass --pred/--gt with it")
@@ -112,13 +132,19 @@ def run(args: argparse.Namespace) -> int:
         score = evaluate_folders(
             args.pred, args.gt, name=name, metrics=args.metrics, recursive=args.recursive,
             gt_suffix=args.gt_suffix, partial=args.partial, missing_gt_empty=args.missing_gt_empty,
-            gt_threshold=args.gt_threshold,
-            exact_auc=args.exact_auc, progress=_progress_factory(show_progress),
+            gt_threshold=args.gt_threshold, exact_auc=args.exact_auc, strict=args.strict,
+            progress=_progress_factory(show_progress),
         )
+        if score.note and not args.quiet:
+            print(score.note, file=sys.stderr)
+        for problem in score.problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+        n = score.result.n_images
+        if n == 0:
+            raise OdsSamError(f"nothing could be scored: {len(score.problems)} input(s) skipped (listed above)")
         results = {args.method: [score.result]} if args.method else [score.result]
         stem = name
         if not args.quiet:
-            n = score.result.n_images
             skipped = f", {score.skipped} ground truth(s) without prediction skipped" if score.skipped else ""
             print(
                 f"scored {n} image(s) in {score.seconds_total:.2f} s: {n / max(score.seconds_total, 1e-9):.1f} "
@@ -126,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
                 f"alone{skipped}",
                 file=sys.stderr,
             )
+        if score.problems:
+            exit_code = 1
+            print(f"{len(score.problems)} input(s) could not be scored and were skipped (listed above); "
+                  f"{n} image(s) scored", file=sys.stderr)
     if args.out:
         written = write_report(results, args.out, _safe_stem(stem), layout=args.layout, percent=args.percent,
                                digits=args.digits)
@@ -135,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         print(results_to_json(results, include_curves=False), end="")
     else:
         print(format_table(results, layout=args.layout, percent=args.percent, digits=args.digits))
-    return 0
+    return exit_code
 
 
 def _safe_stem(name: str) -> str:

@@ -2,108 +2,127 @@
 
 Files are matched by stem (or by relative path without extension with ``recursive``), so any
 method's output can be scored, ours or a baseline's. Predictions are 8-bit (or 16-bit)
-probability maps or binary masks; ground truths are masks in PNG, JPEG, BMP or TIFF,
-binarised at ``> 127`` (JPEG masks such as Kvasir-SEG's carry compression noise).
+probability maps, binary masks or float ``.npy`` maps (``odssam predict``'s output folder
+is accepted as it is: its ``probabilities/`` are scored); ground truths are masks in PNG,
+JPEG, BMP, TIFF or ``.npy``, binarised at ``> 127`` on the 8-bit scale (JPEG masks such as
+Kvasir-SEG's carry compression noise).
+
+Every pair that can be read is scored; every input that cannot is skipped and listed with
+its reason (:class:`~odssam.metrics.map_files.SkippedInput`), so one bad file never costs
+the scores of the others. The rules:
+
+* unreadable or damaged files, pipes, sockets, devices, broken links, link loops and
+  folders named like images: skipped (never opened unless they are regular files);
+* two files with the same name (``a.png`` and ``a.npy``): both skipped, the name is ambiguous;
+* a prediction whose size differs from its ground truth, or holding NaN/inf or values
+  outside [0, 1]: skipped;
+* a ground truth with non-zero values but none above the threshold (a 0/1 mask, a label
+  map, a colour mask: it would score as all background): skipped, and the message names
+  ``--gt-threshold``;
+* a prediction without ground truth (unless ``missing_gt_empty``) and a ground truth
+  without prediction (unless ``partial``): skipped.
+
+With ``strict`` the first problem raises :class:`~odssam.errors.OdsSamError` instead.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from odssam.errors import OdsSamError
 from odssam.metrics.evaluator import DEFAULT_METRICS, Evaluator
 from odssam.metrics.inputs import as_probability
+from odssam.metrics.map_files import (
+    IMAGE_SUFFIXES,
+    MAP_SUFFIXES,
+    InputError,
+    SkipList,
+    SkippedInput,
+    is_map_name,
+    read_map,
+    scan_folder,
+)
 from odssam.metrics.result import MetricResult
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAP_SUFFIXES",
+    "FolderScore",
+    "MatchedPair",
+    "evaluate_folders",
+    "load_pair",
+    "mask_from_array",
+    "match_folders",
+    "prediction_from_array",
+    "read_map",
+    "resolve_prediction_folder",
+]
+
 _MAX_LISTED = 5
-
-
-def read_map(path: str | Path) -> np.ndarray:
-    """Read a single-channel map: ``uint8``, ``uint16``, ``bool`` or ``float32`` ``HxW``.
-
-    Colour files are converted to luminance (ITU-R 601, as PIL's "L" mode); TIFFs PIL cannot
-    open are read with ``tifffile``.
-
-    Raises:
-        OdsSamError: If the file cannot be read or has no single-channel interpretation.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array = _from_pil(image, path)
-    except (UnidentifiedImageError, OSError) as error:
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise OdsSamError(f"{path}: cannot read image ({error})") from error
-        array = _read_tiff(path)
-    if array.ndim != 2:
-        raise OdsSamError(f"{path}: expected a single-channel map, got shape {array.shape}")
-    return array
-
-
-def _from_pil(image: Image.Image, path: Path) -> np.ndarray:
-    if image.mode == "1":
-        return np.asarray(image, dtype=bool)
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(image).astype(np.uint16)
-    if image.mode == "I":
-        array = np.asarray(image)
-        if array.min() < 0 or array.max() > 65535:
-            raise OdsSamError(f"{path}: 32-bit integer map outside 0..65535")
-        return array.astype(np.uint8 if array.max() <= 255 else np.uint16)
-    if image.mode == "F":
-        return np.asarray(image, dtype=np.float32)
-    if image.mode == "LA":
-        return np.asarray(image.getchannel("L"))
-    if image.mode != "L":
-        image = image.convert("L")
-    return np.asarray(image)
-
-
-def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        array = tifffile.imread(path)
-    except Exception as error:  # tifffile raises many types for damaged files
-        raise OdsSamError(f"{path}: cannot read TIFF ({error})") from error
-    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8:
-        return np.asarray(Image.fromarray(np.ascontiguousarray(array[..., :3])).convert("L"))
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    return array
+# A JPEG of an empty mask may decode with faint ringing; below this 8-bit level it is noise.
+_JPEG_NOISE_LEVEL = 16
+_JPEG_SUFFIXES = (".jpg", ".jpeg")
+# What ``odssam predict`` writes under its output folder (see odssam.inference.io).
+_PREDICT_CSV = "predictions.csv"
+_PREDICT_PROBABILITIES = "probabilities"
+_PREDICT_MASKS = "masks"
+_PREDICT_OVERLAYS = "overlays"
 
 
 def prediction_from_array(array: np.ndarray, path: Path) -> np.ndarray:
     """Prediction map -> float64 probabilities in [0, 1] (k/255 for 8-bit files), see :func:`as_probability`.
 
     Raises:
-        OdsSamError: Naming ``path``, for a map :func:`as_probability` rejects.
+        InputError: Naming ``path``, for a map :func:`as_probability` rejects (NaN/inf,
+            values outside [0, 1], unsupported type).
     """
     try:
         return as_probability(array)
     except ValueError as error:
-        raise OdsSamError(f"{path}: {error}") from error
+        raise InputError(path, str(error)) from error
 
 
 def mask_from_array(array: np.ndarray, path: Path, threshold: int = 127) -> np.ndarray:
-    """Ground-truth map -> bool mask: ``> threshold`` on the 8-bit scale."""
+    """Ground-truth map -> bool mask: ``> threshold`` on the 8-bit scale.
+
+    A mask with non-zero values but none above the threshold would silently score as all
+    background (a 0/1 mask, a 0..5 label map, a pure-red colour mask read as luminance 76):
+    it is refused. JPEG masks whose values stay at or below 16 are taken as an empty mask
+    with compression noise.
+
+    Raises:
+        InputError: Naming ``path``: unsupported type, NaN/inf, or not binary at ``threshold``.
+    """
     if array.dtype == np.bool_:
         return array
     if array.dtype == np.uint8:
-        return array > threshold
-    if array.dtype == np.uint16:
-        return array > threshold * 257
-    if np.issubdtype(array.dtype, np.floating):
-        return array > threshold / 255
-    raise OdsSamError(f"{path}: unsupported ground-truth type {array.dtype}")
+        scale = 1.0
+    elif array.dtype == np.uint16:
+        scale = 257.0
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(path, "ground truth holds NaN or infinite values")
+        scale = 1.0 / 255.0
+    else:
+        raise InputError(path, f"unsupported ground-truth type {array.dtype}")
+    mask = array > threshold * scale
+    if not mask.any():
+        top = float(array.max()) / scale  # on the 8-bit scale
+        jpeg_noise = path.suffix.lower() in _JPEG_SUFFIXES and top <= _JPEG_NOISE_LEVEL
+        if top > 0 and not jpeg_noise:
+            raise InputError(
+                path,
+                f"not a binary mask at threshold {threshold}: values reach {top:.4g} on the 8-bit scale but none "
+                f"is above {threshold}, so it would score as all background (a 0/1 or label mask, or a colour "
+                "mask?); pass --gt-threshold to set where foreground starts",
+            )
+    return mask
 
 
 @dataclass(frozen=True)
@@ -115,23 +134,56 @@ class MatchedPair:
     ground_truth: Path | None
 
 
-def _index_folder(folder: Path, recursive: bool, strip_suffix: str, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise OdsSamError(f"{folder}: {role} folder does not exist")
-    pattern = "**/*" if recursive else "*"
-    index: dict[str, Path] = {}
-    for path in sorted(folder.glob(pattern)):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
+def resolve_prediction_folder(pred_dir: str | Path) -> tuple[Path, str | None]:
+    """The folder of prediction maps to read, and a note when it is not ``pred_dir`` itself.
+
+    ``odssam predict``'s output folder (``predictions.csv``, ``probabilities/``, ``masks/``,
+    ``overlays/``) is recognised: its ``probabilities/`` are scored, or its binary
+    ``masks/`` when it wrote no probability maps (``--probability-format none``). A folder
+    with map files of its own is always read as it is.
+    """
+    pred_dir = Path(pred_dir)
+    probabilities, masks = pred_dir / _PREDICT_PROBABILITIES, pred_dir / _PREDICT_MASKS
+    has_csv = (pred_dir / _PREDICT_CSV).is_file()
+    try:
+        has_own_maps = any(is_map_name(name) for name in os.listdir(pred_dir))
+    except OSError:
+        return pred_dir, None  # scan_folder reports the folder itself
+    if has_own_maps:
+        return pred_dir, None
+    # A sibling output (or the CSV) tells predict's folder from one category named "probabilities".
+    if probabilities.is_dir() and (has_csv or masks.is_dir() or (pred_dir / _PREDICT_OVERLAYS).is_dir()):
+        return probabilities, f"{pred_dir} is an 'odssam predict' output folder: scoring its probability maps"
+    if has_csv and masks.is_dir():
+        return masks, (f"{pred_dir} is an 'odssam predict' output folder without probability maps: scoring its "
+                       "binary masks (threshold-sweep metrics see only two levels)")
+    return pred_dir, None
+
+
+def _index_folder(
+    folder: Path, recursive: bool, strip_suffix: str, role: str, skips: SkipList
+) -> tuple[dict[str, Path], set[str]]:
+    """``(unique, ambiguous)``: files by matching key, and the keys of several files (skipped)."""
+    before = len(skips)
+    by_key: dict[str, list[Path]] = {}
+    for path in scan_folder(folder, recursive=recursive, skips=skips, role=role):
         key = path.relative_to(folder).with_suffix("").as_posix() if recursive else path.stem
         if strip_suffix and key.endswith(strip_suffix):
             key = key[: -len(strip_suffix)]
-        if key in index:
-            raise OdsSamError(f"{folder}: two {role} files match the name {key!r}: {index[key].name}, {path.name}")
-        index[key] = path
-    if not index:
-        raise OdsSamError(f"{folder}: no {role} images ({', '.join(IMAGE_SUFFIXES)})")
-    return index
+        by_key.setdefault(key, []).append(path)
+    if not by_key and len(skips) == before:
+        raise OdsSamError(f"{folder}: no {role} images ({', '.join(MAP_SUFFIXES)})")
+    unique: dict[str, Path] = {}
+    ambiguous: set[str] = set()
+    for key, paths in by_key.items():
+        if len(paths) == 1:
+            unique[key] = paths[0]
+            continue
+        ambiguous.add(key)
+        names = ", ".join(path.name for path in paths)
+        for path in paths:
+            skips.add(path, f"{len(paths)} {role} files match the name {key!r} ({names}): none of them is scored")
+    return unique, ambiguous
 
 
 def _listing(keys: Iterable[str]) -> str:
@@ -148,55 +200,80 @@ def match_folders(
     gt_suffix: str = "",
     partial: bool = False,
     missing_gt_empty: bool = False,
+    skips: SkipList | None = None,
 ) -> tuple[list[MatchedPair], int]:
     """Pair prediction and ground-truth files by name.
 
     Args:
-        pred_dir: Folder of prediction maps.
+        pred_dir: Folder of prediction maps (read as it is: see :func:`resolve_prediction_folder`).
         gt_dir: Folder of ground-truth masks.
         recursive: Match relative paths (without extension) in sub-folders.
         gt_suffix: Suffix removed from ground-truth stems before matching (MVTec AD's ``_mask``).
-        partial: Allow ground truths without a prediction (they are skipped).
+        partial: Allow ground truths without a prediction (they are counted, not listed).
         missing_gt_empty: Score predictions without a ground-truth file against an empty
             mask (MVTec AD ships no masks for its defect-free ``good`` images).
+        skips: Receives the files that cannot be paired. ``None``: a strict list, so the
+            first problem raises.
 
     Returns:
-        ``(pairs, skipped)``: pairs sorted by key, and the number of unmatched ground truths.
+        ``(pairs, skipped)``: pairs sorted by key, and the number of unmatched ground truths
+        ``partial`` allowed.
 
     Raises:
-        OdsSamError: On a prediction without ground truth (unless ``missing_gt_empty``), or
-            (unless ``partial``) a ground truth without prediction.
+        OdsSamError: If a folder is missing or holds no map files at all; when ``skips`` is
+            strict, also on the first file that cannot be paired.
     """
-    preds = _index_folder(Path(pred_dir), recursive, "", "prediction")
-    gts = _index_folder(Path(gt_dir), recursive, gt_suffix, "ground-truth")
-    orphans = preds.keys() - gts.keys()
+    skips = SkipList(strict=True) if skips is None else skips
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    preds, pred_ambiguous = _index_folder(pred_dir, recursive, "", "prediction", skips)
+    gts, gt_ambiguous = _index_folder(gt_dir, recursive, gt_suffix, "ground-truth", skips)
+    orphans = sorted(preds.keys() - gts.keys() - gt_ambiguous)
     if orphans and not missing_gt_empty:
-        raise OdsSamError(f"{pred_dir}: {len(orphans)} prediction(s) without ground truth in {gt_dir}: "
-                          f"{_listing(orphans)} (pass --missing-gt-empty if these images have no anomaly)")
-    missing = gts.keys() - preds.keys()
+        hint = "pass --missing-gt-empty if these images have no anomaly"
+        if skips.strict:
+            raise OdsSamError(f"{pred_dir}: {len(orphans)} prediction(s) without ground truth in {gt_dir}: "
+                              f"{_listing(orphans)} ({hint})")
+        for key in orphans:
+            skips.add(preds.pop(key), f"no ground truth named {key!r} in {gt_dir} ({hint})")
+    missing = sorted(gts.keys() - preds.keys() - pred_ambiguous)
     if missing and not partial:
-        raise OdsSamError(
-            f"{gt_dir}: {len(missing)} ground truth(s) without prediction in {pred_dir}: {_listing(missing)} "
-            "(pass --partial to score only the predictions present)"
+        hint = "pass --partial to score only the predictions present"
+        if skips.strict:
+            raise OdsSamError(f"{gt_dir}: {len(missing)} ground truth(s) without prediction in {pred_dir}: "
+                              f"{_listing(missing)} ({hint})")
+        for key in missing:
+            skips.add(gts[key], f"no prediction named {key!r} in {pred_dir} ({hint})")
+    pairs = [MatchedPair(key, path, gts.get(key)) for key, path in sorted(preds.items()) if key not in gt_ambiguous]
+    return pairs, len(missing) if partial else 0
+
+
+def load_pair(pair: MatchedPair, gt_threshold: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair as ``(HxW float64 probabilities, HxW bool mask)``, checking their sizes.
+
+    Raises:
+        InputError: Naming the file that cannot be scored and why.
+    """
+    prob = prediction_from_array(read_map(pair.prediction), pair.prediction)
+    if pair.ground_truth is None:
+        return prob, np.zeros(prob.shape, dtype=bool)
+    mask = mask_from_array(read_map(pair.ground_truth), pair.ground_truth, gt_threshold)
+    if prob.shape != mask.shape:
+        raise InputError(
+            pair.prediction,
+            f"prediction is {prob.shape[0]}x{prob.shape[1]} but ground truth {pair.ground_truth} is "
+            f"{mask.shape[0]}x{mask.shape[1]}",
         )
-    pairs = [MatchedPair(key, preds[key], gts.get(key)) for key in sorted(preds)]
-    return pairs, len(missing)
+    return prob, mask
 
 
-def iter_loaded_pairs(pairs: Iterable[MatchedPair], gt_threshold: int = 127) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Read each pair as (float64 probability map, bool mask), checking their sizes."""
+def _loaded(pairs: Iterable[MatchedPair], gt_threshold: int, skips: SkipList) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for pair in pairs:
-        prob = prediction_from_array(read_map(pair.prediction), pair.prediction)
-        if pair.ground_truth is None:
-            yield prob, np.zeros(prob.shape, dtype=bool)
+        try:
+            loaded = load_pair(pair, gt_threshold)
+        except InputError as error:
+            skips.add_error(error)
             continue
-        mask = mask_from_array(read_map(pair.ground_truth), pair.ground_truth, gt_threshold)
-        if prob.shape != mask.shape:
-            raise OdsSamError(
-                f"{pair.prediction}: prediction is {prob.shape[0]}x{prob.shape[1]} but ground truth "
-                f"{pair.ground_truth} is {mask.shape[0]}x{mask.shape[1]}"
-            )
-        yield prob, mask
+        yield loaded
 
 
 @dataclass
@@ -204,16 +281,22 @@ class FolderScore:
     """Result of :func:`evaluate_folders` with its timing.
 
     Attributes:
-        result: The scores.
-        skipped: Ground truths without prediction (``partial`` only).
+        result: The scores (of the pairs that could be read).
+        skipped: Ground truths without prediction that ``partial`` allowed.
         seconds_total: Wall time including reading the files.
         seconds_metrics: Wall time spent in the metric computation alone.
+        problems: Inputs left out, each with its reason (empty when everything was scored).
+        prediction_dir: The folder the predictions were read from.
+        note: Why that is not the folder given (an ``odssam predict`` output folder), if so.
     """
 
     result: MetricResult
     skipped: int
     seconds_total: float
     seconds_metrics: float
+    problems: list[SkippedInput] = field(default_factory=list)
+    prediction_dir: Path | None = None
+    note: str | None = None
 
 
 def evaluate_folders(
@@ -228,6 +311,7 @@ def evaluate_folders(
     missing_gt_empty: bool = False,
     gt_threshold: int = 127,
     exact_auc: bool = False,
+    strict: bool = False,
     progress=None,
 ) -> FolderScore:
     """Match, read and score two folders (see :func:`match_folders` for the arguments).
@@ -237,14 +321,23 @@ def evaluate_folders(
         metrics: Metric names for :class:`~odssam.metrics.evaluator.Evaluator`.
         gt_threshold: Ground truth is ``> gt_threshold`` on the 8-bit scale.
         exact_auc: Keep every pixel score for AUROC/AUPRO.
+        strict: Raise on the first input that cannot be scored instead of listing it in
+            :attr:`FolderScore.problems`.
         progress: Optional wrapper around the pair iterator (e.g. a progress bar factory
             taking ``(iterable, total)``).
+
+    Raises:
+        OdsSamError: If a folder is missing or empty, or (``strict``) on the first problem.
+            When no pair at all could be read the result has ``n_images == 0``.
     """
     evaluator = Evaluator(metrics=metrics, name=name, exact_auc=exact_auc)
+    skips = SkipList(strict=strict)
+    pred_dir, note = resolve_prediction_folder(pred_dir)
     pairs, skipped = match_folders(
-        pred_dir, gt_dir, recursive=recursive, gt_suffix=gt_suffix, partial=partial, missing_gt_empty=missing_gt_empty
+        pred_dir, gt_dir, recursive=recursive, gt_suffix=gt_suffix, partial=partial,
+        missing_gt_empty=missing_gt_empty, skips=skips,
     )
-    loaded = iter_loaded_pairs(pairs, gt_threshold)
+    loaded = _loaded(pairs, gt_threshold, skips)
     if progress is not None:
         loaded = progress(loaded, len(pairs))
     start = time.perf_counter()
@@ -257,4 +350,4 @@ def evaluate_folders(
     tick = time.perf_counter()
     result = evaluator.compute()
     metric_seconds += time.perf_counter() - tick
-    return FolderScore(result, skipped, total, metric_seconds)
+    return FolderScore(result, skipped, total, metric_seconds, list(skips), pred_dir, note)
