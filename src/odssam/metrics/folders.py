@@ -118,9 +118,9 @@ def mask_from_array(array: np.ndarray, path: Path, threshold: int = 127) -> np.n
         if top > 0 and not jpeg_noise:
             raise InputError(
                 path,
-                f"not a binary mask at threshold {threshold}: values reach {top:.4g} on the 8-bit scale but none "
-                f"is above {threshold}, so it would score as all background (a 0/1 or label mask, or a colour "
-                "mask?); pass --gt-threshold to set where foreground starts",
+                f"not a binary mask at threshold {threshold}: its values reach {top:.4g} (8-bit scale), none above "
+                f"{threshold}, so it would score as all background (a 0/1, label or colour mask?); set where "
+                "foreground starts with --gt-threshold",
             )
     return mask
 
@@ -160,30 +160,40 @@ def resolve_prediction_folder(pred_dir: str | Path) -> tuple[Path, str | None]:
     return pred_dir, None
 
 
+def _match_key(path: Path, folder: Path, recursive: bool, strip_suffix: str) -> str:
+    key = path.relative_to(folder).with_suffix("").as_posix() if recursive else path.stem
+    if strip_suffix and key.endswith(strip_suffix):
+        key = key[: -len(strip_suffix)]
+    return key
+
+
 def _index_folder(
     folder: Path, recursive: bool, strip_suffix: str, role: str, skips: SkipList
 ) -> tuple[dict[str, Path], set[str]]:
-    """``(unique, ambiguous)``: files by matching key, and the keys of several files (skipped)."""
+    """``(usable, refused)``: files by matching key, and the keys of skipped entries.
+
+    A key is refused when several files share it, or when its only entries were skipped (a
+    pipe, a broken link...); the other folder's file of that key is then not listed again.
+    """
     before = len(skips)
     by_key: dict[str, list[Path]] = {}
     for path in scan_folder(folder, recursive=recursive, skips=skips, role=role):
-        key = path.relative_to(folder).with_suffix("").as_posix() if recursive else path.stem
-        if strip_suffix and key.endswith(strip_suffix):
-            key = key[: -len(strip_suffix)]
-        by_key.setdefault(key, []).append(path)
-    if not by_key and len(skips) == before:
+        by_key.setdefault(_match_key(path, folder, recursive, strip_suffix), []).append(path)
+    # A skipped entry next to a readable file of the same name (a.png a pipe, a.npy fine) does
+    # not make the name ambiguous: the readable file is used.
+    refused = {_match_key(item.path, folder, recursive, strip_suffix) for item in skips.items[before:]} - by_key.keys()
+    if not by_key and not refused:
         raise OdsSamError(f"{folder}: no {role} images ({', '.join(MAP_SUFFIXES)})")
-    unique: dict[str, Path] = {}
-    ambiguous: set[str] = set()
+    usable: dict[str, Path] = {}
     for key, paths in by_key.items():
         if len(paths) == 1:
-            unique[key] = paths[0]
+            usable[key] = paths[0]
             continue
-        ambiguous.add(key)
+        refused.add(key)
         names = ", ".join(path.name for path in paths)
         for path in paths:
             skips.add(path, f"{len(paths)} {role} files match the name {key!r} ({names}): none of them is scored")
-    return unique, ambiguous
+    return usable, refused
 
 
 def _listing(keys: Iterable[str]) -> str:
@@ -225,17 +235,17 @@ def match_folders(
     """
     skips = SkipList(strict=True) if skips is None else skips
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    preds, pred_ambiguous = _index_folder(pred_dir, recursive, "", "prediction", skips)
-    gts, gt_ambiguous = _index_folder(gt_dir, recursive, gt_suffix, "ground-truth", skips)
-    orphans = sorted(preds.keys() - gts.keys() - gt_ambiguous)
+    preds, pred_refused = _index_folder(pred_dir, recursive, "", "prediction", skips)
+    gts, gt_refused = _index_folder(gt_dir, recursive, gt_suffix, "ground-truth", skips)
+    orphans = sorted(preds.keys() - gts.keys() - gt_refused)
     if orphans and not missing_gt_empty:
-        hint = "pass --missing-gt-empty if these images have no anomaly"
         if skips.strict:
             raise OdsSamError(f"{pred_dir}: {len(orphans)} prediction(s) without ground truth in {gt_dir}: "
-                              f"{_listing(orphans)} ({hint})")
+                              f"{_listing(orphans)} (pass --missing-gt-empty if these images have no anomaly)")
         for key in orphans:
-            skips.add(preds.pop(key), f"no ground truth named {key!r} in {gt_dir} ({hint})")
-    missing = sorted(gts.keys() - preds.keys() - pred_ambiguous)
+            skips.add(preds.pop(key), f"no ground truth named {key!r} in {gt_dir} (pass --missing-gt-empty if "
+                      "this image has no anomaly)")
+    missing = sorted(gts.keys() - preds.keys() - pred_refused)
     if missing and not partial:
         hint = "pass --partial to score only the predictions present"
         if skips.strict:
@@ -243,7 +253,7 @@ def match_folders(
                               f"{_listing(missing)} ({hint})")
         for key in missing:
             skips.add(gts[key], f"no prediction named {key!r} in {pred_dir} ({hint})")
-    pairs = [MatchedPair(key, path, gts.get(key)) for key, path in sorted(preds.items()) if key not in gt_ambiguous]
+    pairs = [MatchedPair(key, path, gts.get(key)) for key, path in sorted(preds.items()) if key not in gt_refused]
     return pairs, len(missing) if partial else 0
 
 
@@ -285,7 +295,8 @@ class FolderScore:
         skipped: Ground truths without prediction that ``partial`` allowed.
         seconds_total: Wall time including reading the files.
         seconds_metrics: Wall time spent in the metric computation alone.
-        problems: Inputs left out, each with its reason (empty when everything was scored).
+        problems: Inputs left out, each with its reason, sorted by path (empty when everything
+            was scored).
         prediction_dir: The folder the predictions were read from.
         note: Why that is not the folder given (an ``odssam predict`` output folder), if so.
     """
@@ -350,4 +361,5 @@ def evaluate_folders(
     tick = time.perf_counter()
     result = evaluator.compute()
     metric_seconds += time.perf_counter() - tick
-    return FolderScore(result, skipped, total, metric_seconds, list(skips), pred_dir, note)
+    problems = sorted(skips, key=lambda item: str(item.path))
+    return FolderScore(result, skipped, total, metric_seconds, problems, pred_dir, note)

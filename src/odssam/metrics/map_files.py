@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from odssam.errors import OdsSamError
 
@@ -105,10 +105,10 @@ def _file_kind(mode: int) -> str:
 
 def _access_failure(path: Path, error: OSError) -> str:
     if error.errno == errno.ELOOP:
-        return "symbolic link loop: skipped"
+        return "symbolic link loop"
     if error.errno == errno.ENOENT and path.is_symlink():
-        return f"broken symbolic link (its target {os.readlink(path)} does not exist): skipped"
-    return f"cannot access ({error.strerror or error}): skipped"
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return f"cannot access ({error.strerror or error})"
 
 
 def is_map_name(name: str) -> bool:
@@ -150,7 +150,7 @@ def scan_folder(folder: Path, *, recursive: bool, skips: SkipList, role: str) ->
         except OSError as error:
             if directory == folder:
                 raise OdsSamError(f"{folder}: cannot list the {role} folder ({error.strerror or error})") from error
-            skips.add(directory, f"cannot list folder ({error.strerror or error}): skipped")
+            skips.add(directory, f"cannot list folder ({error.strerror or error})")
             return
         for name in names:
             if name.startswith("."):
@@ -167,11 +167,11 @@ def scan_folder(folder: Path, *, recursive: bool, skips: SkipList, role: str) ->
             if stat.S_ISDIR(entry.st_mode):
                 if recursive:
                     if (entry.st_dev, entry.st_ino) in visited:
-                        skips.add(path, "link to a folder already read (a loop): skipped")
+                        skips.add(path, "link to a folder already read (a loop): not followed")
                     else:
                         walk(path, entry)
                 elif named_like_map:
-                    skips.add(path, "a folder named like an image file: skipped")
+                    skips.add(path, "a folder named like an image file")
                 continue
             if not named_like_map:
                 continue
@@ -232,6 +232,8 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
                 array = _read_image(stream, path)
         except InputError:
             raise
+        except UnidentifiedImageError as error:  # its message names the stream, not the file
+            raise InputError(path, "cannot read image (not a PNG/JPEG/BMP/TIFF file, or its header is damaged)") from error
         except Exception as error:  # noqa: BLE001 - decoders raise many types for damaged files
             kind = "array" if suffix == ".npy" else "image"
             raise InputError(path, f"cannot read {kind} ({type(error).__name__}: {error})") from error
