@@ -28,7 +28,7 @@ from odssam.errors import OdsSamError
 from odssam.inference.io import PredictionWriter, probability_to_uint8
 from odssam.inference.predictor import Prediction
 from odssam.metrics.evaluator import Evaluator
-from odssam.metrics.folders import mask_from_array
+from odssam.metrics.folders import evaluate_folders, mask_from_array
 from odssam.metrics.map_files import InputError, open_regular_file, read_map
 
 SHAPE = (40, 52)
@@ -363,13 +363,11 @@ def test_help_documents_exit_codes_and_strict(capsys):
         assert code in text
 
 
-def test_library_strict_default_of_match_folders(tmp_path, rng):
+def test_library_lists_problems_unless_strict(tmp_path, rng):
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     _write_good(pred_dir, gt_dir, rng)
     (pred_dir / "bad.npy").write_bytes(b"not an array")
     _gt(gt_dir, "bad", rng)
-    from odssam.metrics.folders import evaluate_folders
-
     score = evaluate_folders(pred_dir, gt_dir, name="x", metrics="mae")
     assert score.result.n_images == len(GOOD) and [p.path.name for p in score.problems] == ["bad.npy"]
     with pytest.raises(OdsSamError, match="bad.npy: cannot read array"):

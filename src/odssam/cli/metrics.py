@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from odssam.errors import OdsSamError
@@ -40,10 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "metrics",
         help="score prediction maps against ground-truth masks (paper-style tables)",
-        description="Score a folder of prediction maps (PNG/TIFF probability maps, binary masks or float32 .npy "
-        "maps) against ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
-        "combine JSON reports of several datasets/categories into one table with their mean. Inputs that cannot "
-        "be scored are listed and skipped; the rest is scored.",
+        # Wrapped here: the raw formatter keeps the exit-code table of the epilog as written.
+        description=textwrap.fill(
+            "Score a folder of prediction maps (PNG/TIFF probability maps, binary masks or float32 .npy maps) "
+            "against ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
+            "combine JSON reports of several datasets/categories into one table with their mean. Inputs that "
+            "cannot be scored are listed and skipped; the rest is scored.", width=88,
+        ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

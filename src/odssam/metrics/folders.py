@@ -276,7 +276,10 @@ def load_pair(pair: MatchedPair, gt_threshold: int = 127) -> tuple[np.ndarray, n
     return prob, mask
 
 
-def _loaded(pairs: Iterable[MatchedPair], gt_threshold: int, skips: SkipList) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _loaded(
+    pairs: Iterable[MatchedPair], gt_threshold: int, skips: SkipList
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Read pairs for the evaluator; those that cannot be read go to ``skips``."""
     for pair in pairs:
         try:
             loaded = load_pair(pair, gt_threshold)

@@ -233,7 +233,8 @@ def read_map(path: str | os.PathLike) -> np.ndarray:
         except InputError:
             raise
         except UnidentifiedImageError as error:  # its message names the stream, not the file
-            raise InputError(path, "cannot read image (not a PNG/JPEG/BMP/TIFF file, or its header is damaged)") from error
+            reason = "cannot read image (not a PNG/JPEG/BMP/TIFF file, or its header is damaged)"
+            raise InputError(path, reason) from error
         except Exception as error:  # noqa: BLE001 - decoders raise many types for damaged files
             kind = "array" if suffix == ".npy" else "image"
             raise InputError(path, f"cannot read {kind} ({type(error).__name__}: {error})") from error
