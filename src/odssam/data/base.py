@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,13 +70,12 @@ def read_entry_mask(
     return mask
 
 
-def _naming_the_files(entry: Entry, error: Exception) -> OdsSamError:
-    """``error`` as an :class:`OdsSamError` whose message names the entry's file(s)."""
+def _naming_the_file(path: Path | None, error: Exception) -> OdsSamError:
+    """``error`` as an :class:`OdsSamError` whose message names ``path`` (or a file)."""
     message = str(error) if isinstance(error, OdsSamError) else f"cannot read ({type(error).__name__}: {error})"
-    files = [str(path) for path in (entry.image_path, entry.mask_path) if path is not None]
-    if any(name in message for name in files):
+    if path is None or str(path) in message:
         return error if isinstance(error, OdsSamError) else OdsSamError(message)
-    return OdsSamError(f"{' / '.join(files)}: {message}")
+    return OdsSamError(f"{path}: {message}")
 
 
 def load_entry(
@@ -94,10 +94,13 @@ def load_entry(
     """
     try:
         image = read_image(entry.image_path)
-        height, width = image.shape[:2]
-        mask = read_entry_mask(entry, height, width, mask_findings)
     except Exception as error:  # noqa: BLE001 - every decoding failure is reported with its file
-        raise _naming_the_files(entry, error) from error
+        raise _naming_the_file(entry.image_path, error) from error
+    height, width = image.shape[:2]
+    try:
+        mask = read_entry_mask(entry, height, width, mask_findings)
+    except Exception as error:  # noqa: BLE001
+        raise _naming_the_file(entry.mask_path, error) from error
     if image_size is not None:
         image = resize_image(image, image_size)
         mask = resize_mask(mask, image_size)
