@@ -161,7 +161,7 @@ def _aspect_issue(entry: Entry, height: int, width: int, sam_image_size: int, sp
         return None
     limit = 2 * sam_image_size
     where = (
-        f"image is {width}x{height} (WxH, {max(height, width) / min(height, width):.0f}:1); SAM's "
+        f"image is {width}x{height} (WxH, {max(height, width) / max(1, min(height, width)):.0f}:1); SAM's "
         f"preprocessing scales its longest side to {sam_image_size} px, leaving {short} px for the short side"
     )
     if short == 0:
