@@ -169,3 +169,14 @@ def make_folder(root: Path, rng: np.random.Generator) -> None:
     palette_mask.save(root / "masks" / "palette.png")
     save_image(shape.astype(np.uint8), root / "masks" / "deep.png")  # 0/1 values
     save_image(shape, root / "masks" / "photo.png")
+
+
+def make_binary_folder(
+    root: Path, rng: np.random.Generator, names: tuple[str, ...] = ("a", "b"), size: tuple[int, int] = (32, 40)
+) -> Path:
+    """A flat ``folder`` dataset: random PNG images with clean 0/255 disk masks of one size."""
+    height, width = size
+    for name in names:
+        save_image(random_rgb(rng, height, width), root / "images" / f"{name}.png")
+        save_image(disk(height, width, (height / 2, width / 2), min(height, width) / 3), root / "masks" / f"{name}.png")
+    return root

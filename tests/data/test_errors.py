@@ -53,6 +53,17 @@ def test_size_mismatch_names_both_files(folder_root):
     assert "masks/gray.png is 5x5" in message and "images/gray.png is 16x12" in message
 
 
+def test_undecodable_pixels_name_the_file(folder_root):
+    """A decoder error whose own message lacks the path (complex pixels) gets it added."""
+    import tifffile
+
+    (folder_root / "images" / "gray.png").unlink()
+    tifffile.imwrite(folder_root / "images" / "gray.tif", np.zeros((12, 16), dtype=np.complex64))
+    dataset = build_dataset("folder", folder_root, "train", test_fraction=0.0)
+    with pytest.raises(OdsSamError, match=r"images/gray\.tif: unsupported pixel type complex64"):
+        dataset[dataset.names.index("gray")]
+
+
 def test_empty_images_folder(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()

@@ -1,9 +1,11 @@
 """``odssam data``: list, check and convert datasets.
 
 - ``odssam data list``: registered datasets, their layouts and protocols.
-- ``odssam data check --dataset NAME --root PATH [--category C] [--json]``: decode every
-  file, print per-split counts, image sizes and foreground fraction, and every problem
-  with the file it concerns. Exit code 0 when clean, 1 on problems.
+- ``odssam data check --dataset NAME --root PATH [--category C] [--json]
+  [--sam-image-size S]``: decode every file, print per-split counts, image sizes and
+  foreground fraction, and every problem with the file it concerns (non-regular files,
+  undecodable files, masks not binary at the loader's threshold, images too elongated
+  for SAM's input). Exit code 0 when clean, 1 on problems.
 - ``odssam data convert --dataset NAME --root PATH --out DIR``: write the masks
   (rasterised MoNuSeg XML, GlaS instance maps ...) as binary PNGs for inspection.
 """
@@ -14,6 +16,7 @@ import argparse
 import json
 
 from odssam.data import check_dataset, convert_dataset, dataset_info, list_datasets
+from odssam.data.check import SAM_IMAGE_SIZE
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--strict", action="store_true", help="treat warnings as problems")
     check.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    check.add_argument(
+        "--sam-image-size",
+        type=int,
+        default=SAM_IMAGE_SIZE,
+        help="SAM input side of the model to train (model.sam.image_size; default 1024, "
+        "configs/tiny.yaml 256): images more elongated than 2x this to 1 are problems",
+    )
     check.set_defaults(func=run_check)
 
     convert = actions.add_parser("convert", help="write masks as binary PNGs (0/255)")
@@ -90,6 +100,7 @@ def run_check(args: argparse.Namespace) -> int:
         split_seed=args.split_seed,
         test_fraction=args.test_fraction,
         progress=True if args.progress else None,
+        sam_image_size=args.sam_image_size,
     )
     failed = not report.ok or (args.strict and report.warnings)
     if args.json:

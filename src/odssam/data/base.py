@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from odssam.data.image_io import read_image, read_label_mask, read_mask, resize_image, resize_mask
+from odssam.data.image_io import (
+    file_kind_problem,
+    read_image,
+    read_label_mask,
+    read_mask_values,
+    resize_image,
+    resize_mask,
+)
 from odssam.data.index import DatasetIndex, Entry
+from odssam.data.mask_audit import MaskFinding, audit_mask
 from odssam.data.polygons import read_polygon_mask
 from odssam.data.sample import Sample
 from odssam.data.splits import SPLIT_FILE_FORMAT
@@ -22,8 +31,17 @@ def _packed_polygon_mask(path: str, modified_ns: int, height: int, width: int) -
     return np.packbits(read_polygon_mask(path, height, width))
 
 
-def read_entry_mask(entry: Entry, height: int, width: int) -> np.ndarray:
+def read_entry_mask(
+    entry: Entry, height: int, width: int, findings: list[MaskFinding] | None = None
+) -> np.ndarray:
     """The HxW bool mask of ``entry`` for an image of ``height x width``.
+
+    Args:
+        entry: What to read.
+        height: Image height the mask must have.
+        width: Image width.
+        findings: If given, what :func:`odssam.data.mask_audit.audit_mask` finds wrong
+            with a binary mask's values is appended to it (``odssam data check``).
 
     Raises:
         OdsSamError: If the mask file is unreadable or its size differs from the image's.
@@ -31,13 +49,19 @@ def read_entry_mask(entry: Entry, height: int, width: int) -> np.ndarray:
     if entry.mask_kind == "empty" or entry.mask_path is None:
         return np.zeros((height, width), dtype=bool)
     if entry.mask_kind == "polygons":
-        stat = entry.mask_path.stat() if entry.mask_path.is_file() else None
-        if stat is None:
-            raise OdsSamError(f"{entry.mask_path}: annotation file not found")
+        problem = file_kind_problem(entry.mask_path)
+        if problem is not None:
+            raise OdsSamError(f"{entry.mask_path}: annotation {problem}")
+        stat = entry.mask_path.stat()
         packed = _packed_polygon_mask(str(entry.mask_path), stat.st_mtime_ns, height, width)
         return np.unpackbits(packed, count=height * width).reshape(height, width).astype(bool)
-    reader = read_label_mask if entry.mask_kind == "labels" else read_mask
-    mask = reader(entry.mask_path)
+    if entry.mask_kind == "labels":
+        mask = read_label_mask(entry.mask_path)
+    else:
+        values = read_mask_values(entry.mask_path)
+        if findings is not None:
+            findings.extend(audit_mask(values))
+        mask = values.binarize()
     if mask.shape != (height, width):
         raise OdsSamError(
             f"size mismatch: mask {entry.mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) "
@@ -46,11 +70,37 @@ def read_entry_mask(entry: Entry, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def load_entry(entry: Entry, image_size: int | None = None) -> Sample:
-    """Decode one entry; resize to ``image_size`` squared (bilinear image, nearest mask) if given."""
-    image = read_image(entry.image_path)
+def _naming_the_file(path: Path | None, error: Exception) -> OdsSamError:
+    """``error`` as an :class:`OdsSamError` whose message names ``path`` (or a file)."""
+    message = str(error) if isinstance(error, OdsSamError) else f"cannot read ({type(error).__name__}: {error})"
+    if path is None or str(path) in message:
+        return error if isinstance(error, OdsSamError) else OdsSamError(message)
+    return OdsSamError(f"{path}: {message}")
+
+
+def load_entry(
+    entry: Entry, image_size: int | None = None, *, mask_findings: list[MaskFinding] | None = None
+) -> Sample:
+    """Decode one entry; resize to ``image_size`` squared (bilinear image, nearest mask) if given.
+
+    Args:
+        entry: What to read.
+        image_size: Square output side, or ``None`` to keep the image's size.
+        mask_findings: If given, remarks about the mask's values are appended to it
+            (see :func:`read_entry_mask`).
+
+    Raises:
+        OdsSamError: If the image or mask cannot be read; the message names the file.
+    """
+    try:
+        image = read_image(entry.image_path)
+    except Exception as error:  # noqa: BLE001 - every decoding failure is reported with its file
+        raise _naming_the_file(entry.image_path, error) from error
     height, width = image.shape[:2]
-    mask = read_entry_mask(entry, height, width)
+    try:
+        mask = read_entry_mask(entry, height, width, mask_findings)
+    except Exception as error:  # noqa: BLE001
+        raise _naming_the_file(entry.mask_path, error) from error
     if image_size is not None:
         image = resize_image(image, image_size)
         mask = resize_mask(mask, image_size)

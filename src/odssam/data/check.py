@@ -1,4 +1,19 @@
-"""Validate a dataset folder: decode everything, summarise each split, list every problem."""
+"""Validate a dataset folder: decode everything, summarise each split, list every problem.
+
+What is checked, per file (every message names the file):
+
+- Listing: entries named like images that are not regular files (folders named
+  ``*.png``, named pipes, sockets, broken links, link loops) are problems, found with
+  ``os.stat`` and never opened; missing or duplicate masks, orphans (see the layouts).
+- Decoding: unreadable or truncated images and masks, image/mask size mismatches.
+- Mask values: masks that are not binary at the loader's threshold (colour masks, NaN,
+  lost foreground, noise, label maps; soft edges are a warning), by the rules of
+  :mod:`odssam.data.mask_audit`. JPEG compression noise (Kvasir-SEG) is normal.
+- Aspect ratio: SAM's preprocessing scales the longest side to its input size S
+  (1024 for the official models), so an image more elongated than 2S:1 would have a
+  short side of 0 pixels and stops training and evaluation: a problem. A short side of
+  fewer than 16 pixels (one patch of SAM's image encoder) after scaling is a warning.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from odssam.data.base import load_entry
-from odssam.data.index import IndexOptions, Issue
+from odssam.data.index import Entry, IndexOptions, Issue
+from odssam.data.mask_audit import MaskFinding
 from odssam.data.registry import get_spec, index_dataset
 from odssam.errors import OdsSamError
+from odssam.models.transforms import longest_side_size
+
+# SAM's input side for the official models, and the patch side of its ViT image encoder.
+SAM_IMAGE_SIZE = 1024
+SAM_PATCH_SIZE = 16
 
 
 @dataclass
@@ -129,6 +150,36 @@ def _summarise(stats: SplitStats, sizes: list[tuple[int, int]], fractions: list[
     stats.empty_masks = sum(1 for fraction in fractions if fraction == 0.0)
 
 
+def _mask_issues(entry: Entry, findings: list[MaskFinding], split: str) -> list[Issue]:
+    return [Issue(finding.level, finding.message, str(entry.mask_path), split) for finding in findings]
+
+
+def _aspect_issue(entry: Entry, height: int, width: int, sam_image_size: int, split: str) -> Issue | None:
+    """A problem if SAM's resize would leave the short side 0 pixels; a warning under one patch."""
+    short = min(longest_side_size(height, width, sam_image_size))
+    if short >= SAM_PATCH_SIZE:
+        return None
+    limit = 2 * sam_image_size
+    where = (
+        f"image is {width}x{height} (WxH, {max(height, width) / max(1, min(height, width)):.0f}:1); SAM's "
+        f"preprocessing scales its longest side to {sam_image_size} px, leaving {short} px for the short side"
+    )
+    if short == 0:
+        return Issue(
+            "error",
+            f"{where}: training and evaluation fail on it. A SAM input of {sam_image_size} px takes aspect "
+            f"ratios up to {limit}:1; crop the image, or set data.image_size to resize images to squares",
+            str(entry.image_path),
+            split,
+        )
+    return Issue(
+        "warning",
+        f"{where}, less than one {SAM_PATCH_SIZE}-px patch of SAM's image encoder: little to segment",
+        str(entry.image_path),
+        split,
+    )
+
+
 def check_dataset(
     name: str,
     root: str | Path,
@@ -137,6 +188,7 @@ def check_dataset(
     split_seed: int = 0,
     test_fraction: float = 0.5,
     progress: bool | None = None,
+    sam_image_size: int = SAM_IMAGE_SIZE,
 ) -> CheckReport:
     """Decode every image and mask of a dataset folder and report what it holds.
 
@@ -151,13 +203,17 @@ def check_dataset(
         split_seed: Seed of the seeded splits (only changes how images are counted).
         test_fraction: Test fraction of the seeded splits.
         progress: Show a progress bar on stderr (default: when stderr is a terminal).
+        sam_image_size: Side of SAM's square input in the model to be trained (1024 for
+            the official models; ``configs/tiny.yaml``: 256): sets the aspect-ratio limit.
 
     Returns:
         The report; ``report.ok`` is False when any problem was found.
 
     Raises:
-        OdsSamError: For an unknown dataset name or category.
+        OdsSamError: For an unknown dataset name or category, or a bad ``sam_image_size``.
     """
+    if not isinstance(sam_image_size, int) or sam_image_size <= 0:
+        raise OdsSamError(f"sam_image_size must be a positive integer, got {sam_image_size!r}")
     options = IndexOptions(
         include_good=True, split_seed=split_seed, test_fraction=test_fraction, every_category=True
     )
@@ -176,14 +232,16 @@ def check_dataset(
         sizes: list[tuple[int, int]] = []
         fractions: list[float] = []
         for entry in entries:
+            findings: list[MaskFinding] = []
             try:
-                sample = load_entry(entry)
-            except OdsSamError as error:
+                sample = load_entry(entry, mask_findings=findings)
+            except OdsSamError as error:  # load_entry names the file(s) in every message
                 report.issues.append(Issue("error", str(error), None, key))
-            except Exception as error:  # noqa: BLE001 - every failure is reported, none stops the check
-                message = f"cannot read ({type(error).__name__}: {error})"
-                report.issues.append(Issue("error", message, str(entry.image_path), key))
             else:
+                report.issues.extend(_mask_issues(entry, findings, key))
+                aspect = _aspect_issue(entry, *sample.original_size, sam_image_size, key)
+                if aspect is not None:
+                    report.issues.append(aspect)
                 sizes.append(sample.original_size)
                 fractions.append(float(sample.mask.mean()))
             bar.update(1)

@@ -9,6 +9,10 @@ decode without extra codecs (MoNuSeg's LZW tiles).
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,45 @@ def is_image_file(path: str | Path) -> bool:
     """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` and is not a hidden file."""
     path = Path(path)
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def file_kind_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file, found without opening it; ``None`` for a regular file.
+
+    Opening a named pipe for reading blocks until something writes to it, and a symbolic
+    link loop or a folder named like an image only fails later with an obscure error, so
+    data readers ask this first (``os.stat`` follows links; ``os.lstat`` tells a broken
+    link from a missing file).
+
+    Returns:
+        ``None``, or a reason: ``file not found``, ``broken symbolic link``, ``symbolic
+        link loop``, ``a folder, not a file``, ``a named pipe (FIFO), not a regular
+        file``, ``a socket, not a regular file``, ``a device file, not a regular file``
+        or ``cannot be examined (...)``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "file not found"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"cannot be examined ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    return "a device file, not a regular file"
+
+
+def _require_regular_file(path: Path) -> None:
+    problem = file_kind_problem(path)
+    if problem is not None:
+        raise OdsSamError(f"{path}: {problem}")
 
 
 # --------------------------------------------------------------------------- decoding
@@ -90,8 +133,7 @@ def read_array(path: str | Path) -> np.ndarray:
         OdsSamError: If the file is missing or cannot be decoded.
     """
     path = Path(path)
-    if not path.is_file():
-        raise OdsSamError(f"{path}: file not found")
+    _require_regular_file(path)
     if path.suffix.lower() in TIFF_EXTENSIONS:
         return _read_tiff_array(path)
     return _decode(path, _open(path))
@@ -148,18 +190,8 @@ def read_image(path: str | Path) -> np.ndarray:
 # --------------------------------------------------------------------------- masks
 
 
-def binarize_mask(array: np.ndarray, lossy: bool = False) -> np.ndarray:
-    """Foreground of a mask array as HxW bool.
-
-    Rules: bool stays; float is ``> 0.5``; integer masks whose values are only 0/1 are
-    ``> 0`` (unless ``lossy``: JPEG noise could make a background pixel 1); 8-bit
-    masks are ``> 127``; wider integer masks are ``> 127`` if they stay within 0..255,
-    else ``> 32767``. Colour masks are reduced to luma first.
-
-    Args:
-        array: HxW or HxWxC mask values.
-        lossy: The mask comes from a lossy format (JPEG): always use the 127 threshold.
-    """
+def mask_gray(array: np.ndarray) -> np.ndarray:
+    """The single channel a mask is thresholded on: HxW as is, colour reduced to luma, alpha dropped."""
     array = _channels_last(array)
     if array.ndim == 3:
         if array.shape[-1] in (2, 4):
@@ -168,21 +200,63 @@ def binarize_mask(array: np.ndarray, lossy: bool = False) -> np.ndarray:
             array = array[..., 0]
         else:
             array = array[..., :3].astype(np.float32) @ _LUMA
-    if array.dtype == np.bool_:
-        return array
-    if np.issubdtype(array.dtype, np.floating):
-        if array.max(initial=0) > 1.0:
-            return array > 127.5
-        return array > 0.5
-    top = int(array.max(initial=0))
+    return array
+
+
+def mask_threshold(gray: np.ndarray, lossy: bool = False) -> float:
+    """The value above which a pixel of ``gray`` (from :func:`mask_gray`) is foreground.
+
+    Float: 0.5 (127.5 if any value exceeds 1); integer: 0 for 0/1 masks (unless
+    ``lossy``), 127 when values stay within 0..255, else 32767.
+    """
+    if np.issubdtype(gray.dtype, np.floating):
+        return 127.5 if gray.max(initial=0) > 1.0 else 0.5
+    top = int(gray.max(initial=0))
     if top <= 1 and not lossy:
-        return array > 0
-    if top <= 255:
-        return array > 127
-    return array > 32767
+        return 0
+    return 127 if top <= 255 else 32767
 
 
-def _palette_mask(image: Image.Image) -> np.ndarray:
+def binarize_mask(array: np.ndarray, lossy: bool = False) -> np.ndarray:
+    """Foreground of a mask array as HxW bool.
+
+    Rules: bool stays; float is ``> 0.5``; integer masks whose values are only 0/1 are
+    ``> 0`` (unless ``lossy``: JPEG noise could make a background pixel 1); 8-bit
+    masks are ``> 127``; wider integer masks are ``> 127`` if they stay within 0..255,
+    else ``> 32767``. Colour masks are reduced to luma first (see :func:`mask_threshold`).
+
+    Args:
+        array: HxW or HxWxC mask values.
+        lossy: The mask comes from a lossy format (JPEG): always use the 127 threshold.
+    """
+    gray = mask_gray(array)
+    if gray.dtype == np.bool_:
+        return gray
+    return gray > mask_threshold(gray, lossy)
+
+
+@dataclass(frozen=True)
+class MaskValues:
+    """A mask file's pixel values before binarisation, and the rule :func:`read_mask` applies.
+
+    Attributes:
+        values: HxW or HxWxC array as decoded (JPEG: its luma plane; coloured palette:
+            the palette indices; grey palette: the grey levels).
+        rule: ``threshold`` (:func:`binarize_mask`), ``lossy`` (:func:`binarize_mask`
+            with ``lossy=True``, for JPEG) or ``nonzero`` (palette index > 0).
+    """
+
+    values: np.ndarray
+    rule: str = "threshold"
+
+    def binarize(self) -> np.ndarray:
+        """The HxW bool mask :func:`read_mask` returns."""
+        if self.rule == "nonzero":
+            return self.values > 0
+        return binarize_mask(self.values, lossy=self.rule == "lossy")
+
+
+def _palette_values(image: Image.Image) -> MaskValues:
     """Palette masks: grey palettes keep their grey levels, coloured ones use index > 0."""
     indices = np.asarray(image)
     palette = image.getpalette() or []
@@ -190,8 +264,36 @@ def _palette_mask(image: Image.Image) -> np.ndarray:
     if colours is not None and len(colours) > int(indices.max(initial=0)):
         used = colours[np.unique(indices)]
         if (used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all():
-            return binarize_mask(colours[indices, 0].astype(np.uint8))
-    return indices > 0
+            return MaskValues(colours[indices, 0].astype(np.uint8))
+    return MaskValues(indices, "nonzero")
+
+
+def read_mask_values(path: str | Path) -> MaskValues:
+    """Decode a binary mask file without thresholding it (what :func:`read_mask` binarises).
+
+    JPEG masks (Kvasir-SEG) are decoded straight to luma and use the lossy rule.
+
+    Raises:
+        OdsSamError: If the file is missing, not a regular file or unreadable.
+    """
+    path = Path(path)
+    _require_regular_file(path)
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        return MaskValues(_read_tiff_array(path))
+    image = _open(path)
+    try:
+        with image:
+            if image.mode in ("P", "PA"):
+                return _palette_values(image)
+            if image.format == "JPEG":
+                # Decoding only the luma plane skips colour conversion: ~2x faster.
+                image.draft("L", image.size)
+                return MaskValues(np.asarray(image.convert("L")), "lossy")
+            return MaskValues(_pil_to_array(image))
+    except OdsSamError:
+        raise
+    except Exception as error:  # noqa: BLE001 - truncated or corrupt data
+        raise OdsSamError(f"{path}: cannot decode mask data ({error})") from error
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -200,28 +302,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     JPEG masks (Kvasir-SEG) are decoded straight to luma and thresholded at > 127.
 
     Raises:
-        OdsSamError: If the file is missing or unreadable.
+        OdsSamError: If the file is missing, not a regular file or unreadable.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise OdsSamError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in TIFF_EXTENSIONS:
-        return binarize_mask(_read_tiff_array(path))
-    image = _open(path)
-    try:
-        with image:
-            if image.mode in ("P", "PA"):
-                return _palette_mask(image)
-            if image.format == "JPEG":
-                # Decoding only the luma plane skips colour conversion: ~2x faster.
-                image.draft("L", image.size)
-                return binarize_mask(np.asarray(image.convert("L")), lossy=True)
-            return binarize_mask(_pil_to_array(image))
-    except OdsSamError:
-        raise
-    except Exception as error:  # noqa: BLE001 - truncated or corrupt data
-        raise OdsSamError(f"{path}: cannot decode mask data ({error})") from error
+    return read_mask_values(path).binarize()
 
 
 def read_label_mask(path: str | Path) -> np.ndarray:
@@ -233,8 +316,7 @@ def read_label_mask(path: str | Path) -> np.ndarray:
         OdsSamError: If the file is missing or unreadable.
     """
     path = Path(path)
-    if not path.is_file():
-        raise OdsSamError(f"{path}: file not found")
+    _require_regular_file(path)
     if path.suffix.lower() in TIFF_EXTENSIONS:
         labels = _read_tiff_array(path)
     else:

@@ -8,10 +8,12 @@ per sample, or all at once in ``odssam data check``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from odssam.data.image_io import is_image_file
+from odssam.data.image_io import file_kind_problem, is_image_file
+
 
 @dataclass(frozen=True)
 class IndexOptions:
@@ -142,23 +144,55 @@ def list_images(
 
     Two files with one stem (``1.png`` and ``1.tif``) are an error: which one is meant?
     Files whose stem does not end with ``suffix``, or ends with ``skip_suffix``, are skipped.
+    Entries named like images that are not regular files (folders, named pipes, sockets,
+    broken links, link loops) are errors, found without opening them (see
+    :func:`regular_files`).
     """
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not is_image_file(path):
-            continue
+    def wanted(path: Path) -> bool:
         stem = path.stem
-        if skip_suffix and stem.endswith(skip_suffix):
-            continue
-        if suffix:
-            if not stem.endswith(suffix):
-                continue
-            stem = stem[: -len(suffix)]
+        return (
+            is_image_file(path)
+            and not (skip_suffix and stem.endswith(skip_suffix))
+            and (not suffix or stem.endswith(suffix))
+        )
+
+    found: dict[str, Path] = {}
+    for path in regular_files(folder, index, split, wanted):
+        stem = path.stem[: -len(suffix)] if suffix else path.stem
         if stem in found:
             index.error(f"two files for '{stem}': {found[stem].name} and {path.name}", folder, split)
             continue
         found[stem] = path
     return found
+
+
+def regular_files(
+    folder: Path, index: DatasetIndex, split: str | None, wanted: Callable[[Path], bool]
+) -> Iterator[Path]:
+    """Regular files of ``folder`` whose name ``wanted`` accepts, in name order.
+
+    An accepted name that is not a regular file is recorded as an error (file name and
+    reason) and skipped, never opened: reading a named pipe would block forever.
+
+    Args:
+        folder: The folder to list.
+        index: Where problems are recorded.
+        split: The split they affect.
+        wanted: Which names to consider (``is_image_file``, ``*.xml`` ...).
+    """
+    try:
+        paths = sorted(folder.iterdir())
+    except OSError as error:
+        index.error(f"cannot list the folder ({error.strerror or error})", folder, split)
+        return
+    for path in paths:
+        if not wanted(path):
+            continue
+        problem = file_kind_problem(path)
+        if problem is not None:
+            index.error(f"{problem} (skipped)", path, split)
+            continue
+        yield path
 
 
 def pair_images_with_masks(

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.index import DatasetIndex, Entry, IndexOptions, check_root, find_dir, list_images
+from odssam.data.index import (
+    DatasetIndex,
+    Entry,
+    IndexOptions,
+    check_root,
+    find_dir,
+    list_images,
+    regular_files,
+)
 from odssam.data.datasets.common import reject_category
 
 NAME = "monuseg"
@@ -25,8 +33,11 @@ ANNOTATION_DIRS = ("Annotations", "annotations")
 BINARY_MASK_DIRS = ("Binary_masks", "Binary_Masks", "masks")
 
 
-def _xml_files(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.glob("*.xml")) if p.is_file()}
+def _xml_files(folder: Path, index: DatasetIndex, split: str) -> dict[str, Path]:
+    def is_xml(path: Path) -> bool:
+        return path.suffix.lower() == ".xml" and not path.name.startswith(".")
+
+    return {path.stem: path for path in regular_files(folder, index, split, is_xml)}
 
 
 def _index_folder(folder: Path, index: DatasetIndex, split: str) -> None:
@@ -37,7 +48,7 @@ def _index_folder(folder: Path, index: DatasetIndex, split: str) -> None:
         index.splits[split] = []
         return
     xml_dir = find_dir(folder, *ANNOTATION_DIRS) or folder
-    annotations = _xml_files(xml_dir)
+    annotations = _xml_files(xml_dir, index, split)
     binary_dir = find_dir(folder, *BINARY_MASK_DIRS)
     binary_masks = list_images(binary_dir, index, split) if binary_dir else {}
     entries, from_png = [], 0
