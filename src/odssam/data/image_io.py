@@ -45,27 +45,41 @@ def file_kind_problem(path: str | Path) -> str | None:
 
     Returns:
         ``None``, or a reason: ``file not found``, ``broken symbolic link``, ``symbolic
-        link loop``, ``a folder, not a file``, ``a named pipe (FIFO), not a regular
-        file``, ``a socket, not a regular file``, ``a device file, not a regular file``
-        or ``cannot be examined (...)``.
+        link loop``, ``a folder, not a file``, ``<kind>, not a regular file`` for pipes,
+        sockets and devices (:func:`special_file_kind`), or ``cannot be examined (...)``.
     """
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "broken symbolic link" if os.path.islink(path) else "file not found"
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "symbolic link loop"
-        return f"cannot be examined ({error.strerror or error})"
+        return stat_failure(Path(path), error)
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
         return "a folder, not a file"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO), not a regular file"
-    if stat.S_ISSOCK(mode):
-        return "a socket, not a regular file"
-    return "a device file, not a regular file"
+    return f"{special_file_kind(mode)}, not a regular file"
+
+
+def stat_failure(path: Path, error: OSError) -> str:
+    """Why ``os.stat(path)`` failed, in words: a missing file, a broken link, a link loop."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if error.errno == errno.ENOENT:
+        if path.is_symlink():
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return "file not found"
+    return f"cannot be examined ({error.strerror or error})"
+
+
+def special_file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, from its ``st_mode``."""
+    kinds = [
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _require_regular_file(path: Path) -> None:

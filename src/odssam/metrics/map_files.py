@@ -10,7 +10,6 @@ listing a file, and :func:`read_map` checks ``os.fstat`` on a descriptor opened 
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from odssam.data.image_io import special_file_kind, stat_failure
 from odssam.errors import OdsSamError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -89,28 +89,6 @@ def _one_line(text: str) -> str:
 # --------------------------------------------------------------------------- listing
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "a special file"
-
-
-def _access_failure(path: Path, error: OSError) -> str:
-    if error.errno == errno.ELOOP:
-        return "symbolic link loop"
-    if error.errno == errno.ENOENT and path.is_symlink():
-        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
-    return f"cannot access ({error.strerror or error})"
-
-
 def is_map_name(name: str) -> bool:
     """Whether a file name has one of :data:`MAP_SUFFIXES` and is not hidden."""
     return not name.startswith(".") and Path(name).suffix.lower() in MAP_SUFFIXES
@@ -138,7 +116,7 @@ def scan_folder(folder: Path, *, recursive: bool, skips: SkipList, role: str) ->
     except OSError as error:
         raise OdsSamError(f"{folder}: {role} folder does not exist ({error.strerror or error})") from error
     if not stat.S_ISDIR(root.st_mode):
-        raise OdsSamError(f"{folder}: {role} folder is {_file_kind(root.st_mode)}, not a folder")
+        raise OdsSamError(f"{folder}: {role} folder is {special_file_kind(root.st_mode)}, not a folder")
     files: list[Path] = []
     visited: set[tuple[int, int]] = set()
 
@@ -162,7 +140,7 @@ def scan_folder(folder: Path, *, recursive: bool, skips: SkipList, role: str) ->
             except OSError as error:
                 # A dangling link without a map suffix may have been a sub-folder.
                 if named_like_map or (recursive and path.is_symlink()):
-                    skips.add(path, _access_failure(path, error))
+                    skips.add(path, stat_failure(path, error))
                 continue
             if stat.S_ISDIR(entry.st_mode):
                 if recursive:
@@ -176,7 +154,7 @@ def scan_folder(folder: Path, *, recursive: bool, skips: SkipList, role: str) ->
             if not named_like_map:
                 continue
             if not stat.S_ISREG(entry.st_mode):
-                skips.add(path, f"{_file_kind(entry.st_mode)}, not a regular file: not opened")
+                skips.add(path, f"{special_file_kind(entry.st_mode)}, not a regular file: not opened")
                 continue
             files.append(path)
 
@@ -200,11 +178,11 @@ def open_regular_file(path: Path) -> BinaryIO:
     try:
         descriptor = os.open(path, flags)
     except OSError as error:
-        raise InputError(path, _access_failure(path, error)) from error
+        raise InputError(path, stat_failure(path, error)) from error
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
-            raise InputError(path, f"{_file_kind(mode)}, not a regular file: not read")
+            raise InputError(path, f"{special_file_kind(mode)}, not a regular file: not read")
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
