@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import read_pixels
@@ -9,6 +11,7 @@ from PIL import Image
 
 from odssam.cli.main import main
 from odssam.demo import run as demo_run
+from odssam.engine.checkpoint import load_checkpoint
 from odssam.demo.run import DemoOptions, choose_output_dir, choose_sam
 from odssam.errors import OdsSamError
 from odssam.inference import read_predictions_csv
@@ -19,13 +22,14 @@ SHORT = ["--images-per-defect", "2", "--image-size", "64", "--epochs", "1", "--m
 
 @pytest.fixture(scope="module")
 def demo_run_output(tmp_path_factory):
-    """A shortened demo (random SAM, no download): (exit code, output folder, stdout, stderr)."""
+    """A shortened demo (random SAM, no download) into a relative --output: (exit code, output folder)."""
     torch.set_num_threads(1)
     output = tmp_path_factory.mktemp("demo") / "out"
     capture = pytest.MonkeyPatch()
     capture.setenv("ODSSAM_CACHE_DIR", str(output.parent / "empty-cache"))
+    capture.chdir(output.parent)
     try:
-        code = main(["demo", "--output", str(output), "--no-download", "--device", "cpu", "--no-progress", *SHORT])
+        code = main(["demo", "--output", "out", "--no-download", "--device", "cpu", "--no-progress", *SHORT])
     finally:
         capture.undo()
     return code, output
@@ -43,6 +47,17 @@ def test_demo_writes_report_overlays_grid_and_checkpoint(demo_run_output):
         assert overlay.shape == (64, 64, 3)
     grid = Image.open(output / "figure_grid.png")
     assert grid.width > 4 * 100 and grid.height > 3 * 100  # 4 columns, 3 rows
+
+
+def test_the_demo_run_can_be_evaluated_from_another_folder(demo_run_output, tmp_path, monkeypatch, capsys):
+    _, output = demo_run_output
+    stored = load_checkpoint(output / "run" / "last.pt")["config"]["data"]["root"]
+    assert Path(stored).is_absolute() and Path(stored) == (output / "data").resolve()
+    monkeypatch.chdir(tmp_path)  # the demo ran from output's parent
+    code = main(["eval", "--checkpoint", str(output / "run" / "last.pt"), "--device", "cpu", "--no-progress",
+                 "--output", "eval"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "eval" / "report.md").is_file()
 
 
 def test_demo_says_loudly_that_sam_weights_are_random(demo_run_output):

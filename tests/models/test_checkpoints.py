@@ -126,9 +126,9 @@ def test_md5_digests_are_supported(payload, tmp_path):
 
 def test_http_errors_and_unreachable_servers_point_to_a_local_file(served, tmp_path):
     _, base_url, _ = served
-    with pytest.raises(OdsSamError, match=r"404.*--checkpoint PATH"):
+    with pytest.raises(OdsSamError, match=r"404.*--sam-checkpoint PATH .* --set model.sam.checkpoint=PATH"):
         download_checkpoint(f"{base_url}/missing.pth", tmp_path / "a", progress=False)
-    with pytest.raises(OdsSamError, match=r"could not download .*--checkpoint PATH"):
+    with pytest.raises(OdsSamError, match=r"could not download .*--sam-checkpoint PATH"):
         download_checkpoint(f"http://127.0.0.1:{free_port()}/x.pth", tmp_path / "b", progress=False)
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
 
@@ -193,7 +193,7 @@ def test_auto_without_network_explains_what_to_do(monkeypatch):
     unreachable = f"http://127.0.0.1:{free_port()}/x.pth"
     offline = OfficialCheckpoint("vit_b", unreachable, official.file_name, official.digest, official.size_bytes)
     monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", offline)
-    with pytest.raises(OdsSamError, match="--checkpoint PATH"):
+    with pytest.raises(OdsSamError, match="--sam-checkpoint PATH"):
         resolve_checkpoint("vit_b", "auto")
 
 

@@ -6,7 +6,7 @@
   foreground fraction, and every problem with the file it concerns (non-regular files,
   undecodable files, masks not binary at the loader's threshold, images too elongated
   for SAM's input). Exit code 0 when clean, 1 on problems.
-- ``odssam data convert --dataset NAME --root PATH --out DIR``: write the masks
+- ``odssam data convert --dataset NAME --root PATH --output DIR``: write the masks
   (rasterised MoNuSeg XML, GlaS instance maps ...) as binary PNGs for inspection.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from odssam.cli.common import add_command_parser, add_no_progress_argument, add_output_argument, examples
 from odssam.data import check_dataset, convert_dataset, dataset_info, list_datasets
 from odssam.data.check import SAM_IMAGE_SIZE
 
@@ -34,19 +35,45 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="list, check and convert datasets")
+    parser = add_command_parser(
+        subparsers,
+        "data",
+        help="list, check and convert datasets",
+        description="List the dataset layouts odssam reads, check a dataset folder file by file before "
+        "training, or write its masks as binary PNGs. 'odssam data ACTION --help' describes each action.",
+        epilog=examples(
+            "odssam data list",
+            "odssam data check --dataset kvasir --root /data/Kvasir-SEG",
+            "odssam data convert --dataset monuseg --root /data/MoNuSeg --output monuseg-masks",
+        ),
+    )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: _print_help(parser))
 
-    listing = actions.add_parser("list", help="registered datasets and what they expect on disk")
+    listing = add_command_parser(
+        actions, "list", help="registered datasets and what they expect on disk",
+        epilog=examples("odssam data list", "odssam data list --json"),
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=run_list)
 
-    check = actions.add_parser("check", help="validate a dataset folder")
+    check = add_command_parser(
+        actions,
+        "check",
+        help="validate a dataset folder",
+        description="Decode every file of a dataset and report per-split counts, image sizes, foreground "
+        "fraction and every problem with the file it concerns. Exit code 0 when clean, 1 on problems.",
+        epilog=examples(
+            "odssam data check --dataset kvasir --root /data/Kvasir-SEG",
+            "odssam data check --dataset mvtec --root /data/mvtec --category bottle --json",
+            "odssam data check --dataset folder --root my_dataset --sam-image-size 256   # for configs/tiny.yaml",
+        ),
+    )
     _add_dataset_arguments(check)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--strict", action="store_true", help="treat warnings as problems")
-    check.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    check.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    add_no_progress_argument(check, "no progress bar (default: one when stderr is a terminal)")
     check.add_argument(
         "--sam-image-size",
         type=int,
@@ -56,9 +83,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     check.set_defaults(func=run_check)
 
-    convert = actions.add_parser("convert", help="write masks as binary PNGs (0/255)")
+    convert = add_command_parser(
+        actions,
+        "convert",
+        help="write masks as binary PNGs (0/255)",
+        epilog=examples(
+            "odssam data convert --dataset monuseg --root /data/MoNuSeg --output monuseg-masks",
+            "odssam data convert --dataset glas --root /data/GlaS --output glas-folder --images --split test",
+        ),
+    )
     _add_dataset_arguments(convert)
-    convert.add_argument("--out", required=True, help="output folder: <out>/<split>/masks/<name>.png")
+    add_output_argument(convert, "output folder: <output>/<split>/masks/<name>.png", required=True)
     convert.add_argument(
         "--split",
         action="append",
@@ -99,7 +134,7 @@ def run_check(args: argparse.Namespace) -> int:
         args.category,
         split_seed=args.split_seed,
         test_fraction=args.test_fraction,
-        progress=True if args.progress else None,
+        progress=False if args.no_progress else (True if args.progress else None),
         sam_image_size=args.sam_image_size,
     )
     failed = not report.ok or (args.strict and report.warnings)
@@ -116,7 +151,7 @@ def run_convert(args: argparse.Namespace) -> int:
     written = convert_dataset(
         args.dataset,
         args.root,
-        args.out,
+        args.output,
         splits=tuple(args.split or ("train", "test")),
         category=args.category,
         with_images=args.images,
@@ -127,5 +162,5 @@ def run_convert(args: argparse.Namespace) -> int:
         progress=False,
     )
     for split, count in written.items():
-        print(f"{split}: {count} masks written to {args.out}/{split}/masks/")
+        print(f"{split}: {count} masks written to {args.output}/{split}/masks/")
     return 0

@@ -10,11 +10,13 @@ See :mod:`odssam.demo.run` for the steps and the files written.
 
 from __future__ import annotations
 
+from odssam.cli.common import add_command_parser, add_no_progress_argument, add_output_argument, examples
 from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "demo",
         help="generate a synthetic anomaly dataset, train briefly, evaluate and draw (start here)",
         description=(
@@ -23,8 +25,13 @@ def add_parser(subparsers) -> None:
             "figure grid to a folder. Uses the official SAM ViT-B checkpoint if it is cached or can be "
             "downloaded; otherwise SAM has random weights and the scores are not meaningful (it says so)."
         ),
+        epilog=examples(
+            "odssam demo                                 # official SAM ViT-B if cached or downloadable",
+            "odssam demo --random-sam --max-steps 20     # a one-minute smoke test, random SAM weights",
+            "odssam demo --output my-demo --no-download --epochs 5",
+        ),
     )
-    parser.add_argument("--output", help="output folder (default: odssam-demo, or odssam-demo-N if taken)")
+    add_output_argument(parser, "output folder (default: odssam-demo, or odssam-demo-N if taken)")
     parser.add_argument(
         "--images-per-defect", type=int, help="generated images per defect type (default 8; 5 with official SAM on CPU)"
     )
@@ -37,7 +44,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--random-sam", action="store_true", help="use random SAM weights (a quick smoke test)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -11,16 +11,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from odssam.cli.common import (
+    add_command_parser,
+    add_no_progress_argument,
+    add_num_workers_argument,
+    add_output_argument,
+    examples,
+)
 from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "eval",
         help="evaluate a trained checkpoint on a dataset (paper-style tables)",
         description="Evaluate a run's checkpoint (last.pt: the last epoch; best.pt: the epoch chosen "
         "on validation images, written only when data.val_count > 0). Without --dataset/--root the "
         "data section stored in the checkpoint is used (its test split, or each of data.test_sets).",
+        epilog=examples(
+            "odssam eval --checkpoint runs/kvasir/last.pt                # the run's own test split(s)",
+            "odssam eval --checkpoint odssam-demo/run/last.pt --figures 4 --output demo-eval",
+            "odssam eval --checkpoint runs/polyp/last.pt --dataset pranet --root /data/PraNet "
+            "--category CVC-ColonDB --save-probabilities",
+        ),
     )
     parser.add_argument("--checkpoint", required=True, help="last.pt (or best.pt) of a run")
     parser.add_argument("--dataset", help="dataset name (default: the one the run trained on)")
@@ -32,14 +46,14 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this square size first")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names, 'default' or 'all'")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    add_num_workers_argument(parser, "data loader worker processes (default: the run's data.num_workers)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--sam-checkpoint", help="SAM weights to use instead of the path stored in the run")
-    parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval-<split>)")
+    add_output_argument(parser, "report folder (default: <checkpoint folder>/eval-<split>)")
     parser.add_argument("--save-probabilities", action="store_true", help="write 8-bit probability PNGs")
     parser.add_argument("--figures", type=int, default=0, metavar="N", help="figure grid of the first N samples")
-    parser.add_argument("--no-progress", action="store_true")
+    add_no_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,6 +78,9 @@ def run(args) -> int:
         dcfg.image_size = args.image_size
     if not dcfg.root:
         raise OdsSamError(f"{args.checkpoint}: the run stores no data.root; pass --root")
+    if not args.root and not Path(dcfg.root).expanduser().exists():
+        where = "" if Path(dcfg.root).is_absolute() else f" (a relative path, read from {Path.cwd()})"
+        raise OdsSamError(f"{args.checkpoint}: the run's data.root {dcfg.root} does not exist{where}; pass --root")
     if args.category:
         categories = list(args.category)
     elif args.split == "test" and dcfg.test_sets:

@@ -10,11 +10,13 @@ Writes ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``odssam_onnx.json`` 
 
 from __future__ import annotations
 
+from odssam.cli.common import add_command_parser, add_output_argument, examples
 from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "export",
         help="export a trained model to ONNX (image encoder + prompt encoder/mask decoder)",
         description=(
@@ -22,9 +24,13 @@ def add_parser(subparsers) -> None:
             "image_embedding) and the prompt encoder + mask decoder ((image, image_embedding) -> logits), "
             "then run both in onnxruntime and report the largest difference from PyTorch."
         ),
+        epilog=examples(
+            "odssam export --checkpoint odssam-demo/run/last.pt --output exported",
+            "odssam export --checkpoint runs/kvasir/last.pt --output exported --opset 18 --no-check",
+        ),
     )
     parser.add_argument("--checkpoint", required=True, help="odssam training checkpoint (best.pt / last.pt)")
-    parser.add_argument("--output", required=True, help="output folder (created)")
+    add_output_argument(parser, "output folder (created)", required=True)
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--threshold", type=float, default=0.5, help="mask threshold recorded for runtimes")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")

@@ -10,12 +10,21 @@ import time
 
 import numpy as np
 
-from odssam.cli.common import add_config_arguments, config_from_args
+from odssam.cli.common import add_command_parser, add_config_arguments, config_from_args, examples
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "forward", help="build the model and run one forward pass on an image (installation check)"
+    parser = add_command_parser(
+        subparsers,
+        "forward",
+        help="build the model and run one forward pass on an image (installation check)",
+        description="Build the model of a config and run one forward pass, printing the probability map's "
+        "statistics and the time taken. Without --image it uses a generated image.",
+        epilog=examples(
+            "odssam forward --config configs/tiny.yaml --device cpu",
+            "odssam forward --config configs/kvasir.yaml --set model.sam.checkpoint=sam_vit_h_4b8939.pth "
+            "--image photo.png",
+        ),
     )
     add_config_arguments(parser)
     parser.add_argument("--image", help="image file (default: a generated 300x400 image)")

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from odssam import __version__
+from odssam.cli.common import HelpFormatter, examples
 from odssam.errors import OdsSamError
 
 # Module names under odssam.cli, in the order they appear in ``odssam --help``.
@@ -30,10 +31,30 @@ COMMAND_MODULES = (
 )
 
 
+# Every command follows this; README "Exit codes" says the same.
+EXIT_CODES = """exit codes (every command):
+  0    ok
+  1    some inputs failed and were listed on stderr, the rest was processed
+       (predict skipping unreadable images, metrics skipping pairs, data check
+       finding problems, reproduce with failed runs)
+  2    usage or input error: bad option or config, missing file, nothing at all
+       could be processed; the message names the file or option
+  130  interrupted (Ctrl-C)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="odssam",
-        description="ODS-SAM: pixel-level anomaly segmentation with a frozen Segment Anything Model.",
+        description="ODS-SAM: pixel-level anomaly segmentation with a frozen Segment Anything Model. "
+        "'odssam COMMAND --help' describes a command, with examples.",
+        epilog=examples(
+            "odssam demo                                       # start here: the whole pipeline in minutes",
+            "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG",
+            "odssam predict --checkpoint runs/kvasir/last.pt photos/ --output predictions",
+        )
+        + "\n\n"
+        + EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"odssam {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -4,7 +4,7 @@ Examples::
 
     odssam metrics --pred runs/kvasir/pred --gt data/Kvasir-SEG/masks --dataset Kvasir
     odssam metrics --pred pred/bottle --gt MVTec-AD/bottle/ground_truth --recursive \\
-        --gt-suffix _mask --missing-gt-empty --metrics default,auroc,aupro --out reports/
+        --gt-suffix _mask --missing-gt-empty --metrics default,auroc,aupro --output reports/
     odssam metrics --combine reports/bottle.json reports/cable.json --layout columns
     odssam metrics --pred predict_out/ --gt data/Kvasir-SEG/masks   # predict's folder as it is
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
+from odssam.cli.common import add_command_parser, add_no_progress_argument, add_output_argument, examples
 from odssam.errors import OdsSamError
 from odssam.metrics.evaluator import METRIC_NAMES
 from odssam.metrics.folders import evaluate_folders
@@ -38,18 +38,20 @@ EXIT_CODES = """exit codes:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "metrics",
         help="score prediction maps against ground-truth masks (paper-style tables)",
-        # Wrapped here: the raw formatter keeps the exit-code table of the epilog as written.
-        description=textwrap.fill(
-            "Score a folder of prediction maps (PNG/TIFF probability maps, binary masks or float32 .npy maps) "
-            "against ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
-            "combine JSON reports of several datasets/categories into one table with their mean. Inputs that "
-            "cannot be scored are listed and skipped; the rest is scored.", width=88,
-        ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a folder of prediction maps (PNG/TIFF probability maps, binary masks or float32 .npy "
+        "maps) against ground-truth masks matched by file stem, and print a table laid out like the paper's; or "
+        "combine JSON reports of several datasets/categories into one table with their mean. Inputs that "
+        "cannot be scored are listed and skipped; the rest is scored.",
+        epilog=examples(
+            "odssam metrics --pred predictions --gt /data/Kvasir-SEG/masks        # odssam predict's folder as it is",
+            "odssam metrics --pred pred/bottle --gt MVTec-AD/bottle/ground_truth --recursive --gt-suffix _mask \\",
+            "    --missing-gt-empty --metrics default,auroc,aupro --output reports/",
+            "odssam metrics --combine reports/bottle.json reports/cable.json --layout columns",
+        ) + "\n\n" + EXIT_CODES,
     )
     parser.add_argument("--pred", type=Path,
                         help="folder of prediction maps, or an 'odssam predict' output folder (its probabilities/)")
@@ -61,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated metric names from {', '.join(METRIC_NAMES)}, 'default' or 'all' "
         "(default: %(default)s = mae,emeasure,dice,iou,mdice,miou)",
     )
-    parser.add_argument("--out", type=Path, help="write <dataset>.json, .csv and .md reports into this folder")
+    add_output_argument(parser, "write <dataset>.json, .csv and .md reports into this folder", type=Path)
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--layout", choices=LAYOUTS, default="columns",
                         help="columns: datasets as columns, metrics as rows (Table 1); wide: one row per "
@@ -81,11 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exact-auc", action="store_true",
                         help="keep every pixel score for AUROC/AUPRO (exact for any float map; memory grows)")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
-                        help="combine metrics reports written by --out into one table instead of scoring")
+                        help="combine metrics reports written by --output into one table instead of scoring")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first input that cannot be scored (exit code 2) instead of listing it")
+    add_no_progress_argument(parser, "no progress bar")
     parser.add_argument("--quiet", action="store_true",
-                        help="no progress bar or timing line (skipped inputs are still listed)")
+                        help="no progress bar, timing or notes on stderr (skipped inputs are still listed)")
     parser.set_defaults(func=run)
 
 
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.gt_threshold <= 254:
             raise OdsSamError(f"--gt-threshold must lie in 0..254, got {args.gt_threshold}")
         name = args.dataset or _default_name(args.gt)
-        show_progress = not args.quiet and sys.stderr.isatty()
+        show_progress = not (args.quiet or args.no_progress) and sys.stderr.isatty()
         score = evaluate_folders(
             args.pred, args.gt, name=name, metrics=args.metrics, recursive=args.recursive,
             gt_suffix=args.gt_suffix, partial=args.partial, missing_gt_empty=args.missing_gt_empty,
@@ -160,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
             exit_code = 1
             print(f"{len(score.problems)} input(s) could not be scored and were skipped (listed above); "
                   f"{n} image(s) scored", file=sys.stderr)
-    if args.out:
-        written = write_report(results, args.out, _safe_stem(stem), layout=args.layout, percent=args.percent,
+    if args.output:
+        written = write_report(results, args.output, _safe_stem(stem), layout=args.layout, percent=args.percent,
                                digits=args.digits)
         if not args.quiet:
             print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)

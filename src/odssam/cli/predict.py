@@ -6,7 +6,7 @@
 
 Writes ``masks/``, ``probabilities/``, ``overlays/`` and ``predictions.csv`` under the
 output folder (see :mod:`odssam.inference.io`). Files that cannot be read are reported
-and skipped; the exit code is then 1 (0 when every image was predicted).
+and skipped; the exit code is then 1 (0 when every image was predicted, 2 when none was).
 """
 
 from __future__ import annotations
@@ -14,23 +14,37 @@ from __future__ import annotations
 import sys
 import time
 
+from odssam.cli.common import (
+    add_command_parser,
+    add_no_progress_argument,
+    add_num_workers_argument,
+    add_output_argument,
+    examples,
+)
 from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "predict",
         help="predict anomaly masks for image files, folders or glob patterns",
         description=(
             "Predict anomaly masks with a trained checkpoint. Writes per image a binary mask (PNG), a "
             "probability map (8-bit PNG or float32 .npy) and an overlay (PNG), all at the original size, "
             "plus predictions.csv (max score and anomalous area fraction per image). Unreadable files are "
-            "reported and skipped (exit code 1)."
+            "reported and skipped (exit code 1; 2 if no image could be read)."
+        ),
+        epilog=examples(
+            "odssam predict --checkpoint odssam-demo/run/last.pt odssam-demo/data/fabric/test --recursive "
+            "--output predictions",
+            "odssam predict --checkpoint runs/kvasir/last.pt photos/ 'extra/*.jpg' --output out --device cpu",
+            "odssam predict --checkpoint runs/kvasir/last.pt scans/ --output out --probability-format npy --no-overlay",
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--checkpoint", required=True, help="odssam training checkpoint (best.pt / last.pt)")
-    parser.add_argument("--output", required=True, help="output folder (created)")
+    add_output_argument(parser, "output folder (created)", required=True)
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda or cuda:N")
     parser.add_argument(
@@ -43,9 +57,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlays")
     parser.add_argument("--recursive", action="store_true", help="also take images in sub-folders of INPUT folders")
-    parser.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 8 with a GPU, 2 on the CPU)")
+    add_num_workers_argument(parser, "image decoding threads (default: up to 8 with a GPU, 2 on the CPU)")
     parser.add_argument("--sam-checkpoint", help="SAM weights, if the path stored in the checkpoint is not valid here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -72,7 +86,7 @@ def run(args) -> int:
         threshold=args.threshold,
         precision=args.precision,
         batch_size=args.batch_size,
-        num_workers=args.workers,
+        num_workers=args.num_workers,
     )
     precision = "bf16" if predictor.amp_dtype is not None else "fp32"
     print(f"predicting {len(inputs)} images on {predictor.device} ({precision}, batch {args.batch_size})")
@@ -95,5 +109,5 @@ def run(args) -> int:
     print(f"table: {writer.csv_path}")
     if skipped:
         print(f"{len(skipped)} of {len(inputs)} files could not be read and were skipped", file=sys.stderr)
-        return 1
+        return 2 if done == 0 else 1  # as metrics: 2 when nothing at all could be processed
     return 0

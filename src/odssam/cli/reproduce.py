@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.cli.common import add_set_argument
+from odssam.cli.common import (
+    add_command_parser,
+    add_no_progress_argument,
+    add_output_argument,
+    add_set_argument,
+    examples,
+)
 from odssam.errors import OdsSamError
 
 TABLE_HELP = (
@@ -29,25 +35,32 @@ DATA_ROOT_HELP = (
 def add_parser(subparsers) -> None:
     from odssam.reproduce.tables import TABLES
 
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "reproduce",
         help="train and evaluate every experiment of a paper table; write it next to the paper's numbers",
         description="Run one paper table with the paper's recipe (the packaged paper configs): "
         "one run folder per experiment under OUTPUT/TABLE/ (finished runs are skipped, "
         "interrupted ones resumed), then TABLE.md and TABLE.csv with ours, the paper's figure "
         "and the difference, the hours spent per run, and the datasets that were missing.",
+        epilog=examples(
+            "odssam reproduce table3 --data-root /data --dry-run          # what would run, split sizes",
+            "odssam reproduce table3 --data-root /data --sam-checkpoint sam_vit_h_4b8939.pth",
+            "odssam reproduce table1 --data-root /data --set train.epochs=3 --set model.sam.checkpoint=null",
+            "odssam reproduce table7                                        # parameters and FLOPs only",
+        ),
     )
     parser.add_argument("table", choices=list(TABLES), metavar="TABLE", help=TABLE_HELP)
     parser.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP + " (not needed for table7)")
     parser.add_argument("--sam-checkpoint", metavar="PATH", help="SAM weights for every run (model.sam.checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs, datasets and split sizes; train nothing")
     add_set_argument(parser, "override a config value in every run, e.g. --set train.epochs=3 (repeatable)")
-    parser.add_argument("--output", default="reproduce", metavar="DIR", help="output folder (default: reproduce)")
+    add_output_argument(parser, "output folder (default: reproduce)", default="reproduce")
     parser.add_argument(
         "--configs", metavar="DIR", help="folder of paper configs to use instead of the packaged ones (configs/)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log files, CI)")
+    add_no_progress_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -4,6 +4,7 @@ Examples::
 
     odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG
     odssam train --config configs/mvtec_ad.yaml --set data.root=/data/mvtec --set data.category=bottle
+    odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG --set train.epochs=5  # shorter
     odssam train --resume runs/kvasir                       # continue after an interruption
     torchrun --nproc_per_node 2 -m odssam train --config configs/kvasir.yaml ...   # 2 GPUs
 """
@@ -13,16 +14,34 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from odssam.cli.common import add_config_arguments, config_from_args
+from odssam.cli.common import (
+    absolute_data_root,
+    add_command_parser,
+    add_config_arguments,
+    add_no_progress_argument,
+    config_from_args,
+    examples,
+)
 from odssam.errors import OdsSamError
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command_parser(
+        subparsers,
         "train",
         help="train the prompt encoder on a dataset (writes checkpoints, logs and a report)",
         description="Train ODS-SAM's prompt encoder with SAM frozen. The run folder is "
-        "<train.output_dir>/<train.run_name or name>. Several GPUs: launch with torchrun.",
+        "<train.output_dir>/<train.run_name or name>. Several GPUs: launch with torchrun.\n\n"
+        "A shorter run: --set train.epochs=N (the paper trains 200 epochs) or --set train.max_steps=N "
+        "(stop after N optimizer steps in total). Any config value can be overridden with --set KEY=VALUE.",
+        epilog=examples(
+            "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG",
+            "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG --set train.epochs=5",
+            "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG --set train.max_steps=50",
+            "odssam train --config configs/mvtec_ad.yaml --set data.root=/data/mvtec --set data.category=bottle",
+            "odssam train --resume runs/kvasir                 # continue after an interruption",
+            "torchrun --nproc_per_node 2 -m odssam train --config configs/kvasir.yaml --set data.root=...  # 2 GPUs",
+        ),
     )
     add_config_arguments(parser)
     parser.add_argument(
@@ -37,7 +56,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--run-dir", help="run folder (default: <train.output_dir>/<train.run_name or name>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log files, CI)")
+    add_no_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -66,6 +85,7 @@ def run(args) -> int:
     from odssam.engine.trainer import train
 
     cfg, run_dir = resolve_run(args)
+    absolute_data_root(cfg)  # eval and predict of this run may start from another folder
     result = train(
         cfg, run_dir=run_dir, resume=args.resume is not None, device=args.device, progress=not args.no_progress
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from odssam.cli.common import add_command_parser, add_no_progress_argument, examples
 from odssam.errors import OdsSamError
 from odssam.models.checkpoints import (
     OFFICIAL_CHECKPOINTS,
@@ -35,14 +36,38 @@ from odssam.models.sam import (
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("weights", help="list, download and verify SAM and feature-encoder weights")
+    parser = add_command_parser(
+        subparsers,
+        "weights",
+        help="list, download and verify SAM and feature-encoder weights",
+        description="List the official SAM checkpoints and the feature encoder's published weights with their "
+        "cache status, download them (verified against their digests), or verify a file you have. "
+        "'odssam weights ACTION --help' describes each action.",
+        epilog=examples(
+            "odssam weights list",
+            "odssam weights download vit_b",
+            "odssam weights verify ~/.cache/odssam/sam_vit_b_01ec64.pth",
+        ),
+    )
     actions = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="official weight files and whether they are cached")
+    listing = add_command_parser(
+        actions, "list", help="official weight files and whether they are cached",
+        epilog=examples("odssam weights list", "odssam weights list --dir checkpoints/"),
+    )
     listing.add_argument("--dir", type=Path, help=f"checkpoint directory (default: {default_cache_dir()})")
     listing.set_defaults(func=run_list)
 
-    download = actions.add_parser("download", help="download and verify an official checkpoint")
+    download = add_command_parser(
+        actions,
+        "download",
+        help="download and verify an official checkpoint",
+        epilog=examples(
+            "odssam weights download vit_h",
+            "odssam weights download vit_b --dir checkpoints/ --no-progress",
+            "odssam weights download vit_b --url https://mirror.example.org/sam_vit_b_01ec64.pth",
+        ),
+    )
     download.add_argument(
         "variant",
         choices=[*OFFICIAL_CHECKPOINTS, *PUBLISHED_WEIGHTS],
@@ -52,11 +77,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     download.add_argument("--dir", type=Path, help=f"target directory (default: {default_cache_dir()})")
     download.add_argument("--url", help="a mirror of the official file (still verified against its digest)")
     download.add_argument("--digest", help="expected digest as ALGORITHM:HEX (md5 or sha256) for a custom file")
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress_argument(download, "no progress bar", aliases=("--quiet",))
     download.set_defaults(func=run_download)
 
-    verify = actions.add_parser(
-        "verify", help="check a checkpoint's digest and that it loads into SAM (or into the feature encoder)"
+    verify = add_command_parser(
+        actions,
+        "verify",
+        help="check a checkpoint's digest and that it loads into SAM (or into the feature encoder)",
+        epilog=examples(
+            "odssam weights verify sam_vit_h_4b8939.pth",
+            "odssam weights verify my_sam.pth --variant vit_b --digest sha256:HEX",
+        ),
     )
     verify.add_argument("path", type=Path, metavar="PATH")
     verify.add_argument(
@@ -107,7 +138,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_download(args: argparse.Namespace) -> int:
     expected = Digest.parse(args.digest) if args.digest else None
     if args.variant in PUBLISHED_WEIGHTS:
-        path = download_published_weights(args.variant, args.dir, args.url, not args.quiet, expected)
+        path = download_published_weights(args.variant, args.dir, args.url, not args.no_progress, expected)
         print(path)
         return 0
     official = OFFICIAL_CHECKPOINTS[args.variant]
@@ -115,7 +146,7 @@ def run_download(args: argparse.Namespace) -> int:
         args.url or args.variant,
         dest_dir=args.dir,
         expected=expected or official.digest,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         file_name=official.file_name,
     )
     print(path)

@@ -148,7 +148,7 @@ def choose_sam(options: DemoOptions) -> SamChoice:
         variant = find_sam_variant(description[0]) if description else None
         if variant is None:
             raise OdsSamError(f"{path}: not a SAM checkpoint of a known variant (vit_h, vit_l, vit_b, ...)")
-        return SamChoice(variant, description[1], str(path), f"{path} ({variant})")
+        return SamChoice(variant, description[1], str(path.resolve()), f"{path} ({variant})")
     cached = cached_checkpoint(OFFICIAL_VARIANT)
     if cached is not None:
         return SamChoice(OFFICIAL_VARIANT, 1024, str(cached), f"official {OFFICIAL_VARIANT} ({cached})")
@@ -249,7 +249,8 @@ def run_demo(options: DemoOptions | None = None) -> DemoResult:
     abnormal = per_defect * len(dataset.defects)
     _say(f"data: {abnormal} synthetic defect images ({', '.join(dataset.defects)}) in {dataset.category_dir}")
 
-    cfg = demo_config(options, sam, dataset.root, output)
+    # Absolute: the checkpoint stores the config, and eval/predict may run from another folder.
+    cfg = demo_config(options, sam, dataset.root.resolve(), output)
     phase_start = time.perf_counter()
     result = train(cfg, run_dir=output / "run", device=options.device, progress=options.progress)
     train_seconds = time.perf_counter() - phase_start

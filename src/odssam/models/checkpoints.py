@@ -312,7 +312,10 @@ def _stream(url: str, handle, algorithm: str, size_hint: int | None, progress: b
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         is_http_status = isinstance(error, urllib.error.HTTPError)
         reason = error if is_http_status else getattr(error, "reason", None) or error
-        hint = hint or "Download the file by other means and pass --checkpoint PATH (model.sam.checkpoint in a config)"
+        hint = hint or (
+            "Download the file by other means and pass it with --sam-checkpoint PATH (demo, eval, predict, "
+            "export, reproduce) or --set model.sam.checkpoint=PATH (train, forward; model.sam.checkpoint in a config)"
+        )
         raise OdsSamError(f"could not download {url}: {reason}. {hint}") from error
     if expected_length is not None and received != expected_length:
         raise OdsSamError(f"download of {url} stopped after {received} of {expected_length} bytes")
