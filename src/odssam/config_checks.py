@@ -239,11 +239,6 @@ def check_consistency(config: Any) -> list[str]:
     if isinstance(model, ModelConfig):
         pcfg = model.prompt_encoder
         where = "config key model.prompt_encoder."
-        if pcfg.input_size > model.sam.image_size:
-            problems.append(
-                f"{where}input_size: got {pcfg.input_size}; expected at most model.sam.image_size "
-                f"({model.sam.image_size}): it is the side of SAM's input seen by the prompt encoder"
-            )
         if pcfg.use_ssm and pcfg.ssm.num_layers < 1:
             problems.append(f"{where}ssm.num_layers: got {pcfg.ssm.num_layers}; expected >= 1 when use_ssm is on")
         if pcfg.use_odconv and pcfg.odconv.num_layers < 1:
