@@ -377,7 +377,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     except OSError as error:
         raise OdsSamError(f"{path}: cannot read the config file: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
-        raise OdsSamError(f"{path}: not a UTF-8 text file (byte {error.start}); save the config as UTF-8 YAML") from error
+        message = f"{path}: not a UTF-8 text file (byte {error.start}); save the config as UTF-8 YAML"
+        raise OdsSamError(message) from error
     data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise OdsSamError(f"{path}: the top level must be a mapping")

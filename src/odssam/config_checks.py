@@ -27,6 +27,7 @@ loads on one machine (e.g. stored in a checkpoint) loads on every other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 import re
@@ -226,6 +227,7 @@ def check_value(cls: type, name: str, value: Any, kind: Any) -> Any:
     return coerce(value, kind, rule)
 
 
+@functools.cache
 def _rules(cls: type) -> dict[str, Rule]:
     return {f.name: f.metadata[RULE_KEY] for f in dataclasses.fields(cls) if RULE_KEY in f.metadata}
 
