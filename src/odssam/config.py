@@ -12,6 +12,13 @@ A YAML file is a nested mapping whose keys are the dataclass fields below, e.g.:
 Every default is the paper's setting or, where the paper is silent, the documented
 default of the reference design; each such open point is a field here so a user can
 run the other reading. ``--set key.sub=value`` overrides use the same dotted paths.
+
+Every field declares its allowed values next to it (:func:`~odssam.config_checks.checked`);
+:func:`from_dict`, which every file, override, stored checkpoint config and reproduce cell
+goes through, checks them all before any work starts (type rules and limits:
+:mod:`odssam.config_checks`). Sizes are bounded by :data:`MAX_IMAGE_SIZE`, DataLoader
+workers by :data:`MAX_NUM_WORKERS`: fixed limits, so a config that loads on one machine
+loads on every other.
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from typing import Any
 
 import yaml
 
+from odssam.config_checks import ValueProblem, check_consistency, check_value, checked, registry, seed_field, show
 from odssam.errors import OdsSamError
+
+# Largest square side (SAM input, prompt encoder input, dataset resize): 4x SAM's 1024.
+MAX_IMAGE_SIZE = 4096
+# DataLoader worker processes: beyond this they only compete for memory and start-up time.
+MAX_NUM_WORKERS = 64
+SAM_VARIANTS = registry("odssam.models.sam", "SAM_REGISTRY")
+METRIC_CHOICES = registry("odssam.metrics.evaluator", "METRIC_NAMES", extra=("default", "all"))
 
 
 @dataclass
@@ -43,10 +58,10 @@ class SamConfig:
             function as the official module, faster); the official module otherwise.
     """
 
-    variant: str = "vit_h"
+    variant: str = checked("vit_h", choices=SAM_VARIANTS)
     checkpoint: str | None = None
-    image_size: int = 1024
-    init_seed: int = 0
+    image_size: int = checked(1024, at_least=16, at_most=MAX_IMAGE_SIZE, multiple_of=16)
+    init_seed: int = seed_field()
     fast_encoder: bool = True
 
 
@@ -76,11 +91,11 @@ class FeatureEncoderConfig:
             start training: a trained odssam checkpoint holds the weights itself.
     """
 
-    backbone: str = "efficientvit_l1"
-    neck_blocks: int = 8
-    out_channels: int = 256
-    upsample_mode: str = "bilinear"
-    norm_eps: float | None = None
+    backbone: str = checked("efficientvit_l1", choices=registry("odssam.models.feature_encoder", "FEATURE_ENCODERS"))
+    neck_blocks: int = checked(8, at_least=0, at_most=64)
+    out_channels: int = checked(256, at_least=1, at_most=4096)
+    upsample_mode: str = checked("bilinear", choices=registry("odssam.models.feature_encoder", "UPSAMPLE_MODES"))
+    norm_eps: float | None = checked(None, above=0, at_most=1)
     checkpoint: str | None = None
 
 
@@ -103,17 +118,17 @@ class SSMConfig:
             (about 3x less training memory for the scan, about 30% slower).
     """
 
-    num_layers: int = 1
-    directions: int = 4
-    d_state: int = 16
-    dt_rank: int = 16
-    expand: int = 2
-    d_conv: int = 3
-    dt_min: float = 1e-3
-    dt_max: float = 0.1
-    dt_init_floor: float = 1e-4
-    scan_backend: str = "auto"
-    chunk_size: int = 32
+    num_layers: int = checked(1, at_least=0, at_most=16)
+    directions: int = checked(4, choices=registry("odssam.models.od_ssm", "SCAN_DIRECTIONS"))
+    d_state: int = checked(16, at_least=1, at_most=256)
+    dt_rank: int = checked(16, at_least=1, at_most=1024)
+    expand: int = checked(2, at_least=1, at_most=16)
+    d_conv: int = checked(3, at_least=1, at_most=15, odd=True)
+    dt_min: float = checked(1e-3, above=0, at_most=1)
+    dt_max: float = checked(0.1, above=0, at_most=1)
+    dt_init_floor: float = checked(1e-4, above=0, at_most=1)
+    scan_backend: str = checked("auto", choices=registry("odssam.models.selective_scan", "SCAN_BACKENDS"))
+    chunk_size: int = checked(32, at_least=1, at_most=4096)
     scan_checkpoint: bool = True
 
 
@@ -138,14 +153,14 @@ class ODConvConfig:
             copies). Same values; speed only.
     """
 
-    num_layers: int = 2
-    arrangement: str = "parallel"
-    kernel_size: int = 3
-    kernel_num: int = 8
-    reduction: float = 0.0625
-    min_channels: int = 16
-    temperature: float = 1.0
-    per_sample: str = "loop"
+    num_layers: int = checked(2, at_least=0, at_most=8)
+    arrangement: str = checked("parallel", choices=registry("odssam.models.ssmodc", "ODCONV_ARRANGEMENTS"))
+    kernel_size: int = checked(3, at_least=1, at_most=15, odd=True)
+    kernel_num: int = checked(8, at_least=1, at_most=64)
+    reduction: float = checked(0.0625, above=0, at_most=1)
+    min_channels: int = checked(16, at_least=1, at_most=4096)
+    temperature: float = checked(1.0, above=0, at_most=1000)
+    per_sample: str = checked("loop", choices=registry("odssam.models.odconv", "PER_SAMPLE_METHODS"))
 
 
 @dataclass
@@ -160,7 +175,7 @@ class PromptEncoderConfig:
         residual: ``P = F + SSMODC(F)`` (paper); ``False`` gives ``P = SSMODC(F)``.
     """
 
-    input_size: int = 512
+    input_size: int = checked(512, at_least=8, at_most=MAX_IMAGE_SIZE, multiple_of=8)
     feature_encoder: FeatureEncoderConfig = field(default_factory=FeatureEncoderConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
     odconv: ODConvConfig = field(default_factory=ODConvConfig)
@@ -199,16 +214,16 @@ class DataConfig:
         test_fraction: MVTec AD: fraction of abnormal images kept for testing.
     """
 
-    dataset: str = "folder"
+    dataset: str = checked("folder", choices=registry("odssam.data.registry", "DATASET_REGISTRY"))
     root: str = ""
     category: str | None = None
     test_sets: list[str] = field(default_factory=list)
-    val_count: int = 0
-    image_size: int | None = None
+    val_count: int = checked(0, at_least=0, at_most=1_000_000)
+    image_size: int | None = checked(None, at_least=8, at_most=MAX_IMAGE_SIZE)
     include_good: bool = False
-    split_seed: int = 0
-    test_fraction: float = 0.5
-    num_workers: int = 2
+    split_seed: int = seed_field()
+    test_fraction: float = checked(0.5, at_least=0, at_most=1)
+    num_workers: int = checked(2, at_least=0, at_most=MAX_NUM_WORKERS)
 
 
 @dataclass
@@ -257,32 +272,32 @@ class TrainConfig:
             available).
     """
 
-    epochs: int = 200
-    batch_size: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    lr_schedule: str = "constant"
-    dice_weight: float = 0.5
-    bce_weight: float = 0.5
-    loss_resolution: str = "logits"
+    epochs: int = checked(200, at_least=1, at_most=1_000_000)
+    batch_size: int = checked(10, at_least=1, at_most=4096)
+    lr: float = checked(1e-3, above=0, at_most=1)
+    weight_decay: float = checked(1e-5, at_least=0, at_most=1)
+    lr_schedule: str = checked("constant", choices=registry("odssam.engine.setup", "LR_SCHEDULES"))
+    dice_weight: float = checked(0.5, at_least=0, at_most=1000)
+    bce_weight: float = checked(0.5, at_least=0, at_most=1000)
+    loss_resolution: str = checked("logits", choices=registry("odssam.engine.targets", "LOSS_RESOLUTIONS"))
     full_resolution_loss: bool = False
     cache_embeddings: bool = True
     cache_dir: str | None = None
-    cache_dtype: str = "bfloat16"
+    cache_dtype: str = checked("bfloat16", choices=registry("odssam.engine.cache", "EMBEDDING_DTYPES"))
     augment: bool = False
     color_jitter: bool = False
-    odconv_temperature_anneal: int = 0
-    precision: str = "auto"
+    odconv_temperature_anneal: int = checked(0, at_least=0, at_most=1_000_000)
+    precision: str = checked("auto", choices=registry("odssam.engine.precision", "PRECISIONS"))
     compile: bool = False
     channels_last: bool | None = None
     cuda_graph: bool = True
-    seed: int = 0
-    eval_every: int = 1
-    max_steps: int | None = None
-    output_dir: str = "runs"
-    run_name: str | None = None
-    metrics: list[str] = field(default_factory=lambda: ["default"])
-    monitor: str = "dice@0.5"
+    seed: int = seed_field()
+    eval_every: int = checked(1, at_least=0, at_most=1_000_000)
+    max_steps: int | None = checked(None, at_least=1)
+    output_dir: str = checked("runs", nonempty=True)
+    run_name: str | None = checked(None, nonempty=True)
+    metrics: list[str] = checked(factory=lambda: ["default"], choices=METRIC_CHOICES)
+    monitor: str = checked("dice@0.5", nonempty=True)
     final_eval: bool = True
 
 
@@ -290,7 +305,7 @@ class TrainConfig:
 class ExperimentConfig:
     """A whole experiment: one YAML file under ``configs/``."""
 
-    name: str = "experiment"
+    name: str = checked("experiment", nonempty=True)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -304,25 +319,47 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested mapping, rejecting unknown keys."""
+    """Build dataclass ``cls`` from a nested mapping, checking every key and value.
+
+    Unknown keys, values of the wrong type or out of their field's range, and fields that
+    contradict each other are all reported at once, in one line.
+
+    Raises:
+        OdsSamError: Naming each bad key, its value and what is allowed.
+    """
+    problems: list[str] = []
+    config = _build(cls, data, where, problems)
+    if not problems:
+        problems = check_consistency(config)
+    if problems:
+        raise OdsSamError("; ".join(problems))
+    return config
+
+
+def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """``cls`` from ``data``; bad values are appended to ``problems`` and left at their defaults."""
+    if data is not None and not isinstance(data, dict):
+        problems.append(f"config key '{where.rstrip('.') or '<top>'}' must be a mapping, got {show(data)}")
+        data = None
     data = dict(data or {})
     types = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
-        raise OdsSamError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-            f"valid keys under '{where or '<top>'}': {', '.join(sorted(names))}"
+        problems.append(
+            f"unknown config key(s) {', '.join(where + str(k) for k in unknown)}; "
+            f"valid keys under '{where.rstrip('.') or '<top>'}': {', '.join(sorted(names))}"
         )
     kwargs = {}
-    for name, value in data.items():
-        kind = types[name]
+    for name in names & set(data):
+        value, kind = data[name], types[name]
         if dataclasses.is_dataclass(kind):
-            if value is not None and not isinstance(value, dict):
-                raise OdsSamError(f"config key '{where}{name}' must be a mapping, got {value!r}")
-            kwargs[name] = from_dict(kind, value, f"{where}{name}.")
-        else:
-            kwargs[name] = value
+            kwargs[name] = _build(kind, value, f"{where}{name}.", problems)
+            continue
+        try:
+            kwargs[name] = check_value(cls, name, value, kind)
+        except ValueProblem as problem:
+            problems.append(f"config key {where}{name}: got {show(value)}; expected {problem.expected}")
     return cls(**kwargs)
 
 
@@ -336,9 +373,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not path.is_file():
         raise OdsSamError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise OdsSamError(f"{path}: not valid YAML: {error}") from error
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise OdsSamError(f"{path}: cannot read the config file: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        message = f"{path}: not a UTF-8 text file (byte {error.start}); save the config as UTF-8 YAML"
+        raise OdsSamError(message) from error
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise OdsSamError(f"{path}: the top level must be a mapping")
     apply_overrides(data, overrides or [])
@@ -348,13 +389,61 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise OdsSamError(f"{path}: {error}") from error
 
 
+def parse_yaml(text: str, what: str) -> Any:
+    """The value of YAML ``text``; ``what`` (a file name, an override) names it in errors.
+
+    Raises:
+        OdsSamError: In one line, on malformed YAML and on anchors/aliases that make a
+            value contain itself (``&a [*a]``).
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise OdsSamError(f"{what}: not valid YAML: {_yaml_problem(error)}") from error
+    except RecursionError as error:
+        raise OdsSamError(f"{what}: YAML nested too deeply") from error
+    if _contains_itself(value):
+        raise OdsSamError(f"{what}: a YAML alias refers to a value that contains it (recursive anchor)")
+    return value
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: ``expected ',' or ']' ... (line 1, column 3)``."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
+
+
+def _contains_itself(value: Any) -> bool:
+    """Whether a loaded YAML value has a cycle (aliases may share values; only cycles are refused)."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:  # iterative depth-first walk: deep values must not hit the recursion limit
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            done.add(id(node))
+            continue
+        if not isinstance(node, (dict, list)) or id(node) in done:
+            continue
+        if id(node) in on_path:
+            return True
+        on_path.add(id(node))
+        stack.append((node, True))
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        stack.extend((child, False) for child in children)
+    return False
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested mapping in place."""
     for item in overrides:
         if "=" not in item:
             raise OdsSamError(f"override '{item}' is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = parse_yaml(raw, f"override '{item}'") if raw != "" else None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -253,9 +253,8 @@ def test_augment_pair_moves_image_and_mask_together(rng):
 def test_bad_training_settings_are_rejected_early(tiny_config, override, message):
     from odssam.config import apply_overrides, from_dict, to_dict, ExperimentConfig
 
-    cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(tiny_config), [override]))
-    with pytest.raises(OdsSamError, match=message):
-        train(cfg, progress=False)
+    with pytest.raises(OdsSamError, match=message):  # at load (config checks) or when training starts
+        train(from_dict(ExperimentConfig, apply_overrides(to_dict(tiny_config), [override])), progress=False)
 
 
 def test_cli_resume_trains_further_from_the_stored_config(cli_run):
