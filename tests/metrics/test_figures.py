@@ -27,7 +27,7 @@ def _cell(grid, row, column, header):
 def test_grid_has_one_row_per_sample_and_one_column_per_panel():
     image, gt = _sample()
     predictions = {"U-Net": [gt * 0.4, gt * 0.4], "Ours": [gt * 1.0, gt * 1.0]}
-    grid = figure_grid([image, image], [gt, gt], predictions, cell_size=CELL)
+    grid = figure_grid([image, image], [gt, gt], predictions, cell_size=CELL, legend=False)
     columns = 2 + 2 + 1  # image, GT, two methods, overlay
     assert grid.width == 4 + columns * (CELL + 4)
     header = grid.height - 4 - 2 * (CELL + 4)
@@ -46,10 +46,27 @@ def test_grid_has_one_row_per_sample_and_one_column_per_panel():
 
 def test_no_overlay_column_and_row_labels():
     image, gt = _sample()
-    plain = figure_grid([image], [gt], {"Ours": [gt]}, overlay=None, cell_size=CELL)
-    labelled = figure_grid([image], [gt], {"Ours": [gt]}, overlay=None, cell_size=CELL, row_labels=["case 7"])
+    plain = figure_grid([image], [gt], {"Ours": [gt]}, overlay=None, cell_size=CELL, legend=False)
+    labelled = figure_grid(
+        [image], [gt], {"Ours": [gt]}, overlay=None, cell_size=CELL, row_labels=["case 7"], legend=False
+    )
     assert plain.width == 4 + 3 * (CELL + 4)
     assert labelled.width > plain.width
+
+
+def test_legend_strip_holds_the_grey_scale_and_the_overlay_colours():
+    image, gt = _sample()
+    predictions = {"Ours": [gt * 0.5]}
+    bare = figure_grid([image], [gt], predictions, cell_size=CELL, legend=False)
+    grid = figure_grid([image], [gt], predictions, cell_size=CELL)
+    assert grid.width == bare.width and grid.height > bare.height
+    assert np.array_equal(np.asarray(grid)[: bare.height], np.asarray(bare))  # the grid itself is unchanged
+    strip = np.asarray(grid)[bare.height :]
+    grey = strip[(strip[..., 0] == strip[..., 1]) & (strip[..., 1] == strip[..., 2])]
+    assert len(np.unique(grey[:, 0])) > 30  # a ramp of grey levels, not just text
+    assert (strip == [230, 40, 40]).all(axis=-1).any() and (strip == [40, 220, 60]).all(axis=-1).any()
+    without_overlay = np.asarray(figure_grid([image], [gt], predictions, cell_size=CELL, overlay=None))
+    assert not (without_overlay == [230, 40, 40]).all(axis=-1).any()
 
 
 def test_save_writes_png_atomically(tmp_path):

@@ -2,7 +2,8 @@
 
 One row per sample; columns: the image, its ground truth, each method's prediction (grey
 levels = probability) and optionally an overlay of one method's prediction on the image
-(prediction ``> threshold`` tinted red, ground-truth outline in green). Drawn with PIL.
+(prediction ``> threshold`` tinted red, ground-truth outline in green). A legend strip under
+the grid holds the grey scale as a colour bar and the overlay's two colours. Drawn with PIL.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def figure_grid(
     threshold: float = 0.5,
     cell_size: int = 192,
     row_labels: Sequence[str] | None = None,
+    legend: bool = True,
 ) -> Image.Image:
     """Compose the figure grid.
 
@@ -100,6 +102,8 @@ def figure_grid(
         threshold: Binarisation threshold of the overlay.
         cell_size: Longest side of each cell in pixels (aspect ratio kept).
         row_labels: Optional text per row, drawn left of the row.
+        legend: Add the legend strip under the grid (colour bar of the probability
+            columns; with an overlay column, what its red and green mean).
 
     Returns:
         The grid as an RGB PIL image.
@@ -129,9 +133,13 @@ def figure_grid(
     if row_labels:
         label_width = max(measure.textbbox((0, 0), str(t), font=font)[2] for t in row_labels) + 2 * _PAD
     step = cell_size + _PAD
-    canvas = Image.new(
-        "RGB", (label_width + len(titles) * step + _PAD, text_height + n_samples * step + _PAD), _BACKGROUND
-    )
+    grid_width, grid_height = label_width + len(titles) * step + _PAD, text_height + n_samples * step + _PAD
+    legend_items, legend_height = [], 0
+    if legend:
+        legend_items, legend_height = _layout_legend(
+            _legend_items(overlay_method, threshold), grid_width, text_height, font
+        )
+    canvas = Image.new("RGB", (grid_width, grid_height + legend_height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for column, title in enumerate(titles):
         width = draw.textbbox((0, 0), title, font=font)[2]
@@ -164,7 +172,69 @@ def figure_grid(
             left = label_width + _PAD + column * step
             offset = ((cell_size - cell.shape[1]) // 2, (cell_size - cell.shape[0]) // 2)
             canvas.paste(Image.fromarray(cell), (left + offset[0], top + offset[1]))
+    if legend:
+        _draw_legend(canvas, grid_height, text_height, font, legend_items)
     return canvas
+
+
+_LegendItem = tuple[str, Any, str]  # ("bar", None, "") or ("swatch", rgb, label)
+
+
+def _legend_items(overlay_method: str | None, threshold: float) -> list[_LegendItem]:
+    items: list[_LegendItem] = [("bar", None, "")]
+    if overlay_method is not None:
+        items.append(("swatch", tuple(int(v) for v in _PRED_TINT), f"{overlay_method} > {threshold:g}"))
+        items.append(("swatch", tuple(int(v) for v in _GT_OUTLINE), "ground truth outline"))
+    return items
+
+
+def _layout_legend(
+    items: list[_LegendItem], width: int, text_height: int, font: ImageFont.ImageFont
+) -> tuple[list[tuple[_LegendItem, int, int]], int]:
+    """Place the legend items left to right, wrapping at ``width``; ``(placed, height)``."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    bar_width = _legend_bar_width(width)
+
+    def item_width(item: _LegendItem) -> int:
+        if item[0] == "bar":
+            labels = sum(measure.textbbox((0, 0), text, font=font)[2] for text in ("probability 0", "1"))
+            return labels + bar_width + 3 * _PAD
+        return text_height + _PAD + measure.textbbox((0, 0), item[2], font=font)[2]
+
+    placed, x, line = [], _PAD, 0
+    for item in items:
+        size = item_width(item)
+        if x > _PAD and x + size > width - _PAD:
+            x, line = _PAD, line + 1
+        placed.append((item, x, line))
+        x += size + 4 * _PAD
+    line_height = text_height + _PAD
+    return placed, (line + 1) * line_height + text_height // 2
+
+
+def _legend_bar_width(width: int) -> int:
+    return max(32, min(width // 3, 256))
+
+
+def _draw_legend(
+    canvas: Image.Image, top: int, text_height: int, font: ImageFont.ImageFont, placed: list
+) -> None:
+    """Colour bar of the probability columns (black 0 to white 1) and the overlay colours."""
+    draw = ImageDraw.Draw(canvas)
+    bar_width = _legend_bar_width(canvas.width)
+    for (kind, colour, label), x, line in placed:
+        y = top + text_height // 2 + line * (text_height + _PAD)
+        if kind == "bar":
+            draw.text((x, y), "probability 0", fill=_TEXT, font=font)
+            x += draw.textbbox((0, 0), "probability 0", font=font)[2] + _PAD
+            ramp = np.linspace(0, 255, bar_width).round().astype(np.uint8)
+            bar = np.repeat(ramp[None, :, None], text_height, axis=0).repeat(3, axis=-1)
+            canvas.paste(Image.fromarray(bar), (x, y))
+            draw.rectangle((x - 1, y - 1, x + bar_width, y + text_height), outline=_TEXT)
+            draw.text((x + bar_width + _PAD, y), "1", fill=_TEXT, font=font)
+        else:
+            draw.rectangle((x, y, x + text_height, y + text_height), fill=colour, outline=_TEXT)
+            draw.text((x + text_height + _PAD, y), label, fill=_TEXT, font=font)
 
 
 def save_figure_grid(path: str | os.PathLike, *args: Any, **kwargs: Any) -> Path:
