@@ -76,7 +76,8 @@ def _cell(value: float | None, key: str, digits: int, percent: bool) -> str:
     return f"{value:.{digits}f}"
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
+def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown pipe table (shared by the metric reports and ``odssam reproduce``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -165,7 +166,7 @@ def format_table(
             if show_mean:
                 row = ([method] if named else []) + ["Mean", str(sum(r.n_images for r in group))]
                 rows.append(row + [_cell(unweighted_mean(group, key), key, digits, percent) for key in keys])
-    table = _markdown(header, rows)
+    table = markdown_grid(header, rows)
     if legend and keys:
         table += "\n\n" + format_legend(keys)
     return table

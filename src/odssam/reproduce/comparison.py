@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odssam.metrics.report import markdown_grid
 from odssam.utils.atomic import atomic_write_text
 
 LAYOUTS = ("side", "stacked")
@@ -95,13 +96,6 @@ class ComparisonTable:
 
     def cell(self, row: str, column: str) -> Cell:
         return self.cells.get((row, column), Cell())
-
-
-def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def format_comparison(table: ComparisonTable) -> str:

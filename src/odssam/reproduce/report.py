@@ -21,8 +21,8 @@ import yaml
 
 from odssam.config import to_dict
 from odssam.errors import OdsSamError
-from odssam.metrics.report import format_legend, read_results
-from odssam.reproduce.comparison import Cell, ComparisonTable, markdown_grid, write_comparison
+from odssam.metrics.report import format_legend, markdown_grid, read_results
+from odssam.reproduce.comparison import Cell, ComparisonTable, write_comparison
 from odssam.reproduce.paper_results import SOURCE, paper_figure
 from odssam.reproduce.runner import REPORT_FILE, PlannedRun, RunOutcome, hours_by_device
 from odssam.reproduce.tables import MEAN_COLUMN, TableSpec
