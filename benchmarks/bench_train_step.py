@@ -85,7 +85,7 @@ def main() -> None:
     embeddings = torch.randn(b, 256, e, e, device=device).to(torch.bfloat16 if device.type == "cuda" else torch.float32)
     targets = (torch.rand(b, 1, model.logit_size, model.logit_size, device=device) > 0.7).float()
     bf16 = device.type == "cuda"
-    encoder = model.sam.image_encoder
+    encoder = model.segmenter.image_encoder
     # The baseline re-runs the official encoder module, as AutoSAM does.
     if isinstance(encoder, FastImageEncoderViT):
         encoder = FastImageEncoderViT(encoder, backend="official")  # shares the weights

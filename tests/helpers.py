@@ -20,7 +20,6 @@ from PIL import Image
 from odssam.config import ExperimentConfig, ModelConfig, load_config, to_dict
 from odssam.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from odssam.models.ods_sam import build_ods_sam
-from odssam.models.sam import sam_weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
@@ -70,7 +69,7 @@ def checkpoint_payload(model: torch.nn.Module, cfg: ExperimentConfig, **fields: 
         "version": CHECKPOINT_VERSION,
         "config": to_dict(cfg),
         "prompt_encoder": model.prompt_encoder.state_dict(),
-        "sam_fingerprint": sam_weights_fingerprint(model.sam),
+        "sam_fingerprint": model.frozen_fingerprint(),
         "epoch": 0,
         "step": 0,
         "best_metric": None,

@@ -54,7 +54,7 @@ def test_config_parses_and_builds_its_model(path):
     with torch.device("meta"):  # shapes only: no SAM or feature-encoder weights are read
         model = build_ods_sam(cfg.model, feature_encoder_weights=False)
     assert model.trainable_parameters()
-    assert all(not p.requires_grad for p in model.sam.parameters())
+    assert all(not p.requires_grad for p in model.segmenter.parameters())
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name != "tiny.yaml"], ids=config_id)

@@ -38,7 +38,7 @@ from odssam.errors import OdsSamError
 MAX_IMAGE_SIZE = 4096
 # DataLoader worker processes: beyond this they only compete for memory and start-up time.
 MAX_NUM_WORKERS = 64
-SAM_VARIANTS = registry("odssam.models.sam", "SAM_REGISTRY")
+SAM_VARIANTS = registry("odssam.models.registry", "SEGMENTER_VARIANTS")
 METRIC_CHOICES = registry("odssam.metrics.evaluator", "METRIC_NAMES", extra=("default", "all"))
 
 
@@ -116,6 +116,10 @@ class SSMConfig:
         chunk_size: Time steps per chunk of the chunked closed form.
         scan_checkpoint: Chunked backend: recompute each chunk in the backward pass
             (about 3x less training memory for the scan, about 30% slower).
+        state_weight_decay: Whether the state parameters ``A_log`` and ``D`` take
+            ``train.weight_decay`` like every other weight (``true``, the default: the paper
+            names one Adam setting for the whole encoder) or none (``false``: Mamba and
+            VMamba's choice).
     """
 
     num_layers: int = checked(1, at_least=0, at_most=16)
@@ -130,6 +134,7 @@ class SSMConfig:
     scan_backend: str = checked("auto", choices=registry("odssam.models.selective_scan", "SCAN_BACKENDS"))
     chunk_size: int = checked(32, at_least=1, at_most=4096)
     scan_checkpoint: bool = True
+    state_weight_decay: bool = True
 
 
 @dataclass
@@ -168,6 +173,8 @@ class PromptEncoderConfig:
     """The learned prompt encoder: feature encoder + SSMODC.
 
     Attributes:
+        name: Registry name of the prompt network (:data:`odssam.models.registry.PROMPT_ENCODERS`):
+            ``ods`` (the paper's feature encoder + SSMODC).
         input_size: Side of the (halved, padded) image fed to the feature encoder.
         use_dwconv: Depthwise-separable conv at the start of SSMODC.
         use_ssm: OD-SSM branch (Table 4 ablation).
@@ -179,6 +186,7 @@ class PromptEncoderConfig:
     feature_encoder: FeatureEncoderConfig = field(default_factory=FeatureEncoderConfig)
     ssm: SSMConfig = field(default_factory=SSMConfig)
     odconv: ODConvConfig = field(default_factory=ODConvConfig)
+    name: str = checked("ods", choices=registry("odssam.models.registry", "PROMPT_ENCODERS"))
     use_dwconv: bool = True
     use_ssm: bool = True
     use_odconv: bool = True
@@ -187,6 +195,15 @@ class PromptEncoderConfig:
 
 @dataclass
 class ModelConfig:
+    """The model: ``name`` picks the builder (:data:`odssam.models.registry.MODELS`).
+
+    Attributes:
+        name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt).
+        sam: The frozen segmenter (SAM or SAM 2).
+        prompt_encoder: The learned dense prompt encoder.
+    """
+
+    name: str = checked("ods_sam", choices=registry("odssam.models.registry", "MODELS"))
     sam: SamConfig = field(default_factory=SamConfig)
     prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
 

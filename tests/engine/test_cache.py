@@ -19,7 +19,6 @@ from odssam.engine.cache import (
 )
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
-from odssam.models.sam import sam_weights_fingerprint
 from odssam.models.transforms import sam_preprocess
 
 
@@ -29,7 +28,7 @@ def train_set(folder_dataset):
 
 
 def params_for(model, **changes) -> CacheParams:
-    params = CacheParams(sam_weights_fingerprint(model.sam), model.image_size, model.prompt_input_size, model.logit_size)
+    params = CacheParams(model.frozen_fingerprint(), model.image_size, model.prompt_input_size, model.logit_size)
     return dataclasses.replace(params, **changes)
 
 
@@ -68,7 +67,7 @@ def test_stored_arrays_equal_what_the_model_computes(tiny_model, train_set, tmp_
     samples = [train_set[i] for i in range(2)]
     x, input_sizes, _ = sam_preprocess([s.image for s in samples], tiny_model.image_size)
     with torch.no_grad():
-        embeddings = tiny_model.encode(x)
+        embeddings = tiny_model.encode(x)[0]
     targets = masks_to_targets([s.mask for s in samples], input_sizes, tiny_model.image_size, tiny_model.logit_size)
     for i, record in enumerate(records[:2]):
         stored = cache.read_embedding(record.keys["embedding"])

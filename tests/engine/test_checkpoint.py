@@ -19,7 +19,6 @@ from odssam.engine.checkpoint import (
     save_checkpoint,
 )
 from odssam.errors import OdsSamError
-from odssam.models.sam import sam_weights_fingerprint
 
 
 def payload_of(model, cfg: ExperimentConfig | None = None, **extra) -> dict:
@@ -118,7 +117,7 @@ def test_model_is_rebuilt_from_checkpoint(tiny_model, tmp_path):
     assert not model.training
     for key, value in tiny_model.prompt_encoder.state_dict().items():
         assert torch.equal(model.prompt_encoder.state_dict()[key], value)
-    assert sam_weights_fingerprint(model.sam) == sam_weights_fingerprint(tiny_model.sam)
+    assert model.frozen_fingerprint() == tiny_model.frozen_fingerprint()
 
 
 def test_other_sam_weights_are_detected(tiny_model, tmp_path):

@@ -46,14 +46,14 @@ def test_forward_shapes_and_postprocess(model):
 
 def test_encode_and_prompt_grids_match(model):
     x, _, _ = model.preprocess(random_images([(100, 100)]))
-    assert model.encode(x).shape == model.prompt(x).shape == (1, 256, 16, 16)
+    assert model.encode(x)[0].shape == model.prompt(x).shape == (1, 256, 16, 16)
 
 
 def test_batched_decoder_equals_per_image_loop(model):
     model.eval()
     x, _, _ = model.preprocess(random_images([(80, 100), (100, 80), (64, 64)], seed=1))
     with torch.no_grad():
-        embeddings, prompts = model.encode(x), model.prompt(x)
+        embeddings, prompts = model.encode(x)[0], model.prompt(x)
         batched = model.decode(embeddings, prompts)
         looped = torch.cat([model.decode(embeddings[i : i + 1], prompts[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-5)
@@ -68,8 +68,8 @@ def test_cached_embeddings_give_the_same_logits(model):
 
 def test_only_the_prompt_encoder_trains(model):
     model.train()
-    assert not model.sam.training, "SAM must stay in eval mode"
-    assert all(not p.requires_grad for p in model.sam.parameters())
+    assert not model.segmenter.training, "SAM must stay in eval mode"
+    assert all(not p.requires_grad for p in model.segmenter.parameters())
     images = random_images([(96, 96), (80, 112)], seed=3)
     x, input_sizes, _ = model.preprocess(images)
     masks = [np.zeros(im.shape[:2], bool) for im in images]
@@ -82,14 +82,14 @@ def test_only_the_prompt_encoder_trains(model):
     missing = [name for name, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"parameters without a finite gradient: {missing[:5]}"
     assert sum(p.grad.abs().sum() for p in trainable.values()) > 0
-    assert all(p.grad is None for p in model.sam.parameters())
+    assert all(p.grad is None for p in model.segmenter.parameters())
     assert model.trainable_parameters() and len(model.trainable_parameters()) == len(trainable)
 
 
 def test_random_sam_weights_are_reproducible():
     a = build_ods_sam(tiny_model_config())
     b = build_ods_sam(tiny_model_config())
-    for (name, pa), pb in zip(a.sam.state_dict().items(), b.sam.state_dict().values()):
+    for (name, pa), pb in zip(a.segmenter.state_dict().items(), b.segmenter.state_dict().values()):
         assert torch.equal(pa, pb), name
 
 
@@ -97,7 +97,7 @@ def test_fast_encoder_switch_keeps_weights_and_function():
     fast_cfg, official_cfg = tiny_model_config(), tiny_model_config()
     official_cfg.sam.fast_encoder = False
     fast, official = build_ods_sam(fast_cfg).eval(), build_ods_sam(official_cfg).eval()
-    assert type(fast.sam.image_encoder) is not type(official.sam.image_encoder)
-    assert list(fast.sam.state_dict()) == list(official.sam.state_dict())
+    assert type(fast.segmenter.image_encoder) is not type(official.segmenter.image_encoder)
+    assert list(fast.segmenter.state_dict()) == list(official.segmenter.state_dict())
     x, _, _ = fast.preprocess(random_images([(100, 140)], seed=4))
-    torch.testing.assert_close(fast.encode(x), official.encode(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.encode(x)[0], official.encode(x)[0], rtol=1e-4, atol=1e-4)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from odssam.engine.targets import label_target
 from odssam.models.loss import masks_to_targets
-from odssam.models.transforms import sam_preprocess
+from odssam.models.transforms import PreprocessSpec, sam_preprocess
 
 
 def augment_pair(
@@ -64,7 +64,7 @@ class DecodedTrainingSet(Dataset):
 
     Args:
         dataset: Dataset of :class:`~odssam.data.sample.Sample`.
-        image_size: Side S of SAM's input.
+        image_size: The segmenter's :class:`~odssam.models.transforms.PreprocessSpec` (or the side S of SAM's input).
         target_size: Side T of the targets (the logit size, or S for an input-resolution
             loss); ``None``: the masks themselves (label-resolution loss).
         augment: Apply :func:`augment_pair`.
@@ -75,14 +75,15 @@ class DecodedTrainingSet(Dataset):
     def __init__(
         self,
         dataset: Dataset,
-        image_size: int,
+        image_size: int | PreprocessSpec,
         target_size: int | None,
         augment: bool = False,
         color_jitter: bool = False,
         seed: int = 0,
     ):
         self.dataset = dataset
-        self.image_size = image_size
+        self.preprocess_spec = image_size if isinstance(image_size, PreprocessSpec) else PreprocessSpec(image_size)
+        self.image_size = self.preprocess_spec.image_size
         self.target_size = target_size
         self.augment = augment
         self.color_jitter = color_jitter
@@ -102,7 +103,7 @@ class DecodedTrainingSet(Dataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, mask = augment_pair(image, mask, rng, self.color_jitter)
-        x, input_sizes, _ = sam_preprocess([image], self.image_size)
+        x, input_sizes, _ = sam_preprocess([image], self.preprocess_spec)
         if self.target_size is None:
             return {"x": x[0], **label_target(mask, input_sizes[0])}
         target = masks_to_targets([mask], input_sizes, self.image_size, self.target_size)

@@ -45,7 +45,7 @@ from odssam.engine.distributed import DistInfo, all_gather_objects, barrier
 from odssam.engine.targets import label_target
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
-from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, longest_side_size, sam_preprocess
+from odssam.models.transforms import PreprocessSpec, sam_preprocess
 from odssam.utils.atomic import atomic_write
 
 CACHE_LAYOUT_VERSION = "v1"
@@ -69,6 +69,9 @@ class CacheParams:
             input-resolution loss); ``None`` for a label-resolution loss, whose targets are
             the stored masks (:mod:`odssam.engine.targets`).
         dtype: ``bfloat16`` or ``float16``: how embeddings are stored.
+        embedding_parts: Tensors per embedding (1 for SAM; SAM 2 adds its high-resolution
+            features). Part 0 is stored as kind ``embedding``, part i as ``embedding.i``.
+        resize: The segmenter's resize mode (:class:`~odssam.models.transforms.PreprocessSpec`).
     """
 
     sam_fingerprint: str
@@ -76,6 +79,17 @@ class CacheParams:
     prompt_input_size: int
     target_size: int | None
     dtype: str = "bfloat16"
+    embedding_parts: int = 1
+    resize: str = "longest_side"
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec:
+        return PreprocessSpec(self.image_size, self.resize)
+
+    @property
+    def embedding_kinds(self) -> tuple[str, ...]:
+        """``embedding``, ``embedding.1``, ...: one kind per embedding part."""
+        return ("embedding",) + tuple(f"embedding.{part}" for part in range(1, self.embedding_parts))
 
     def __post_init__(self):
         if self.dtype not in EMBEDDING_DTYPES:
@@ -123,6 +137,12 @@ def array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def embedding_from_batch(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The embedding parts of a collated cached batch, in order (``embedding``, ``embedding.1`` ...)."""
+    parts = sorted((key for key in batch if key.startswith("embedding")), key=lambda key: (len(key), key))
+    return tuple(batch[key] for key in parts)
+
+
 def prompt_input_from(x: torch.Tensor, prompt_input_size: int) -> torch.Tensor:
     """SAM input Bx3xSxS -> the prompt encoder's input Bx3xPxP, as ``OdsSam.prompt`` resizes it."""
     if x.shape[-1] == prompt_input_size:
@@ -142,9 +162,13 @@ class EmbeddingCache:
         self.root = Path(root)
         self.params = params
         self.torch_dtype, self.numpy_dtype = EMBEDDING_DTYPES[params.dtype]
+        spec = params.preprocess_spec
         # The kinds every sample needs: no resized targets when the masks are the targets.
-        self.kinds = KINDS if params.target_size is not None else tuple(k for k in KINDS if k != "target")
-        normalisation = {"mean": [float(v) for v in PIXEL_MEAN], "std": [float(v) for v in PIXEL_STD]}
+        kinds = params.embedding_kinds + KINDS[1:]
+        self.kinds = kinds if params.target_size is not None else tuple(k for k in kinds if k != "target")
+        normalisation = {"mean": [float(v) for v in spec.pixel_mean], "std": [float(v) for v in spec.pixel_std]}
+        if params.resize != "longest_side":  # SAM's keys stay those of caches written before SAM 2
+            normalisation["resize"] = params.resize
         self._settings = {
             "embedding": {
                 "sam": params.sam_fingerprint,
@@ -161,6 +185,10 @@ class EmbeddingCache:
             "target": {"image_size": params.image_size, "target_size": params.target_size},
             "mask": {},
         }
+        if params.resize != "longest_side":
+            self._settings["target"]["resize"] = params.resize
+        for part, kind in enumerate(params.embedding_kinds[1:], start=1):
+            self._settings[kind] = {**self._settings["embedding"], "part": part}
 
     # ------------------------------------------------------------------ keys and files
 
@@ -169,9 +197,10 @@ class EmbeddingCache:
         height, width = image.shape[:2]
         image_id = array_digest(image)
         mask_id = array_digest(np.asarray(mask, dtype=bool))
-        sources = {"embedding": image_id, "prompt": image_id, "target": mask_id, "mask": mask_id}
+        sources = {kind: image_id for kind in self.params.embedding_kinds}
+        sources.update({"prompt": image_id, "target": mask_id, "mask": mask_id})
         keys = {}
-        for kind in KINDS:
+        for kind in sources:
             description = {"layout": CACHE_LAYOUT_VERSION, "kind": kind, "source": sources[kind]}
             description.update(self._settings[kind])
             if kind == "target":
@@ -180,12 +209,13 @@ class EmbeddingCache:
         return CacheRecord(
             keys=keys,
             name=name,
-            input_size=longest_side_size(height, width, self.params.image_size),
+            input_size=self.params.preprocess_spec.input_size(height, width),
             image_shape=(height, width),
         )
 
     def path(self, kind: str, key: str) -> Path:
-        return self.root / CACHE_LAYOUT_VERSION / kind / key[:2] / f"{key}.npy"
+        folder = kind.split(".")[0]  # every embedding part lives under embedding/
+        return self.root / CACHE_LAYOUT_VERSION / folder / key[:2] / f"{key}.npy"
 
     def is_valid(self, kind: str, key: str) -> bool:
         """Whether an entry exists and its file is complete (a truncated file is a miss)."""
@@ -226,6 +256,10 @@ class EmbeddingCache:
         array = np.array(self._read("embedding", key))
         tensor = torch.from_numpy(array.view(np.int16) if self.torch_dtype is torch.bfloat16 else array)
         return tensor.view(self.torch_dtype)
+
+    def read_embedding_parts(self, record: CacheRecord) -> dict[str, torch.Tensor]:
+        """Kind (``embedding``, ``embedding.1`` ...) -> that part of ``record``'s embedding."""
+        return {kind: self.read_embedding(record.keys[kind]) for kind in self.params.embedding_kinds}
 
     def write_prompt(self, key: str, prompt_input: torch.Tensor) -> None:
         self.write("prompt", key, prompt_input.detach().to("cpu", torch.float16).numpy())
@@ -290,12 +324,12 @@ class _KeyAndPreprocess:
                 self.cache.write_target(record.keys["target"], target[0])
             if "mask" in missing:
                 self.cache.write_mask(record.keys["mask"], sample.mask)
-            needs_input = "embedding" in missing or "prompt" in missing
+            needs_input = "prompt" in missing or any(kind in missing for kind in params.embedding_kinds)
             items.append((index, record, missing))
             if needs_input:
                 to_encode.append(sample.image)
                 to_prompt.append(len(items) - 1)
-        x = sam_preprocess(to_encode, params.image_size)[0] if to_encode else None
+        x = sam_preprocess(to_encode, params.preprocess_spec)[0] if to_encode else None
         return items, x, to_prompt
 
 
@@ -342,27 +376,29 @@ def build_embedding_cache(
 
         loader = progress_bar(loader, desc=description, total=len(loader))
     records: dict[int, CacheRecord] = {}
-    misses = {kind: 0 for kind in KINDS}
+    kinds = cache.params.embedding_kinds + KINDS[1:]
+    misses = {kind: 0 for kind in kinds}
     device = info.device
     for items, x, to_prompt in loader:
         if x is not None:
             x = x.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                embeddings = model.encode(x)
-            # One device-to-host copy per batch, in the stored dtypes.
-            embeddings = embeddings.to("cpu", cache.torch_dtype)
+                embedding = model.encode(x)
+            # One device-to-host copy per part and batch, in the stored dtypes.
+            parts = dict(zip(cache.params.embedding_kinds, (part.to("cpu", cache.torch_dtype) for part in embedding)))
             prompt_inputs = prompt_input_from(x, cache.params.prompt_input_size).to("cpu", torch.float16)
             for row, item_position in enumerate(to_prompt):
                 _, record, missing = items[item_position]
-                if "embedding" in missing:
-                    cache.write_embedding(record.keys["embedding"], embeddings[row])
+                for kind, part in parts.items():
+                    if kind in missing:
+                        cache.write_embedding(record.keys[kind], part[row])
                 if "prompt" in missing:
                     cache.write_prompt(record.keys["prompt"], prompt_inputs[row])
         for index, record, missing in items:
             records[index] = record
             for kind in missing:
                 misses[kind] += 1
-    counts = torch.tensor([len(records)] + [misses[kind] for kind in KINDS], dtype=torch.float64)
+    counts = torch.tensor([len(records)] + [misses[kind] for kind in kinds], dtype=torch.float64)
     gathered = all_gather_objects(records, info)
     summed = counts if not info.is_distributed else _sum_over_ranks(counts, info)
     barrier(info)
@@ -372,7 +408,7 @@ def build_embedding_cache(
     if len(merged) != len(dataset):
         raise RuntimeError(f"cache build covered {len(merged)} of {len(dataset)} samples")
     images = int(summed[0])
-    kind_misses = {kind: int(value) for kind, value in zip(KINDS, summed[1:].tolist())}
+    kind_misses = {kind: int(value) for kind, value in zip(kinds, summed[1:].tolist())}
     stats = CacheStats(
         images=images,
         embedding_hits=images - kind_misses["embedding"],
@@ -418,7 +454,7 @@ class CachedTrainingSet(Dataset):
             target = {"target": self.cache.read_target(keys["target"])}
         return {
             "prompt_input": self.cache.read_prompt(keys["prompt"]),
-            "embedding": self.cache.read_embedding(keys["embedding"]),
+            **self.cache.read_embedding_parts(record),
             **target,
         }
 
@@ -441,7 +477,7 @@ class CachedEvaluationSet(Dataset):
         record = self.records[index]
         return {
             "prompt_input": self.cache.read_prompt(record.keys["prompt"]),
-            "embedding": self.cache.read_embedding(record.keys["embedding"]),
+            **self.cache.read_embedding_parts(record),
             "mask": self.cache.read_mask(record.keys["mask"]),
             "input_size": record.input_size,
             "image_shape": record.image_shape,
@@ -451,9 +487,9 @@ class CachedEvaluationSet(Dataset):
 
 def collate_cached_eval(items: list[dict]) -> dict:
     """Stack the tensors of :class:`CachedEvaluationSet` items; keep the rest as lists."""
+    stacked = [key for key in items[0] if key == "prompt_input" or key.startswith("embedding")]
     return {
-        "prompt_input": torch.stack([item["prompt_input"] for item in items]),
-        "embedding": torch.stack([item["embedding"] for item in items]),
+        **{key: torch.stack([item[key] for item in items]) for key in stacked},
         "masks": [item["mask"] for item in items],
         "input_sizes": [item["input_size"] for item in items],
         "image_shapes": [item["image_shape"] for item in items],

@@ -121,8 +121,7 @@ def load_model_from_checkpoint(
         OdsSamError: Unreadable checkpoint, or SAM weights that differ from those the
             prompt encoder was trained with.
     """
-    from odssam.models.ods_sam import build_ods_sam
-    from odssam.models.sam import sam_weights_fingerprint
+    from odssam.models.registry import build_model
 
     payload = load_checkpoint(path)
     cfg = config_from_checkpoint(payload, path)
@@ -130,8 +129,8 @@ def load_model_from_checkpoint(
         cfg.model.sam.checkpoint = sam_checkpoint
     # The trained prompt encoder's weights are in the checkpoint: its feature encoder's
     # starting weights (feature_encoder.checkpoint) are neither needed nor read.
-    model = build_ods_sam(cfg.model, feature_encoder_weights=False)
-    fingerprint = sam_weights_fingerprint(model.sam)
+    model = build_model(cfg.model, feature_encoder_weights=False)
+    fingerprint = model.frozen_fingerprint()
     if fingerprint != payload["sam_fingerprint"]:
         source = cfg.model.sam.checkpoint or f"random weights with init_seed={cfg.model.sam.init_seed}"
         raise OdsSamError(
@@ -140,11 +139,11 @@ def load_model_from_checkpoint(
             "pass the SAM checkpoint used for training"
         )
     try:
-        model.prompt_encoder.load_state_dict(payload["prompt_encoder"], strict=True)
+        model.trainable.load_state_dict(payload["prompt_encoder"], strict=True)
     except RuntimeError as error:
         raise OdsSamError(f"{path}: prompt encoder weights do not fit the stored config: {error}") from error
     model = model.to(device).eval()
-    model.prompt_encoder.set_channels_last(torch.device(device).type == "cuda")
+    model.set_channels_last(torch.device(device).type == "cuda")
     return model, cfg
 
 

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from odssam.data.sample import collate_samples
-from odssam.engine.cache import CacheRecord, CachedEvaluationSet, EmbeddingCache, collate_cached_eval
+from odssam.engine.cache import CacheRecord, CachedEvaluationSet, EmbeddingCache, collate_cached_eval, embedding_from_batch
 from odssam.engine.precision import autocast
 from odssam.engine.progress import progress_bar
 from odssam.inference.io import write_probability_png
@@ -103,7 +103,7 @@ def evaluate_cached(
 ) -> MetricResult:
     """Like :func:`evaluate_dataset`, on cached embeddings and prompt inputs: no decoding, no encoder."""
     model.eval()
-    device = next(model.prompt_encoder.parameters()).device
+    device = model.device
     evaluator = Evaluator(metrics=metrics, name=name)
     loader = DataLoader(
         CachedEvaluationSet(cache, records),
@@ -116,7 +116,7 @@ def evaluate_cached(
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
     for batch in loader:
         prompt_input = batch["prompt_input"].to(device, non_blocking=True).float()
-        embedding = batch["embedding"].to(device, non_blocking=True).float()
+        embedding = tuple(part.to(device, non_blocking=True).float() for part in embedding_from_batch(batch))
         with autocast(device, amp_dtype):
             logits = model(prompt_input, image_embeddings=embedding)
         probabilities = logits_to_probabilities(model, logits, batch["input_sizes"], batch["image_shapes"])

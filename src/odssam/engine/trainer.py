@@ -53,7 +53,7 @@ from torch.utils.data.distributed import DistributedSampler
 from odssam.config import ExperimentConfig, to_dict
 from odssam.engine import checkpoint as ckpt
 from odssam.engine.augment import DecodedTrainingSet
-from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
+from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache, embedding_from_batch
 from odssam.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -79,14 +79,12 @@ from odssam.engine.setup import (
     build_split,
     check_train_config,
     monitor_direction,
-    odconv_temperature,
     test_splits,
 )
 from odssam.errors import OdsSamError
 from odssam.metrics.result import MetricResult
 from odssam.models.loss import DiceBCELoss
-from odssam.models.ods_sam import build_ods_sam
-from odssam.models.sam import sam_weights_fingerprint
+from odssam.models.registry import build_model
 from odssam.utils.atomic import atomic_write_text
 
 LOG_INTERVAL = 10  # steps between loss syncs (progress bar, TensorBoard, NaN check)
@@ -193,17 +191,17 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     np.random.seed(tcfg.seed)
     random.seed(tcfg.seed)
     # A resumed run's weights come from last.pt: the feature encoder's starting file is not read.
-    model = build_ods_sam(cfg.model, feature_encoder_weights=resumed is None).to(device)
-    prompt_encoder = model.prompt_encoder  # the module whose weights checkpoints hold
-    sam_fingerprint = sam_weights_fingerprint(model.sam)
+    model = build_model(cfg.model, feature_encoder_weights=resumed is None).to(device)
+    prompt_encoder = model.trainable  # the module whose weights checkpoints hold
+    sam_fingerprint = model.frozen_fingerprint()
     channels_last = device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last
-    prompt_encoder.set_channels_last(channels_last)
+    model.set_channels_last(channels_last)
     if tcfg.compile:
         model.prompt_encoder = torch.compile(prompt_encoder)
     weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
     say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
     say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
-    say(f"feature encoder starts from: {'last.pt (resumed)' if resumed else prompt_encoder.feature_encoder_weights}")
+    say(f"feature encoder starts from: {'last.pt (resumed)' if resumed else prompt_encoder.weights_description}")
 
     # ------------------------------------------------------------------ data
     split_path = run_dir / "splits" / "split.json"
@@ -233,7 +231,10 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     cache = val_records = None
     if tcfg.cache_embeddings:
         cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else run_dir.parent / ".embedding-cache"
-        params = CacheParams(sam_fingerprint, model.image_size, cfg.model.prompt_encoder.input_size, target_size, tcfg.cache_dtype)
+        params = CacheParams(
+            sam_fingerprint, model.image_size, model.prompt_input_size, target_size, tcfg.cache_dtype,
+            embedding_parts=len(model.segmenter.embedding_shapes()), resize=model.preprocess_spec.resize,
+        )
         cache = EmbeddingCache(cache_dir, params)
         build = dict(batch_size=tcfg.batch_size, num_workers=dcfg.num_workers, autocast_dtype=amp_dtype, progress=progress)
         cache_report = {"dir": str(cache_dir)}
@@ -251,7 +252,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         train_items = CachedTrainingSet(cache, train_records)
     else:
         train_items = DecodedTrainingSet(
-            train_set, model.image_size, target_size, tcfg.augment, tcfg.color_jitter, tcfg.seed
+            train_set, model.preprocess_spec, target_size, tcfg.augment, tcfg.color_jitter, tcfg.seed
         )
     per_rank_batch = tcfg.batch_size // info.world_size
     sampler = DistributedSampler(
@@ -281,9 +282,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     # On CUDA: one fused kernel for the whole update (the multi-tensor path falls back to a
     # kernel per tensor with channels-last weights), capturable so a CUDA graph can hold it.
     cuda_options = dict(fused=True, capturable=True) if device.type == "cuda" else {}
-    optimizer = torch.optim.Adam(
-        model.trainable_parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, **cuda_options
-    )
+    optimizer = torch.optim.Adam(model.parameter_groups(tcfg.weight_decay), lr=tcfg.lr, **cuda_options)
     steps_per_epoch = len(loader)
     total_steps = tcfg.epochs * steps_per_epoch
     if tcfg.max_steps is not None:
@@ -351,8 +350,8 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         with autocast(device, amp_dtype, cache_enabled=not use_graph):
             if use_cache_for_training:
                 # Copied in their stored 16-bit form, widened on the device.
-                prompt_input, embedding = (tensor.float() for tensor in inputs)
-                logits = train_model(prompt_input, image_embeddings=embedding)
+                prompt_input, *embedding = (tensor.float() for tensor in inputs)
+                logits = train_model(prompt_input, image_embeddings=tuple(embedding))
             else:
                 logits = train_model(inputs[0])
         loss = training_loss(logits, target, layout)
@@ -368,8 +367,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         if tcfg.max_steps is not None and step >= tcfg.max_steps:
             break
-        temperature = odconv_temperature(cfg, epoch - 1)
-        prompt_encoder.set_odconv_temperature(temperature)
+        epoch_values = model.start_epoch(epoch - 1, tcfg)
         sampler.set_epoch(epoch)
         if isinstance(train_items, DecodedTrainingSet):
             train_items.set_epoch(epoch)
@@ -383,7 +381,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         bar = progress_bar(loader, desc=f"epoch {epoch}/{tcfg.epochs}", total=len(loader)) if progress and main else loader
         for batch in bar:
             target = batch["target"]
-            inputs = (batch["prompt_input"], batch["embedding"]) if use_cache_for_training else (batch["x"],)
+            inputs = (batch["prompt_input"], *embedding_from_batch(batch)) if use_cache_for_training else (batch["x"],)
             layout = batch_layout(batch)
             if graphed_step is not None:
                 loss = graphed_step(target, *inputs, layout=layout)
@@ -438,7 +436,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": epoch_seconds,
             "images_per_second": images_per_second,
-            "odconv_temperature": temperature,
+            **epoch_values,
             "val": validation.values if validation is not None else None,
             "monitor": monitored,
             "best": improved,

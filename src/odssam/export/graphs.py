@@ -34,7 +34,7 @@ class ImageEncoderGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.image_encoder = model.sam.image_encoder
+        self.image_encoder = model.segmenter.image_encoder
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder(image)

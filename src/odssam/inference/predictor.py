@@ -167,8 +167,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
-        if self.device.type == "cuda" and hasattr(self.model.prompt_encoder, "set_channels_last"):
-            self.model.prompt_encoder.set_channels_last(True)
+        if self.device.type == "cuda":
+            self.model.set_channels_last(True)
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         if num_workers is None:
@@ -336,7 +336,7 @@ class Predictor:
         loaded = _Loaded(name, _source_text(source), image)
         if self.device.type == "cpu":
             # Same function as the batch path, so results do not depend on where it ran.
-            x, input_sizes, _ = sam_preprocess([image], self.image_size)
+            x, input_sizes, _ = sam_preprocess([image], self.model.preprocess_spec)
             loaded.x, loaded.input_size = x, input_sizes[0]
         elif self.device.type == "cuda":
             # Page-locked, so the upload does not make the host wait for the GPU.
@@ -378,7 +378,7 @@ class Predictor:
             input_sizes = [loaded.input_size for loaded in batch]
         else:
             images = [loaded.pinned if loaded.pinned is not None else loaded.image for loaded in batch]
-            x, input_sizes, _ = sam_preprocess(images, self.image_size, device=self.device)
+            x, input_sizes, _ = sam_preprocess(images, self.model.preprocess_spec, device=self.device)
         if self.amp_dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
                 logits = self.model(x)

@@ -174,9 +174,10 @@ class SS2D(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))
         self.A_logs = nn.Parameter(torch.empty(k * d_inner, n))
         self.Ds = nn.Parameter(torch.empty(k * d_inner))
-        # Mamba keeps the state matrix and skip out of weight decay; optimisers may read this.
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
+        # Mamba keeps the state matrix and skip out of weight decay; ssm.state_weight_decay
+        # chooses (the model's parameter_groups read the mark).
+        self.A_logs._no_weight_decay = not cfg.state_weight_decay
+        self.Ds._no_weight_decay = not cfg.state_weight_decay
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.reset_ssm_parameters()

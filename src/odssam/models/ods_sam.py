@@ -1,168 +1,118 @@
-"""ODS-SAM: the frozen SAM driven by the learned dense prompt (paper Figure 1).
+"""ODS-SAM: a frozen segmenter driven by the learned dense prompt (paper Figure 1).
 
 Dataflow (DESIGN.md section 1)::
 
-    image (uint8, any size) --sam_preprocess--> x: Bx3x1024x1024 (normalised, zero-padded)
-    x --frozen SAM image encoder-->                      E: Bx256x64x64
+    image (uint8, any size) --preprocess--> x: Bx3x1024x1024 (normalised, padded)
+    x --frozen image encoder-->                          E: (Bx256x64x64, ...)
     x --bilinear to 512--> prompt encoder (trainable) --> P: Bx256x64x64
-    SAM mask decoder (frozen)(E, image_pe, sparse=empty 1x0x256, dense=P) --> logits Bx1x256x256
+    frozen mask decoder(E, dense=P)                   --> logits Bx1x256x256
 
-Only ``prompt_encoder`` has trainable parameters. ``encode`` and ``decode`` are split
-so a cached image embedding can be reused (training with an embedding cache,
-prediction of several prompts on one image).
+The frozen segmenter is SAM (paper) or SAM 2 (:mod:`odssam.models.segmenter`); only the
+prompt encoder has trainable parameters. ``encode`` and ``decode`` are split so a cached
+embedding can be reused (training with an embedding cache).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odssam.config import ModelConfig
-from odssam.models.fast_encoder import accelerate_image_encoder
-from odssam.models.prompt_encoder import build_prompt_encoder
-from odssam.models.sam import build_sam, freeze_sam
-from odssam.models.transforms import postprocess_logits, sam_preprocess
-
-Size = tuple[int, int]
+from odssam.models.base import SegmentationModel
+from odssam.models.registry import build_prompt_network, build_segmenter
+from odssam.models.segmenter import Embedding, FrozenSegmenter
 
 
-class OdsSam(nn.Module):
-    """Frozen SAM + learned prompt encoder.
+class OdsSam(SegmentationModel):
+    """Frozen segmenter + learned prompt encoder.
 
     Args:
-        sam: A ``segment_anything.modeling.Sam``; it is frozen here (no gradients, eval mode).
-        prompt_encoder: Maps Bx3xSxS (S = ``prompt_input_size``) to the dense prompt
-            Bx256xhxw, where hxw is SAM's image-embedding grid.
-        prompt_input_size: Side of the halved SAM input fed to the prompt encoder.
+        segmenter: A :class:`~odssam.models.segmenter.FrozenSegmenter` (SAM, SAM 2).
+        prompt_encoder: Maps Bx3xPxP (P = ``prompt_input_size``) to the dense prompt
+            Bx256xhxw, where hxw is the segmenter's prompt grid.
+        prompt_input_size: Side of the resized input fed to the prompt encoder.
     """
 
-    def __init__(self, sam: nn.Module, prompt_encoder: nn.Module, prompt_input_size: int = 512):
+    def __init__(self, segmenter: FrozenSegmenter, prompt_encoder: nn.Module, prompt_input_size: int = 512):
         super().__init__()
-        self.sam = freeze_sam(sam)
+        self.segmenter = segmenter.freeze()
         self.prompt_encoder = prompt_encoder
         self.prompt_input_size = prompt_input_size
-
-    # ------------------------------------------------------------------ properties
+        self.preprocess_spec = segmenter.preprocess_spec
 
     @property
-    def image_size(self) -> int:
-        """Side of SAM's padded square input (1024 for the official models)."""
-        return int(self.sam.image_encoder.img_size)
+    def trainable(self) -> nn.Module:
+        return self.prompt_encoder
 
     @property
     def embedding_size(self) -> int:
-        """Side of SAM's image embedding grid (64 for the official models)."""
-        return self.image_size // 16
+        """Side of the segmenter's prompt grid (64 for the official models)."""
+        return self.segmenter.embedding_size
 
     @property
     def logit_size(self) -> int:
         """Side of the mask decoder's low-resolution logits (256 for the official models)."""
-        return 4 * self.embedding_size
+        return self.segmenter.logit_size
 
-    def train(self, mode: bool = True) -> OdsSam:
-        """Switch the prompt encoder's mode; SAM stays in eval mode (it is frozen)."""
-        super().train(mode)
-        self.sam.eval()
+    # ------------------------------------------------------------------ model-owned hooks
+
+    def start_epoch(self, epoch_index: int, train_cfg: Any) -> dict[str, float]:
+        return self.prompt_encoder.start_epoch(epoch_index, train_cfg)
+
+    def graph_unsupported_reason(self, train_cfg: Any, device: torch.device) -> str | None:
+        return self.prompt_encoder.graph_unsupported_reason(train_cfg, device)
+
+    def set_channels_last(self, enabled: bool = True) -> OdsSam:
+        self.prompt_encoder.set_channels_last(enabled)
         return self
 
     # ------------------------------------------------------------------ stages
 
-    def preprocess(self, images) -> tuple[torch.Tensor, list[Size], list[Size]]:
-        """Resize, normalise and pad images for SAM.
-
-        Args:
-            images: A list of HxWx3 uint8 arrays, or a Bx3xHxW tensor.
-
-        Returns:
-            ``(x, input_sizes, original_sizes)``: x is Bx3xSxS float on the model's device.
-        """
-        x, input_sizes, original_sizes = sam_preprocess(images, self.image_size)
-        return x.to(self._device()), input_sizes, original_sizes
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen SAM image encoder: Bx3xSxS -> Bx256x(S/16)x(S/16)."""
-        return self.sam.image_encoder(x)
-
     def prompt(self, x: torch.Tensor) -> torch.Tensor:
-        """Learned dense prompt: Bx3xSxS -> Bx256x(S/16)x(S/16)."""
+        """Learned dense prompt: Bx3xSxS -> Bx256xhxw (the segmenter's prompt grid)."""
         if x.shape[-1] != self.prompt_input_size:
             x = F.interpolate(
                 x, size=(self.prompt_input_size, self.prompt_input_size), mode="bilinear", align_corners=False
             )
         prompt = self.prompt_encoder(x)
         if prompt.shape[-1] != self.embedding_size:
-            # A prompt input size other than half of SAM's input gives another grid.
+            # A prompt input size other than half of the segmenter's input gives another grid.
             size = (self.embedding_size, self.embedding_size)
             prompt = F.interpolate(prompt, size=size, mode="bilinear", align_corners=False)
         return prompt
 
-    def decode(self, image_embeddings: torch.Tensor, dense_prompt: torch.Tensor) -> torch.Tensor:
-        """Frozen SAM mask decoder with a dense prompt and no sparse prompt.
+    def decode(self, image_embeddings: Embedding | torch.Tensor, dense_prompt: torch.Tensor) -> torch.Tensor:
+        """The frozen mask decoder with a dense prompt: embedding parts + Bx256xhxw -> logits Bx1x(4h)x(4w)."""
+        return self.segmenter.decode(_as_embedding(image_embeddings), dense_prompt)
 
-        The sparse prompt has batch 1 on purpose: the official decoder repeats the image
-        embedding once per sparse prompt, so a batch of B sparse prompts with B images
-        would mix images. With batch 1 the call broadcasts and equals a per-image loop.
-
-        Args:
-            image_embeddings: Bx256xhxw from :meth:`encode` (or the embedding cache).
-            dense_prompt: Bx256xhxw from :meth:`prompt`.
-
-        Returns:
-            Mask logits Bx1x(4h)x(4w).
-        """
-        dense_prompt = dense_prompt.to(image_embeddings.dtype)
-        sparse = image_embeddings.new_zeros((1, 0, dense_prompt.shape[1]))
-        image_pe = self.sam.prompt_encoder.get_dense_pe().to(image_embeddings.dtype)
-        logits, _ = self.sam.mask_decoder(
-            image_embeddings=image_embeddings,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense_prompt,
-            multimask_output=False,
-        )
-        return logits
-
-    def forward(self, x: torch.Tensor, image_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, image_embeddings: Embedding | torch.Tensor | None = None) -> torch.Tensor:
         """Preprocessed images Bx3xSxS -> logits Bx1x(S/4)x(S/4).
 
         Args:
-            x: Output of :meth:`preprocess`.
-            image_embeddings: Optional cached SAM embeddings of ``x`` (skips the encoder).
+            x: Output of :meth:`preprocess` (or the cached prompt input).
+            image_embeddings: Optional cached embedding of ``x`` (skips the encoder).
         """
         if image_embeddings is None:
             image_embeddings = self.encode(x)
         return self.decode(image_embeddings, self.prompt(x))
 
-    def postprocess(
-        self, logits: torch.Tensor, input_sizes: Sequence[Size], original_sizes: Sequence[Size]
-    ) -> list[torch.Tensor]:
-        """Logits Bx1xhxw -> one 1xHxW logit map per image at its original size."""
-        return postprocess_logits(logits, input_sizes, original_sizes, self.image_size)
-
     @torch.no_grad()
-    def predict_probabilities(self, images) -> list[np.ndarray]:
+    def predict_probabilities(self, images) -> list:
         """Images (list of HxWx3 uint8 or Bx3xHxW) -> list of HxW float32 probability maps."""
         x, input_sizes, original_sizes = self.preprocess(images)
         logits = self(x)
         maps = self.postprocess(logits.float(), input_sizes, original_sizes)
         return [torch.sigmoid(m[0]).cpu().numpy() for m in maps]
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.prompt_encoder.parameters() if p.requires_grad]
 
-    def _device(self) -> torch.device:
-        return next(self.prompt_encoder.parameters()).device
+def _as_embedding(embedding: Embedding | torch.Tensor) -> Embedding:
+    return (embedding,) if isinstance(embedding, torch.Tensor) else tuple(embedding)
 
 
-def build_ods_sam(
-    cfg: ModelConfig | None = None, checkpoint: str | None = None, *, feature_encoder_weights: bool = True
-) -> OdsSam:
-    """Build ODS-SAM from a :class:`ModelConfig` (defaults: ViT-H + the paper's prompt encoder).
+def build_ods_sam(cfg=None, checkpoint: str | None = None, *, feature_encoder_weights: bool = True) -> OdsSam:
+    """Build ODS-SAM from a :class:`~odssam.config.ModelConfig` (defaults: ViT-H + the paper's prompt encoder).
 
     Args:
         cfg: Model configuration.
@@ -172,14 +122,9 @@ def build_ods_sam(
             encoder's weights will come from a trained odssam checkpoint, which must load
             without the original file.
     """
+    from odssam.config import ModelConfig
+
     cfg = cfg or ModelConfig()
-    sam_checkpoint = checkpoint if checkpoint is not None else cfg.sam.checkpoint
-    with torch.random.fork_rng(devices=[]):
-        # Random SAM weights (no checkpoint) must be reproducible for a saved run to reload.
-        torch.manual_seed(cfg.sam.init_seed)
-        sam = build_sam(cfg.sam.variant, checkpoint=sam_checkpoint, image_size=cfg.sam.image_size)
-    if cfg.sam.fast_encoder:
-        # Same parameters and state-dict keys; picks its attention kernel per call (Triton on CUDA).
-        sam.image_encoder = accelerate_image_encoder(sam.image_encoder)
-    prompt_encoder = build_prompt_encoder(cfg.prompt_encoder, load_weights=feature_encoder_weights)
-    return OdsSam(sam, prompt_encoder, prompt_input_size=cfg.prompt_encoder.input_size)
+    segmenter = build_segmenter(cfg.sam, checkpoint)
+    prompt_encoder = build_prompt_network(cfg.prompt_encoder, load_weights=feature_encoder_weights)
+    return OdsSam(segmenter, prompt_encoder, prompt_input_size=cfg.prompt_encoder.input_size)

@@ -12,24 +12,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from odssam.config import FeatureEncoderConfig, PromptEncoderConfig
 from odssam.errors import OdsSamError
+from odssam.models.base import DensePromptEncoder
 from odssam.models.feature_encoder import FeatureEncoder
 from odssam.models.feature_encoder_weights import initialise_feature_encoder
+from odssam.models.selective_scan import scan_syncs_host
 from odssam.models.ssmodc import SSMODC
 
 logger = logging.getLogger(__name__)
+ODCONV_START_TEMPERATURE = 30.0  # the ODConv paper's annealing starts here
+
+
+def odconv_temperature(final: float, anneal_epochs: int, epoch_index: int) -> float:
+    """ODConv attention temperature for 0-based ``epoch_index``.
+
+    With ``anneal_epochs = N > 0`` (``train.odconv_temperature_anneal``) it falls linearly
+    from 30 to ``final`` over the first N epochs (ODConv paper); else it is ``final``.
+    """
+    if anneal_epochs <= 0 or epoch_index >= anneal_epochs:
+        return float(final)
+    return ODCONV_START_TEMPERATURE - (ODCONV_START_TEMPERATURE - final) * epoch_index / anneal_epochs
 
 
 def _count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-class OdsPromptEncoder(nn.Module):
+class OdsPromptEncoder(DensePromptEncoder):
     """Feature encoder + SSMODC with a residual connection.
 
     Args:
@@ -55,6 +70,9 @@ class OdsPromptEncoder(nn.Module):
         self.feature_encoder_weights = "random initialisation"
         self.ssmodc = SSMODC(cfg.feature_encoder.out_channels, cfg)
         self.channels_last = False
+        self.odconv_final_temperature = float(cfg.odconv.temperature)
+        self.scan_backend = cfg.ssm.scan_backend
+        self.has_odconv = cfg.use_odconv and cfg.odconv.num_layers > 0
 
     def set_channels_last(self, enabled: bool = True) -> OdsPromptEncoder:
         """Keep convolution kernels and activations in channels-last (NHWC) memory layout.
@@ -80,6 +98,25 @@ class OdsPromptEncoder(nn.Module):
     def set_odconv_temperature(self, temperature: float) -> None:
         """Set the attention temperature of every ODConv layer."""
         self.ssmodc.set_odconv_temperature(temperature)
+
+    @property
+    def weights_description(self) -> str:
+        return self.feature_encoder_weights
+
+    def start_epoch(self, epoch_index: int, train_cfg: Any) -> dict[str, float]:
+        """Set the ODConv temperature of this epoch (annealed with ``train.odconv_temperature_anneal``)."""
+        temperature = odconv_temperature(
+            self.odconv_final_temperature, train_cfg.odconv_temperature_anneal, epoch_index
+        )
+        self.set_odconv_temperature(temperature)
+        return {"odconv_temperature": temperature}
+
+    def graph_unsupported_reason(self, train_cfg: Any, device: torch.device) -> str | None:
+        if self.has_odconv and train_cfg.odconv_temperature_anneal > 0:
+            return "the ODConv temperature is annealed"
+        if device.type == "cuda" and self.ssmodc.od_ssm is not None and scan_syncs_host(self.scan_backend, device):
+            return "the chunked selective scan plans its chunks on the host (model.prompt_encoder.ssm.scan_backend)"
+        return None
 
     def count_parameters(self) -> dict[str, int]:
         """Parameters per component: feature_encoder, dwconv, od_ssm, odconv and total."""

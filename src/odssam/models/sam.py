@@ -2,12 +2,12 @@
 
 One builder serves every variant, so the small random-weight test configs run exactly the
 code path of ViT-H. The image embedding is ``B x 256 x (S/16) x (S/16)`` for an ``S x S``
-input (``B x 256 x 64 x 64`` at the official ``S = 1024``).
+input (``B x 256 x 64 x 64`` at the official ``S = 1024``). :class:`SamSegmenter` puts it
+behind the frozen-segmenter seam (:mod:`odssam.models.segmenter`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,13 +19,13 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from odssam.errors import OdsSamError
 from odssam.models.checkpoints import official_checkpoint_by_file_name, resolve_checkpoint
-from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD
+from odssam.models.segmenter import Embedding, FrozenSegmenter, weights_fingerprint
+from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, PreprocessSpec
 from odssam.models.weights_io import describe_object, examples, read_weights_file
 
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
 WINDOW_SIZE = 14
-FINGERPRINT_SAMPLES_PER_TENSOR = 1024
 
 
 @dataclass(frozen=True)
@@ -291,18 +291,82 @@ def load_sam_checkpoint(sam: Sam, path: str | Path) -> Sam:
 
 
 def sam_weights_fingerprint(sam: Sam) -> str:
-    """A cheap, deterministic identity of the image-encoder weights, for embedding caches.
+    """:func:`~odssam.models.segmenter.weights_fingerprint` of SAM's image encoder (16 hex digits)."""
+    return weights_fingerprint(sam.image_encoder)
 
-    Hashes every tensor's name, dtype and shape plus up to 1024 evenly strided values,
-    so it reads a few megabytes even for ViT-H. Returns 16 hex digits.
+
+# --------------------------------------------------------------------------- the seam
+
+
+class SamSegmenter(FrozenSegmenter):
+    """SAM behind the frozen-segmenter seam: one embedding part, Bx256x(S/16)x(S/16).
+
+    Args:
+        sam: An official ``segment_anything.modeling.Sam`` (frozen here).
+        variant: Its registry name.
+        weights_source: The checkpoint it was loaded from; ``None`` for random weights.
+        fast_encoder: Replace the image encoder by the fused-attention one (same weights,
+            same function; Triton kernels on CUDA).
     """
-    hasher = hashlib.sha256()
-    for name, tensor in sorted(sam.image_encoder.state_dict().items()):
-        if tensor.is_meta:
-            raise ValueError(f"cannot fingerprint '{name}': it is on the meta device (no values)")
-        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // FINGERPRINT_SAMPLES_PER_TENSOR)
-        sample = flat[::step][:FINGERPRINT_SAMPLES_PER_TENSOR].to("cpu", torch.float64)
-        hasher.update(sample.numpy().tobytes())
-    return hasher.hexdigest()[:16]
+
+    def __init__(self, sam: Sam, variant: str, weights_source: str | None = None, fast_encoder: bool = False):
+        super().__init__()
+        if fast_encoder:
+            from odssam.models.fast_encoder import accelerate_image_encoder
+
+            sam.image_encoder = accelerate_image_encoder(sam.image_encoder)
+        self.sam = sam
+        self.variant = variant
+        self.weights_source = weights_source
+        self.preprocess_spec = PreprocessSpec(int(sam.image_encoder.img_size))
+        self.freeze()
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        return self.sam.image_encoder
+
+    def embedding_shapes(self) -> tuple[tuple[int, ...], ...]:
+        grid = self.image_size // PATCH_SIZE
+        return ((PROMPT_EMBED_DIM, grid, grid),)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> Embedding:
+        """Bx3xSxS -> (Bx256x(S/16)x(S/16),)."""
+        return (self.sam.image_encoder(x),)
+
+    def decode(self, embedding: Embedding, dense_prompt: torch.Tensor) -> torch.Tensor:
+        """SAM's mask decoder with a dense prompt and no sparse prompt.
+
+        The sparse prompt has batch 1 on purpose: the official decoder repeats the image
+        embedding once per sparse prompt, so a batch of B sparse prompts with B images
+        would mix images. With batch 1 the call broadcasts and equals a per-image loop.
+
+        Args:
+            embedding: ``(Bx256xhxw,)`` from :meth:`encode` (or the embedding cache).
+            dense_prompt: Bx256xhxw.
+
+        Returns:
+            Mask logits Bx1x(4h)x(4w).
+        """
+        (image_embeddings,) = embedding
+        dense_prompt = dense_prompt.to(image_embeddings.dtype)
+        sparse = image_embeddings.new_zeros((1, 0, dense_prompt.shape[1]))
+        image_pe = self.sam.prompt_encoder.get_dense_pe().to(image_embeddings.dtype)
+        logits, _ = self.sam.mask_decoder(
+            image_embeddings=image_embeddings,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense_prompt,
+            multimask_output=False,
+        )
+        return logits
+
+
+def build_sam_segmenter(cfg, checkpoint: str | Path | None) -> SamSegmenter:
+    """The :class:`SamSegmenter` of a :class:`~odssam.config.SamConfig`.
+
+    ``checkpoint``: ``None`` (random weights), ``"auto"`` or a path; it overrides ``cfg.checkpoint``.
+    """
+    path = resolve_checkpoint(cfg.variant, checkpoint)
+    sam = build_sam(cfg.variant, checkpoint=path, image_size=cfg.image_size)
+    return SamSegmenter(sam, cfg.variant, None if path is None else str(path), fast_encoder=cfg.fast_encoder)

@@ -1,15 +1,18 @@
-"""SAM's input preprocessing and output postprocessing, done on tensors.
+"""The frozen segmenter's input preprocessing and output postprocessing, done on tensors.
 
-Preprocessing resizes the longest side to ``S`` (aspect kept, bilinear with antialias),
-normalises with SAM's pixel statistics and zero-pads bottom/right to ``S x S``. The
+Preprocessing (:class:`PreprocessSpec`) resizes each image into ``S x S`` and normalises it
+with the segmenter's pixel statistics. SAM (``resize: longest_side``) scales the longest side
+to ``S`` (aspect kept, bilinear with antialias) and zero-pads bottom/right to ``S x S``; the
 padding comes *after* normalisation, as in ``Sam.preprocess``, so padded pixels are 0 in
-normalised space. ``segment_anything``'s own ``ResizeLongestSide.apply_image_torch`` is
+normalised space. SAM 2's image predictor (``resize: stretch``) resizes to ``S x S``
+directly; its image then fills the input and nothing is padded. ``segment_anything``'s own ``ResizeLongestSide.apply_image_torch`` is
 not used: release 1.0 passes the wrong shape to its resize.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +23,41 @@ from odssam.errors import OdsSamError
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
+RESIZE_MODES = ("longest_side", "stretch")
+
 Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How images become a frozen segmenter's input ``Bx3xSxS``.
+
+    Attributes:
+        image_size: Side ``S`` of the square input.
+        resize: ``longest_side`` (SAM: aspect kept, zero-padded bottom/right) or ``stretch``
+            (SAM 2's image predictor: resized to ``S x S``).
+        pixel_mean: Per-channel mean on the 0..255 scale.
+        pixel_std: Per-channel standard deviation on the 0..255 scale.
+    """
+
+    image_size: int
+    resize: str = "longest_side"
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise OdsSamError(f"resize '{self.resize}' is not one of {', '.join(RESIZE_MODES)}")
+
+    def input_size(self, height: int, width: int) -> Size:
+        """``(h, w)`` of a ``height x width`` image inside the ``S x S`` input (before padding)."""
+        if self.resize == "stretch":
+            return self.image_size, self.image_size
+        return longest_side_size(height, width, self.image_size)
+
+
+def _as_spec(spec: PreprocessSpec | int) -> PreprocessSpec:
+    return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec(int(spec))
 
 
 def longest_side_size(height: int, width: int, target: int) -> Size:
@@ -46,12 +83,23 @@ def resize_longest_side(images: torch.Tensor, target: int) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _normalise_and_pad(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+def _resize(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """``BxCxHxW`` (0..255) -> float32 ``BxCxhxw`` with ``(h, w) = spec.input_size(H, W)``."""
+    if spec.resize == "longest_side":
+        return resize_longest_side(images, spec.image_size)
+    images = images.float()
+    size = spec.input_size(images.shape[-2], images.shape[-1])
+    if size == tuple(images.shape[-2:]):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _normalise_and_pad(images: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.pixel_mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.pixel_std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     normalised = (images - mean) / std
     height, width = images.shape[-2:]
-    return F.pad(normalised, (0, image_size - width, 0, image_size - height))
+    return F.pad(normalised, (0, spec.image_size - width, 0, spec.image_size - height))
 
 
 def _array_to_tensor(
@@ -77,15 +125,16 @@ def _array_to_tensor(
 
 def sam_preprocess(
     images: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
-    image_size: int = 1024,
+    image_size: int | PreprocessSpec = 1024,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, list[Size], list[Size]]:
-    """Turn RGB images into SAM's padded, normalised input.
+    """Turn RGB images into the frozen segmenter's normalised (padded) input.
 
     Args:
         images: A list of ``HxWx3`` uint8 arrays or tensors (sizes may differ), one such
             array, or a ``Bx3xHxW`` tensor, uint8 or float on the 0..255 scale.
-        image_size: Side ``S`` of SAM's square input.
+        image_size: A :class:`PreprocessSpec`, or the side ``S`` of SAM's square input
+            (SAM's preprocessing at that size).
         device: Where to compute (default: the tensor's device, or the CPU for arrays).
 
     Returns:
@@ -93,17 +142,18 @@ def sam_preprocess(
         ``input_sizes``: ``(h, w)`` of each image after resizing, before padding.
         ``original_sizes``: ``(H, W)`` of each input image.
     """
+    spec = _as_spec(image_size)
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[-2:]) == 0:
             raise OdsSamError(f"expected a Bx3xHxW image tensor, got shape {tuple(images.shape)}")
         if images.is_complex() or images.dtype == torch.bool:
             raise OdsSamError(f"expected a uint8 or float image tensor, got {images.dtype}")
         images = images.to(device) if device is not None else images
-        resized = resize_longest_side(images, image_size)
+        resized = _resize(images, spec)
         original = (int(images.shape[-2]), int(images.shape[-1]))
         count = images.shape[0]
         return (
-            _normalise_and_pad(resized, image_size),
+            _normalise_and_pad(resized, spec),
             [tuple(resized.shape[-2:])] * count,
             [original] * count,
         )
@@ -115,8 +165,8 @@ def sam_preprocess(
     padded, input_sizes, original_sizes = [], [], []
     for index, image in enumerate(images):
         tensor = _array_to_tensor(index, image, device)
-        resized = resize_longest_side(tensor, image_size)
-        padded.append(_normalise_and_pad(resized, image_size))
+        resized = _resize(tensor, spec)
+        padded.append(_normalise_and_pad(resized, spec))
         input_sizes.append(tuple(resized.shape[-2:]))
         original_sizes.append(tuple(image.shape[:2]))
     return torch.cat(padded), input_sizes, original_sizes
