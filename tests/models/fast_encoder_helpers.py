@@ -1,7 +1,8 @@
-"""The tiny official SAM image encoder shared by the fast-encoder tests."""
+"""What the fast-encoder tests share: a tiny official SAM image encoder, one torch thread."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT
 
@@ -19,3 +20,12 @@ def tiny_encoder(img_size: int = 256, window_size: int = 14, embed_dim: int = 64
             if "rel_pos" in name or name == "pos_embed":
                 param.normal_(0.0, 0.5)  # SAM zero-initialises these; make them matter
     return encoder.eval()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Autouse in the modules that import it: one intra-op thread, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,15 +16,7 @@ from odssam.models.fast_encoder import (
     maybe_accelerate_image_encoder,
 )
 
-from fast_encoder_helpers import tiny_encoder
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from fast_encoder_helpers import one_torch_thread, tiny_encoder  # noqa: F401 (autouse fixture)
 
 
 def test_state_dict_keys_and_storage_are_the_official_ones():

@@ -12,16 +12,8 @@ from segment_anything.modeling.image_encoder import get_rel_pos
 from odssam.models import fast_attention
 from odssam.models.fast_attention import relative_position_table
 
-from fast_encoder_helpers import tiny_encoder
+from fast_encoder_helpers import one_torch_thread, tiny_encoder  # noqa: F401 (autouse fixture)
 from helpers import run_in_triton_interpreter
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_padded_window_keys_are_the_qkv_bias():

@@ -167,13 +167,12 @@ def _attention_triton(
     scale: float,
 ) -> torch.Tensor:
     """Fused relative-position attention; same contract as :func:`_attention_torch`."""
-    line_tables_h = line_tables_w = None
+    line_tables = None
     if rel_pos_h is not None and rel_pos_w is not None:
         height, width = qkv.shape[1:3]
         rows, cols = (window_size, window_size) if window_size > 0 else (height, width)
-        line_tables_h = _line_tables(rel_pos_h, rows, height)
-        line_tables_w = _line_tables(rel_pos_w, cols, width)
-    return launch_rel_attention(qkv, num_heads, window_size, line_tables_h, line_tables_w, qkv_bias, scale)
+        line_tables = (_line_tables(rel_pos_h, rows, height), _line_tables(rel_pos_w, cols, width))
+    return launch_rel_attention(qkv, line_tables, qkv_bias, num_heads, window_size, scale)
 
 
 if TRITON_IMPORTED:

@@ -319,26 +319,19 @@ def _rel_terms_triton(qkv, table, num_heads, along_rows: bool, k_size: int, k_ma
 
 
 def launch_rel_attention(
-    qkv: torch.Tensor,
-    num_heads: int,
-    window_size: int,
-    line_tables_h: Optional[torch.Tensor],
-    line_tables_w: Optional[torch.Tensor],
-    qkv_bias: Optional[torch.Tensor],
-    scale: float,
+    qkv: torch.Tensor, line_tables: Optional[tuple[torch.Tensor, torch.Tensor]], qkv_bias: Optional[torch.Tensor],
+    num_heads: int, window_size: int, scale: float,
 ) -> torch.Tensor:
     """Fused relative-position attention of one block.
 
     Args:
         qkv: BxHxWx3C output of the block's ``qkv`` linear layer on the un-padded tokens.
-        num_heads: Number of heads (C = num_heads * head_dim).
-        window_size: Side S of the attention windows; 0 for global attention (S = H along
-            rows, W along columns).
-        line_tables_h: HxSxhead_dim relative-position table of each token row (row ``y`` holds
-            the table of in-window row ``y % S``); ``None`` together with ``line_tables_w``
-            for no relative positions.
-        line_tables_w: WxSxhead_dim table of each token column.
+        line_tables: Relative-position tables of each token row (HxSxhead_dim; row ``y`` is
+            the table of in-window row ``y % S``) and of each token column (WxSxhead_dim), S
+            the window side (H or W for global attention); ``None`` for no relative positions.
         qkv_bias: 3C bias of the ``qkv`` layer: the q/k/v of a padded token (None: zeros).
+        num_heads: Number of heads (C = num_heads * head_dim).
+        window_size: Side S of the attention windows; 0 for global attention.
         scale: Multiplier of q.k.
 
     Returns:
@@ -355,7 +348,7 @@ def launch_rel_attention(
         rows, cols = height, width
         windows_y = windows_x = 1
     padded = windows_y * rows != height or windows_x * cols != width
-    has_rel = line_tables_h is not None and line_tables_w is not None
+    has_rel = line_tables is not None
     config = dict(KERNEL_CONFIGS["window" if window_size > 0 else "global"])
     d0, d1 = _head_chunks(head_dim, config.pop("split_head", True))
     prescale_q = config.pop("prescale_q", False) and qkv.dtype != torch.float32
@@ -363,8 +356,8 @@ def launch_rel_attention(
     rows_p, cols_p = max(16, _next_pow2(rows)), max(16, _next_pow2(cols))
     row_aligned = has_rel and cols == cols_p and block_n == cols
     if has_rel:
-        rel_h = _rel_terms_triton(qkv, line_tables_h, num_heads, True, rows, row_aligned)
-        rel_w = _rel_terms_triton(qkv, line_tables_w, num_heads, False, cols, row_aligned)
+        rel_h = _rel_terms_triton(qkv, line_tables[0], num_heads, True, rows, row_aligned)
+        rel_w = _rel_terms_triton(qkv, line_tables[1], num_heads, False, cols, row_aligned)
     else:
         rel_h = rel_w = qkv.new_zeros(1, 1, 1, 1, 1, dtype=torch.float32)
     if padded and qkv_bias is None:
