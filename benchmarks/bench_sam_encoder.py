@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from segment_anything.modeling import ImageEncoderViT  # noqa: E402
 
-from odssam.models import fast_encoder  # noqa: E402
+from odssam.models import fast_attention, fast_attention_kernels, fast_encoder  # noqa: E402
 from timing import synchronize, time_calls  # noqa: E402
 
 # Official SAM encoder shapes (embed dim, depth, heads, global-attention blocks), and two small
@@ -76,7 +76,7 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 
 
 # Candidates for the Triton attention kernel: (BLOCK_M, BLOCK_N, num_warps, num_stages,
-# split_head, prescale_q); see fast_encoder.KERNEL_CONFIGS.
+# split_head, prescale_q); see fast_attention_kernels.KERNEL_CONFIGS.
 TUNE_CANDIDATES = {
     "window": [(128, 64, 4, 2, True, False), (128, 64, 4, 3, True, False), (128, 128, 8, 2, True, False),
                (64, 128, 4, 2, True, False), (128, 64, 8, 2, True, False), (128, 64, 4, 2, False, False),
@@ -105,26 +105,26 @@ def _tune_worker(kind: str, variant: str, batch: int, configs: list, time_torch:
     rel_h, rel_w = (torch.randn(2 * rows - 1, head_dim, device=device) * 0.1 for _ in range(2))
     bias = torch.randn(3 * channels, device=device)
     scale = head_dim**-0.5
-    ref = fast_encoder._attention_torch(qkv, heads, window, rel_h, rel_w, bias, scale)
+    ref = fast_attention._attention_torch(qkv, heads, window, rel_h, rel_w, bias, scale)
     args = (qkv.bfloat16(), heads, window, rel_h.bfloat16(), rel_w.bfloat16(), bias.bfloat16(), scale)
     if time_torch:
-        torch_ms = triton.testing.do_bench(lambda: fast_encoder._attention_torch(*args), return_mode="median")
+        torch_ms = triton.testing.do_bench(lambda: fast_attention._attention_torch(*args), return_mode="median")
         print(json.dumps({"torch_ms": torch_ms}), flush=True)
     fastest = None
     for config in configs:
         print(json.dumps({"start": config}), flush=True)
-        fast_encoder.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, config))
-        out = fast_encoder._attention_triton(*args)
+        fast_attention_kernels.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, config))
+        out = fast_attention._attention_triton(*args)
         synchronize(device)
         max_err, l2_err = errors(out.float(), ref)
-        ms = triton.testing.do_bench(lambda: fast_encoder._attention_triton(*args), return_mode="median")
+        ms = triton.testing.do_bench(lambda: fast_attention._attention_triton(*args), return_mode="median")
         print(json.dumps({"config": config, "ms": ms, "max_err": max_err, "l2_err": l2_err}), flush=True)
         if fastest is None or ms < fastest[0]:
             fastest = (ms, config)
     if fastest is not None:  # what the relative-position terms cost in the fastest config
-        fast_encoder.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, fastest[1]))
+        fast_attention_kernels.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, fastest[1]))
         plain = (args[0], heads, window, None, None, args[5], scale)
-        ms = triton.testing.do_bench(lambda: fast_encoder._attention_triton(*plain), return_mode="median")
+        ms = triton.testing.do_bench(lambda: fast_attention._attention_triton(*plain), return_mode="median")
         print(json.dumps({"no_rel": fastest[1], "ms": ms}), flush=True)
 
 
@@ -165,7 +165,7 @@ def tune_kernels(variant: str, batch: int, log) -> None:
             log(f"[tune] {kind} {started}: crashed ({reason})")
             remaining = remaining[remaining.index(started) + 1:]
         if best is not None:
-            fast_encoder.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, best[1]))
+            fast_attention_kernels.KERNEL_CONFIGS[kind] = dict(zip(KERNEL_KEYS, best[1]))
             log(f"[tune] {kind}: best {best[1]} {best[0]:.3f} ms")
 
 
@@ -276,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"[env] {json.dumps(env)}")
 
-    if args.tune and fast_encoder.triton_supported(device):
+    if args.tune and fast_attention_kernels.triton_supported(device):
         tune_kernels(variant, batch, log)  # first, before this process touches a Triton kernel
-        log(f"[tune] KERNEL_CONFIGS = {json.dumps(fast_encoder.KERNEL_CONFIGS)}")
+        log(f"[tune] KERNEL_CONFIGS = {json.dumps(fast_attention_kernels.KERNEL_CONFIGS)}")
 
-    if on_cuda and fast_encoder.triton_supported(device):
+    if on_cuda and fast_attention_kernels.triton_supported(device):
         check_tiny_fp32(device, log)
 
     encoder32 = build_encoder(variant, device)
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         """Write results.json and log.txt (atomically) so that a run cut short keeps its numbers."""
         if args.out is None:
             return
-        payload = {"env": env, "results": results, "kernel_configs": fast_encoder.KERNEL_CONFIGS}
+        payload = {"env": env, "results": results, "kernel_configs": fast_attention_kernels.KERNEL_CONFIGS}
         for name, text in (("results.json", json.dumps(payload, indent=2)), ("log.txt", "\n".join(lines) + "\n")):
             tmp = args.out / f"{name}.tmp"
             tmp.write_text(text)
@@ -341,12 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         run("ours fp32 eager (torch)", fast_encoder.FastImageEncoderViT(encoder32), images, iters, 1, ref)
         del encoder32
     fast = fast_encoder.FastImageEncoderViT(encoder16, backend="auto")
-    run(f"ours bf16 eager ({'triton' if fast_encoder.triton_supported(device) else 'torch'})",
+    run(f"ours bf16 eager ({'triton' if fast_attention_kernels.triton_supported(device) else 'torch'})",
         fast, images16, iters, 2, ref)
     if args.profile:
         with torch.inference_mode():
             profile(lambda: fast(images16), device, args.out and args.out / "profile_eager.txt", log, "ours eager")
-    if args.torch_backend and fast_encoder.triton_supported(device):
+    if args.torch_backend and fast_attention_kernels.triton_supported(device):
         run("ours bf16 eager (torch backend)", fast_encoder.FastImageEncoderViT(encoder16, backend="torch"),
             images16, iters, 2, ref)
     if args.compile if args.compile is not None else on_cuda:

@@ -7,9 +7,13 @@ import pytest
 import torch
 from metrics_samples import realistic_pair
 
+from odssam.config import METRIC_CHOICES
 from odssam.errors import OdsSamError
+from odssam.metrics import evaluator as evaluator_module
 from odssam.metrics.evaluator import DEFAULT_METRICS, METRIC_NAMES, Evaluator, resolve_metrics
 from odssam.metrics.inputs import as_mask, as_probability
+from odssam.metrics.registry import Metric, MetricSpec, register_metric, unregister_metric
+from odssam.metrics.result import metric_spec
 
 
 def _batch(rng, n=4, shape=(32, 40)):
@@ -108,3 +112,43 @@ def test_ground_truth_binarisation_rules():
     assert as_mask(np.array([[0.5, 0.51]])).tolist() == [[False, True]]
     assert as_probability(np.array([[0, 255]], dtype=np.uint8)).tolist() == [[0.0, 1.0]]
     assert as_probability(np.array([[65535]], dtype=np.uint16)).tolist() == [[1.0]]
+
+
+def test_a_new_metric_is_one_registry_entry(rng):
+    """One entry makes a metric selectable (configs included), computed, and labelled in reports."""
+    error_rate = Metric(
+        "errrate",
+        (
+            MetricSpec("ErrRate", "Err", False, "share of pixels where prob > 0.5 disagrees with the mask"),
+            MetricSpec("maxRowErr", "maxRowErr", False, "largest mean error rate of an image row"),
+        ),
+        reduce=lambda avg: (avg["errors"], float(avg["per_row"].max())),
+        accumulate=lambda image: {
+            "errors": np.mean((image.prob > 0.5) != image.gt),
+            "per_row": np.mean((image.prob > 0.5) != image.gt, axis=1),  # an H-point curve
+        },
+        curves=("per_row",),
+    )
+    probs, gts = _batch(rng, n=3)
+    register_metric(error_rate)
+    try:
+        with pytest.raises(ValueError, match="already taken"):
+            register_metric(error_rate)
+        assert evaluator_module.METRIC_NAMES[-1] == "errrate" and "errrate" in METRIC_CHOICES()
+        assert "errrate" not in evaluator_module.DEFAULT_METRICS
+        evaluator = Evaluator(metrics="errrate, mae")
+        assert math.isnan(evaluator.compute().values["ErrRate"])
+        evaluator.update(probs, gts)
+        result = evaluator.compute()
+        errors = [(prob > 0.5) != gt for prob, gt in zip(probs, gts)]
+        assert list(result.values) == ["MAE", "ErrRate", "maxRowErr"]
+        assert result.values["ErrRate"] == pytest.approx(np.mean([e.mean() for e in errors]), abs=1e-15)
+        per_row = np.mean([e.mean(axis=1) for e in errors], axis=0)
+        assert result.curves["per_row"] == pytest.approx(per_row.tolist(), abs=1e-15)
+        assert result.values["maxRowErr"] == pytest.approx(per_row.max(), abs=1e-15)
+        assert metric_spec("ErrRate").label == "Err" and not metric_spec("ErrRate").higher_is_better
+    finally:
+        unregister_metric("errrate")
+    with pytest.raises(OdsSamError, match="unknown metric 'errrate'"):
+        resolve_metrics("errrate")
+    assert metric_spec("ErrRate").higher_is_better  # an unknown key again

@@ -1,8 +1,9 @@
-"""Result objects and the catalogue of reported metric keys.
+"""Result objects of an evaluation.
 
 Every reported number has a key that names its convention (``dice@0.5`` is not ``meanDic``);
-:data:`METRIC_SPECS` gives each key a table label and a one-line definition that reports
-print as a legend.
+:func:`metric_spec` gives each key a table label, a direction and a one-line definition that
+reports print as a legend. The specs belong to the metrics' entries in
+:mod:`odssam.metrics.registry`; they are re-exported here for the report writers.
 """
 
 from __future__ import annotations
@@ -11,57 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from odssam.metrics.registry import METRIC_SPECS, MetricSpec, metric_spec
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """How a metric key is shown and what it means.
-
-    Attributes:
-        key: Key in :attr:`MetricResult.values`.
-        label: Column or row label in tables (the paper's abbreviation where it has one).
-        higher_is_better: Direction, shown as an arrow.
-        definition: One line stating the convention.
-    """
-
-    key: str
-    label: str
-    higher_is_better: bool
-    definition: str
-
-
-_SPECS = (
-    MetricSpec("MAE", "MAE", False, "mean absolute error of the min-max normalised map, per image then mean"),
-    MetricSpec("meanEm", "mE", True, "E-measure at 256 thresholds, mean over images then over thresholds"),
-    MetricSpec("maxEm", "maxE", True, "E-measure at 256 thresholds, mean over images then max over thresholds"),
-    MetricSpec("adpEm", "adpE", True, "E-measure at the adaptive threshold min(2 * mean, 1), mean over images"),
-    MetricSpec("Sm", "Sm", True, "S-measure (alpha 0.5), mean over images"),
-    MetricSpec("wFm", "wF", True, "weighted F-measure (beta 1), mean over images"),
-    MetricSpec("meanDic", "meanDic", True,
-               "PraNet: Dice of the normalised map at 256 thresholds, mean over images then thresholds"),
-    MetricSpec("meanIoU", "meanIoU", True,
-               "PraNet: IoU of the normalised map at 256 thresholds, mean over images then thresholds"),
-    MetricSpec("pixel_AUROC", "AUROC", True, "area under the ROC curve of all pixels of the dataset"),
-    MetricSpec("pixel_AUPRO", "AUPRO", True,
-               "area under the per-region-overlap curve up to FPR 0.3, divided by 0.3 (anomalib)"),
-)
-METRIC_SPECS: dict[str, MetricSpec] = {spec.key: spec for spec in _SPECS}
-
-
-def metric_spec(key: str) -> MetricSpec:
-    """Return the spec of ``key``; thresholded Dice/IoU keys (``dice@0.5``) are built on demand."""
-    if key in METRIC_SPECS:
-        return METRIC_SPECS[key]
-    kind, _, threshold = key.partition("@")
-    if kind in ("dice", "iou") and threshold:
-        name = "Dice" if kind == "dice" else "IoU"
-        return MetricSpec(
-            key, f"{name}@{threshold}", True,
-            f"{name} of prob > {threshold}, per image then mean over images (MoNuSeg/GlaS convention)",
-        )
-    if kind == "pixel_AUPRO" and threshold:
-        return MetricSpec(key, f"AUPRO@{threshold}", True,
-                          f"area under the per-region-overlap curve up to FPR {threshold}, normalised")
-    return MetricSpec(key, key, True, "")
+__all__ = ["METRIC_SPECS", "MetricResult", "MetricSpec", "metric_spec"]
 
 
 @dataclass
