@@ -3,7 +3,8 @@
 Two ways of predicting the same folder of generated JPEG images are timed:
 
 * ``baseline``: naive and sequential: decode a batch of files in the main thread, then
-  ``OdsSam.predict_probabilities`` (preprocessing on the CPU, model, postprocessing) and
+  :func:`odssam.inference.batch.predict_probabilities` (preprocessing on the CPU, model,
+  postprocessing) and
   the mask, max score and area fraction, at the same batch size and precision as ``ours``;
 * ``ours``: :class:`odssam.inference.Predictor` (decoding in background threads while the
   model runs; on a GPU the resize runs there; bf16 autocast on CUDA).
@@ -37,6 +38,7 @@ from odssam.config import ExperimentConfig, ModelConfig, from_dict, load_config
 from odssam.data.image_io import read_image
 from odssam.demo.synthetic import render_surface
 from odssam.inference import PredictionWriter, Predictor
+from odssam.inference.batch import predict_probabilities
 from odssam.inference.predictor import resolve_device, resolve_precision
 from odssam.models.ods_sam import build_ods_sam
 
@@ -85,11 +87,7 @@ def run_baseline(model, paths: list[Path], batch_size: int, device: torch.device
     done = 0
     for begin in range(0, len(paths), batch_size):
         images = [read_image(path) for path in paths[begin : begin + batch_size]]
-        if amp_dtype is not None:
-            with torch.autocast(device_type=device.type, dtype=amp_dtype):
-                maps = model.predict_probabilities(images)
-        else:
-            maps = model.predict_probabilities(images)
+        maps = predict_probabilities(model, images, amp_dtype)
         for probability in maps:  # the same outputs as ours: mask, max score, area fraction
             mask = probability > threshold
             float(probability.max()), np.count_nonzero(mask) / mask.size

@@ -11,6 +11,7 @@ from PIL import Image
 import odssam
 from odssam.errors import OdsSamError
 from odssam.inference import Prediction, Predictor
+from odssam.inference.batch import predict_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_prediction_fields_are_consistent(predictor, picture):
 
 
 def test_matches_the_model_reference_pipeline(predictor, picture):
-    reference = predictor.model.predict_probabilities([picture])[0]
+    reference = predict_probabilities(predictor.model, [picture])[0]
     np.testing.assert_allclose(predictor.predict(picture).probability, reference, atol=1e-6)
 
 

@@ -46,6 +46,7 @@ def run(args) -> int:
     import torch
 
     from odssam.data.image_io import read_image
+    from odssam.inference.batch import predict_probabilities
     from odssam.models.ods_sam import build_ods_sam
 
     cfg = config_from_args(args)
@@ -55,7 +56,7 @@ def run(args) -> int:
     start = time.perf_counter()
     model = build_ods_sam(cfg.model).to(device).eval()
     built = time.perf_counter()
-    prob = model.predict_probabilities([image])[0]
+    prob = predict_probabilities(model, [image])[0]
     done = time.perf_counter()
     weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
     print(f"SAM {cfg.model.sam.variant}: {weights}")

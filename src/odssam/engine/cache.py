@@ -45,8 +45,10 @@ from odssam.engine.distributed import DistInfo, all_gather_objects, barrier
 from odssam.engine.targets import label_target
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
-from odssam.models.transforms import PreprocessSpec, sam_preprocess
+from odssam.inference.batch import BatchInference, HostBatch, stage_image
+from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write
+from odssam.utils.progress import progress_bar
 
 CACHE_LAYOUT_VERSION = "v1"
 EMBEDDING_DTYPES: dict[str, tuple[torch.dtype, type]] = {
@@ -303,15 +305,16 @@ class _IndexedSamples(Dataset):
         return index, self.dataset[index]
 
 
-class _KeyAndPreprocess:
-    """DataLoader collate run in the workers: hash each sample, preprocess the misses.
+class _KeyAndStage:
+    """DataLoader collate run in the workers: hash each sample, stage the misses' images.
 
-    Hashing and image resizing happen here, in parallel workers; only the SAM encoder
-    runs in the main process.
+    Hashing (and, for CPU inference, preprocessing) happen here, in parallel workers; for a
+    GPU the resize runs there (:mod:`odssam.inference.batch`, the path of prediction).
     """
 
-    def __init__(self, cache: EmbeddingCache):
+    def __init__(self, cache: EmbeddingCache, device: torch.device):
         self.cache = cache
+        self.device = device
 
     def __call__(self, batch):
         params = self.cache.params
@@ -329,8 +332,9 @@ class _KeyAndPreprocess:
             if needs_input:
                 to_encode.append(sample.image)
                 to_prompt.append(len(items) - 1)
-        x = sam_preprocess(to_encode, params.preprocess_spec)[0] if to_encode else None
-        return items, x, to_prompt
+        # Pinned later, by the DataLoader in the main process: a worker's pinned memory would not reach it.
+        staged = [stage_image(image, params.preprocess_spec, self.device, pin=False) for image in to_encode]
+        return HostBatch((items, to_prompt), staged)
 
 
 def build_embedding_cache(
@@ -368,22 +372,25 @@ def build_embedding_cache(
     info = info or DistInfo(device=next(model.parameters()).device)
     start = time.perf_counter()
     shard = Subset(_IndexedSamples(dataset), list(range(info.rank, len(dataset), info.world_size)))
+    inference = BatchInference(model, info.device, autocast_dtype)
     loader = DataLoader(
-        shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_KeyAndPreprocess(cache)
+        shard,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_KeyAndStage(cache, inference.device),
+        pin_memory=inference.device.type == "cuda",
     )
     if progress and info.is_main:
-        from odssam.engine.progress import progress_bar
-
         loader = progress_bar(loader, desc=description, total=len(loader))
     records: dict[int, CacheRecord] = {}
     kinds = cache.params.embedding_kinds + KINDS[1:]
     misses = {kind: 0 for kind in kinds}
-    device = info.device
-    for items, x, to_prompt in loader:
-        if x is not None:
-            x = x.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                embedding = model.encode(x)
+    for batch in loader:
+        items, to_prompt = batch.payload
+        if batch.images:
+            x = inference.prepare(batch.images, cache.params.preprocess_spec).x
+            embedding = inference.encode(x)
             # One device-to-host copy per part and batch, in the stored dtypes.
             parts = dict(zip(cache.params.embedding_kinds, (part.to("cpu", cache.torch_dtype) for part in embedding)))
             prompt_inputs = prompt_input_from(x, cache.params.prompt_input_size).to("cpu", torch.float16)

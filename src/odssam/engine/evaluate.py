@@ -10,35 +10,42 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from odssam.data.sample import collate_samples
-from odssam.engine.cache import CacheRecord, CachedEvaluationSet, EmbeddingCache, collate_cached_eval, embedding_from_batch
-from odssam.engine.precision import autocast
-from odssam.engine.progress import progress_bar
+from odssam.engine.cache import (
+    CacheRecord,
+    CachedEvaluationSet,
+    EmbeddingCache,
+    collate_cached_eval,
+    embedding_from_batch,
+)
+from odssam.inference.batch import BatchInference, HostBatch, PendingMaps, one_in_flight, stage_image
 from odssam.inference.io import write_probability_png
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
+from odssam.models.transforms import PreprocessSpec
+from odssam.utils.progress import progress_bar
 
 
-def logits_to_probabilities(model, logits: torch.Tensor, input_sizes, image_shapes) -> list[np.ndarray]:
-    """Decoder logits Bx1xhxw -> one HxW float32 probability map per image, at its own size."""
-    maps = model.postprocess(logits.float(), input_sizes, image_shapes)
-    return [torch.sigmoid(one[0]).cpu().numpy() for one in maps]
+class _StageSamples:
+    """DataLoader collate, run in the workers: the samples and their images staged for the device."""
+
+    def __init__(self, spec: PreprocessSpec, device: torch.device):
+        self.spec, self.device = spec, device
+
+    def __call__(self, samples: list) -> HostBatch:
+        # Pinned later, by the DataLoader in the main process: a worker's pinned memory would not reach it.
+        staged = [stage_image(sample.image, self.spec, self.device, pin=False) for sample in samples]
+        return HostBatch(list(samples), staged)
 
 
-@torch.no_grad()
-def predict_probabilities(model, images: Sequence[np.ndarray], amp_dtype: torch.dtype | None = None) -> list[np.ndarray]:
-    """HxWx3 uint8 images -> HxW float32 probability maps (the full model, encoder included)."""
-    x, input_sizes, original_sizes = model.preprocess(list(images))
-    with autocast(x.device, amp_dtype):
-        logits = model(x)
-    return logits_to_probabilities(model, logits, input_sizes, original_sizes)
+def _loader(dataset: Dataset, collate, batch_size: int, num_workers: int, device: torch.device):
+    """Batches pinned by the DataLoader for a CUDA device, so their uploads do not wait."""
+    pin = device.type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, pin_memory=pin)
 
 
-@torch.no_grad()
 def evaluate_dataset(
     model,
     dataset: Dataset,
@@ -53,6 +60,10 @@ def evaluate_dataset(
     keep_samples: int = 0,
 ) -> tuple[MetricResult, list[tuple]]:
     """Run the full model on every sample of ``dataset`` and score it.
+
+    Images are decoded (and, for CPU inference, preprocessed) in the DataLoader workers,
+    resized on a GPU, and one batch stays in flight (:mod:`odssam.inference.batch`, the
+    path of :class:`~odssam.inference.predictor.Predictor`).
 
     Args:
         model: :class:`~odssam.models.ods_sam.OdsSam` (put in eval mode here).
@@ -72,14 +83,14 @@ def evaluate_dataset(
         ``(result, kept)``.
     """
     model.eval()
+    inference = BatchInference(model, amp_dtype=amp_dtype)
     evaluator = Evaluator(metrics=metrics, name=name)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
+    loader = _loader(dataset, _StageSamples(inference.spec, inference.device), batch_size, num_workers, inference.device)
     if progress:
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
     kept: list[tuple] = []
-    for samples in loader:
-        probabilities = predict_probabilities(model, [s.image for s in samples], amp_dtype)
-        for sample, probability in zip(samples, probabilities):
+    for batch, probabilities in one_in_flight(loader, lambda batch: inference.launch(batch.images)):
+        for sample, probability in zip(batch.payload, probabilities):
             evaluator.update(probability, sample.mask)
             if prediction_dir is not None:
                 write_probability_png(probability, Path(prediction_dir) / f"{sample.name}.png")
@@ -88,7 +99,6 @@ def evaluate_dataset(
     return evaluator.compute(), kept
 
 
-@torch.no_grad()
 def evaluate_cached(
     model,
     cache: EmbeddingCache,
@@ -103,24 +113,19 @@ def evaluate_cached(
 ) -> MetricResult:
     """Like :func:`evaluate_dataset`, on cached embeddings and prompt inputs: no decoding, no encoder."""
     model.eval()
-    device = model.device
+    inference = BatchInference(model, amp_dtype=amp_dtype)
+    device = inference.device
     evaluator = Evaluator(metrics=metrics, name=name)
-    loader = DataLoader(
-        CachedEvaluationSet(cache, records),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_cached_eval,
-        pin_memory=device.type == "cuda",
-    )
+    loader = _loader(CachedEvaluationSet(cache, records), collate_cached_eval, batch_size, num_workers, device)
     if progress:
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
-    for batch in loader:
+
+    def launch(batch: dict) -> PendingMaps:
         prompt_input = batch["prompt_input"].to(device, non_blocking=True).float()
         embedding = tuple(part.to(device, non_blocking=True).float() for part in embedding_from_batch(batch))
-        with autocast(device, amp_dtype):
-            logits = model(prompt_input, image_embeddings=embedding)
-        probabilities = logits_to_probabilities(model, logits, batch["input_sizes"], batch["image_shapes"])
+        return inference.probabilities(prompt_input, batch["input_sizes"], batch["image_shapes"], embedding)
+
+    for batch, probabilities in one_in_flight(loader, launch):
         for probability, mask in zip(probabilities, batch["masks"]):
             evaluator.update(probability, mask)
     return evaluator.compute()
-

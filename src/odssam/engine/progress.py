@@ -1,15 +1,5 @@
-"""Progress bars that degrade to plain iteration when ``tqdm`` is not installed."""
+"""Moved to :mod:`odssam.utils.progress`; this name stays until the trainer imports it from there."""
 
-from __future__ import annotations
+from odssam.utils.progress import progress_bar
 
-import sys
-from collections.abc import Iterable
-
-
-def progress_bar(iterable: Iterable, desc: str = "", total: int | None = None, leave: bool = False, **kwargs):
-    """``tqdm(iterable)`` on a terminal-friendly stream, or the iterable itself without tqdm."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True, file=sys.stderr, **kwargs)
+__all__ = ["progress_bar"]

@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from odssam.errors import OdsSamError
+from odssam.inference.batch import BatchInference, HostImage, PendingMaps, one_in_flight
 from odssam.inference.io import InputImage, to_rgb
 from odssam.inference.prefetch import prefetch_map
-from odssam.models.transforms import postprocess_logits, sam_preprocess
+from odssam.utils.progress import progress_bar
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -91,9 +92,7 @@ class _Loaded:
     name: str
     source: str | None
     image: np.ndarray
-    x: torch.Tensor | None = None  # 1x3xSxS, preprocessed in the worker (CPU inference)
-    input_size: tuple[int, int] | None = None
-    pinned: torch.Tensor | None = None  # HxWx3 uint8 in page-locked memory (GPU inference)
+    staged: HostImage  # preprocessed in the worker (CPU inference) or pinned (GPU inference)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -206,6 +205,11 @@ class Predictor:
         """Side of SAM's padded square input."""
         return self.model.image_size
 
+    @property
+    def inference(self) -> BatchInference:
+        """The model on this predictor's device and precision (:mod:`odssam.inference.batch`)."""
+        return BatchInference(self.model, self.device, self.amp_dtype)
+
     # ------------------------------------------------------------------ public API
 
     def predict(self, image: Any, name: str | None = None) -> Prediction:
@@ -222,7 +226,7 @@ class Predictor:
             OdsSamError: The image cannot be read or has an unsupported type or shape.
         """
         loaded = self._load((image, name or _name_of(image, None)))
-        return self._infer([loaded])[0]
+        return self._prediction(loaded, self.inference.launch([loaded.staged]).wait()[0])
 
     def predict_batch(
         self, images: Sequence[Any], batch_size: int | None = None, names: Sequence[str] | None = None
@@ -282,35 +286,17 @@ class Predictor:
         outcomes = prefetch_map(
             self._load, named, workers=self.num_workers, window=2 * batch_size + self.num_workers
         )
-        bar = None
-        if progress:
-            from odssam.engine.progress import progress_bar
+        bar = progress_bar(None, desc="predict", total=total) if progress else None
+        inference = self.inference
 
-            bar = progress_bar(None, desc="predict", total=total)
+        def launch(pending: list[_Loaded | PredictionResult]) -> PendingMaps:
+            return inference.launch([item.staged for item in pending if isinstance(item, _Loaded)])
+
         try:
-            # Failed items wait in ``pending`` with the good ones, so results keep the
-            # input order and every forward pass gets a full batch.
-            pending: list[_Loaded | PredictionResult] = []
-            loaded_count = 0
             # One batch stays in flight: the GPU computes it while this thread turns the
             # previous batch's maps into results (and the workers decode the next images).
-            in_flight = None
-            for outcome in outcomes:
-                source, name = outcome.item
-                if outcome.error is not None:
-                    pending.append(PredictionResult(name, _source_text(source), error=_describe(outcome.error, source)))
-                    continue
-                pending.append(outcome.value)
-                loaded_count += 1
-                if loaded_count == batch_size:
-                    started = self._start(pending)
-                    if in_flight is not None:
-                        yield from self._complete(*in_flight, keep_images, bar)
-                    in_flight, pending, loaded_count = started, [], 0
-            started = self._start(pending)
-            if in_flight is not None:
-                yield from self._complete(*in_flight, keep_images, bar)
-            yield from self._complete(*started, keep_images, bar)
+            for pending, probabilities in one_in_flight(self._batches(outcomes, batch_size), launch):
+                yield from self._results(pending, probabilities, keep_images, bar)
         finally:
             outcomes.close()
             if bar is not None and hasattr(bar, "close"):
@@ -330,88 +316,51 @@ class Predictor:
             yield (source.path if isinstance(source, InputImage) else source), name
 
     def _load(self, item: tuple[Any, str]) -> _Loaded:
-        """Decode (and on the CPU preprocess) one image; runs in a worker thread."""
+        """Decode and stage one image (preprocessed on the CPU, pinned for a GPU); runs in a worker thread."""
         source, name = item
         image = to_rgb(source, where=_source_text(source) or name)
-        loaded = _Loaded(name, _source_text(source), image)
-        if self.device.type == "cpu":
-            # Same function as the batch path, so results do not depend on where it ran.
-            x, input_sizes, _ = sam_preprocess([image], self.model.preprocess_spec)
-            loaded.x, loaded.input_size = x, input_sizes[0]
-        elif self.device.type == "cuda":
-            # Page-locked, so the upload does not make the host wait for the GPU.
-            loaded.pinned = torch.from_numpy(np.ascontiguousarray(image)).pin_memory()
-        return loaded
+        return _Loaded(name, _source_text(source), image, self.inference.stage(image))
 
-    def _start(self, pending: list[_Loaded | PredictionResult]):
-        """Launch the model on the loaded items of ``pending``; returns what :meth:`_complete` takes."""
-        loaded = [item for item in pending if isinstance(item, _Loaded)]
-        finish = self._launch(loaded) if loaded else list
-        return pending, finish
+    @staticmethod
+    def _batches(outcomes: Iterable, batch_size: int) -> Iterator[list[_Loaded | PredictionResult]]:
+        """Group decoded images by ``batch_size``; failures wait among them so results keep the input order."""
+        pending: list[_Loaded | PredictionResult] = []
+        loaded_count = 0
+        for outcome in outcomes:
+            source, name = outcome.item
+            if outcome.error is not None:
+                pending.append(PredictionResult(name, _source_text(source), error=_describe(outcome.error, source)))
+                continue
+            pending.append(outcome.value)
+            loaded_count += 1
+            if loaded_count == batch_size:
+                yield pending
+                pending, loaded_count = [], 0
+        if pending:
+            yield pending
 
-    def _complete(self, pending, finish, keep_images: bool, bar) -> Iterator[PredictionResult]:
-        predictions = iter(finish())
+    def _results(self, pending, probabilities: list[np.ndarray], keep_images: bool, bar) -> Iterator[PredictionResult]:
+        probabilities = iter(probabilities)
         for item in pending:
             if isinstance(item, _Loaded):
-                result = PredictionResult(item.name, item.source, next(predictions), item.image if keep_images else None)
+                prediction = self._prediction(item, next(probabilities))
+                result = PredictionResult(item.name, item.source, prediction, item.image if keep_images else None)
             else:
                 result = item
             yield result
             _advance(bar)
 
-    def _infer(self, batch: list[_Loaded]) -> list[Prediction]:
-        return self._launch(batch)()
-
-    # no_grad, not inference_mode: tensors cached by the model during a call (e.g. the
-    # OD-SSM scan orders) must stay usable by a later training step in the same process.
-    @torch.no_grad()
-    def _launch(self, batch: list[_Loaded]) -> Callable[[], list[Prediction]]:
-        """Queue a batch on the device; the returned function waits for it and builds the results.
-
-        On CUDA nothing here waits for the GPU: images come from page-locked memory and the
-        probability maps go back into it asynchronously, so the caller can prepare the next
-        batch while this one runs.
-        """
-        original_sizes = [loaded.image.shape[:2] for loaded in batch]
-        if all(loaded.x is not None for loaded in batch):
-            x = torch.cat([loaded.x for loaded in batch]).to(self.device)
-            input_sizes = [loaded.input_size for loaded in batch]
-        else:
-            images = [loaded.pinned if loaded.pinned is not None else loaded.image for loaded in batch]
-            x, input_sizes, _ = sam_preprocess(images, self.model.preprocess_spec, device=self.device)
-        if self.amp_dtype is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-                logits = self.model(x)
-        else:
-            logits = self.model(x)
-        maps = postprocess_logits(logits.float(), input_sizes, original_sizes, self.image_size)
-        probabilities = [torch.sigmoid(logit_map[0]).to("cpu", non_blocking=True) for logit_map in maps]
-        done = None
-        if self.device.type == "cuda":
-            done = torch.cuda.Event()
-            done.record()
-
-        def finish() -> list[Prediction]:
-            if done is not None:
-                done.synchronize()
-            predictions = []
-            for loaded, probability in zip(batch, probabilities):
-                probability = probability.numpy()
-                mask = probability > self.threshold
-                predictions.append(
-                    Prediction(
-                        name=loaded.name,
-                        probability=probability,
-                        mask=mask,
-                        score=float(probability.max()),
-                        area_fraction=np.count_nonzero(mask) / mask.size,
-                        threshold=self.threshold,
-                        source=loaded.source,
-                    )
-                )
-            return predictions
-
-        return finish
+    def _prediction(self, loaded: _Loaded, probability: np.ndarray) -> Prediction:
+        mask = probability > self.threshold
+        return Prediction(
+            name=loaded.name,
+            probability=probability,
+            mask=mask,
+            score=float(probability.max()),
+            area_fraction=np.count_nonzero(mask) / mask.size,
+            threshold=self.threshold,
+            source=loaded.source,
+        )
 
 
 def _source_text(source: Any) -> str | None:

@@ -98,14 +98,6 @@ class OdsSam(SegmentationModel):
             image_embeddings = self.encode(x)
         return self.decode(image_embeddings, self.prompt(x))
 
-    @torch.no_grad()
-    def predict_probabilities(self, images) -> list:
-        """Images (list of HxWx3 uint8 or Bx3xHxW) -> list of HxW float32 probability maps."""
-        x, input_sizes, original_sizes = self.preprocess(images)
-        logits = self(x)
-        maps = self.postprocess(logits.float(), input_sizes, original_sizes)
-        return [torch.sigmoid(m[0]).cpu().numpy() for m in maps]
-
 
 def _as_embedding(embedding: Embedding | torch.Tensor) -> Embedding:
     return (embedding,) if isinstance(embedding, torch.Tensor) else tuple(embedding)
