@@ -7,7 +7,8 @@ import pytest
 from helpers import read_pixels
 
 from odssam.data import build_dataset
-from odssam.demo.synthetic import DEFECTS, TEXTURES, generate_dataset, render_surface
+from odssam.data.synthetic import DEFECTS, TEXTURES, render_surface
+from odssam.demo.synthetic import generate_dataset
 from odssam.errors import OdsSamError
 
 

@@ -1,9 +1,14 @@
 """The two exported graphs and the rewrites that make the model traceable with a dynamic batch.
 
-* :class:`ImageEncoderGraph`: ``image`` Bx3xSxS (SAM-preprocessed) -> ``image_embedding``
-  Bx256x(S/16)x(S/16). The heavy, frozen part; run once per image.
-* :class:`PromptDecoderGraph`: (``image``, ``image_embedding``) -> ``logits``
-  Bx1x(S/4)x(S/4): the learned prompt encoder on the same input, then SAM's mask decoder.
+* :class:`ImageEncoderGraph`: ``image`` Bx3xSxS (the segmenter's preprocessed input) -> one
+  output per embedding part of the frozen segmenter (:meth:`FrozenSegmenter.encode
+  <odssam.models.segmenter.FrozenSegmenter.encode>`): SAM's single ``image_embedding``
+  Bx256x(S/16)x(S/16); SAM 2's prompt grid Bx256x64x64 plus its high-resolution features.
+  The heavy, frozen part; run once per image.
+* :class:`PromptDecoderGraph`: (``image``, every embedding part) -> ``logits``
+  Bx1x(4h)x(4w): the learned prompt encoder on the same input, then the segmenter's mask decoder.
+
+:func:`embedding_part_names` names the parts (the graphs' output and input names).
 
 Two parts of the model do not trace into a batch-independent graph as written, so
 :func:`export_friendly` swaps them for equivalent forms while exporting:
@@ -27,32 +32,44 @@ from odssam.models.od_ssm import SS2D
 from odssam.models.odconv import ODConv2d
 
 EXPORT_SCAN_BACKEND = "chunked"
+PROMPT_GRID_NAME = "image_embedding"
+
+
+def embedding_part_names(part_count: int) -> list[str]:
+    """Graph names of the embedding parts: ``image_embedding`` (the prompt grid), then
+    ``image_embedding_1``, ``image_embedding_2`` ... in :meth:`FrozenSegmenter.encode
+    <odssam.models.segmenter.FrozenSegmenter.encode>`'s order.
+
+    The first name is the one SAM's single-part exports have always used, so their graphs
+    and metadata read as before.
+    """
+    return [PROMPT_GRID_NAME] + [f"{PROMPT_GRID_NAME}_{index}" for index in range(1, part_count)]
 
 
 class ImageEncoderGraph(nn.Module):
-    """SAM's frozen image encoder: Bx3xSxS -> Bx256x(S/16)x(S/16)."""
+    """The frozen segmenter's encoder: Bx3xSxS -> its embedding parts (the prompt grid Bx256xhxw first)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.image_encoder = model.segmenter.image_encoder
+        self.segmenter = model.segmenter
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder(image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.segmenter.encode(image))
 
 
 class PromptDecoderGraph(nn.Module):
-    """Learned prompt encoder + SAM's mask decoder.
+    """Learned prompt encoder + the frozen segmenter's mask decoder.
 
-    Inputs: ``image`` Bx3xSxS (the encoder's input) and ``image_embedding``
-    Bx256x(S/16)x(S/16) (the encoder's output). Output: ``logits`` Bx1x(S/4)x(S/4).
+    Inputs: ``image`` Bx3xSxS (the encoder's input) and every embedding part (the encoder's
+    outputs, in order; SAM: ``image_embedding`` Bx256x(S/16)x(S/16)). Output: ``logits`` Bx1x(4h)x(4w).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor, image_embedding: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(image_embedding, self.model.prompt(image))
+    def forward(self, image: torch.Tensor, *embedding: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(embedding, self.model.prompt(image))
 
 
 @contextlib.contextmanager

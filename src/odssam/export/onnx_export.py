@@ -2,15 +2,20 @@
 
 Output folder::
 
-    image_encoder.onnx      image Bx3xSxS -> image_embedding Bx256x(S/16)x(S/16)
-    prompt_decoder.onnx     (image, image_embedding) -> logits Bx1x(S/4)x(S/4)
-    odssam_onnx.json        input size, normalisation, threshold, opset, parity figures
+    image_encoder.onnx      image Bx3xSxS -> the embedding parts (SAM: image_embedding Bx256x(S/16)x(S/16))
+    prompt_decoder.onnx     (image, every embedding part) -> logits Bx1x(4h)x(4w)
+    odssam_onnx.json        preprocessing, embedding parts, threshold, opset, parity figures
 
-Graphs over 2 GB (ViT-H's encoder) keep their weights in ``<graph>.onnx.data`` beside
-them. ``image`` is SAM's preprocessed input: RGB resized so the longest side is S,
-normalised with :data:`~odssam.models.transforms.PIXEL_MEAN` / ``PIXEL_STD`` and
-zero-padded bottom/right to SxS; :mod:`odssam.export.runtime` does this (and the
-postprocessing) with NumPy and Pillow, without PyTorch.
+The frozen segmenter's embedding may have several parts (SAM: one; SAM 2: the prompt grid
+and two high-resolution feature maps); each is one encoder output and one decoder input,
+named by :func:`~odssam.export.graphs.embedding_part_names` and listed, with its shape, under
+``embedding_parts`` in the metadata. Graphs over 2 GB (ViT-H's encoder) keep their weights
+in ``<graph>.onnx.data`` beside them. ``image`` is the segmenter's preprocessed input
+(:class:`~odssam.models.transforms.PreprocessSpec`, recorded under ``resize``,
+``pixel_mean`` and ``pixel_std``): SAM resizes the longest side to S, normalises and
+zero-pads bottom/right to SxS; SAM 2 stretches the image to SxS and normalises.
+:mod:`odssam.export.runtime` does this (and the postprocessing) with NumPy and Pillow,
+without PyTorch.
 """
 
 from __future__ import annotations
@@ -28,8 +33,15 @@ import torch
 
 from odssam import __version__
 from odssam.errors import OdsSamError
-from odssam.export.graphs import EXPORT_SCAN_BACKEND, ImageEncoderGraph, PromptDecoderGraph, export_friendly
-from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, sam_preprocess
+from odssam.data.synthetic import render_surface
+from odssam.export.graphs import (
+    EXPORT_SCAN_BACKEND,
+    ImageEncoderGraph,
+    PromptDecoderGraph,
+    embedding_part_names,
+    export_friendly,
+)
+from odssam.models.transforms import PreprocessSpec, sam_preprocess
 from odssam.utils.atomic import atomic_write_text
 
 ENCODER_FILE = "image_encoder.onnx"
@@ -46,9 +58,10 @@ class ParityReport:
     Attributes:
         batch_size: Images in the check (not the export's trace batch, to exercise the dynamic axis).
         max_abs_diff_logits: Encoder + decoder graphs end to end vs the PyTorch model.
-        max_abs_diff_embedding: Encoder graph vs SAM's image encoder.
+        max_abs_diff_embedding: Encoder graph vs the segmenter's encoder, over every part.
         max_abs_diff_decoder: Decoder graph fed PyTorch's embedding vs the PyTorch model.
         logit_range: ``(min, max)`` of the PyTorch logits, for scale.
+        max_abs_diff_embedding_parts: The encoder's difference per embedding part, by graph name.
     """
 
     batch_size: int
@@ -56,6 +69,7 @@ class ParityReport:
     max_abs_diff_embedding: float
     max_abs_diff_decoder: float
     logit_range: tuple[float, float]
+    max_abs_diff_embedding_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,8 +85,6 @@ class ExportResult:
 
 def example_images(count: int, seed: int = 0) -> list[np.ndarray]:
     """Small generated textured images with drawn defects, for tracing and parity checks."""
-    from odssam.demo.synthetic import render_surface
-
     rng = np.random.default_rng(seed)
     shapes = [(192, 256), (256, 192), (224, 224)]
     return [render_surface(rng, *shapes[i % len(shapes)])[0] for i in range(count)]
@@ -88,11 +100,13 @@ def _check_onnx_available() -> None:
         ) from error
 
 
-def _trace(graph: torch.nn.Module, args: tuple, path: Path, inputs: list[str], output: str, opset: int) -> None:
+def _trace(
+    graph: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int
+) -> None:
     # The exporter restores the wrapper's train/eval flag afterwards, recursively: a new
     # wrapper (training by default) would leave the prompt encoder's BatchNorms training.
     graph.eval()
-    dynamic_axes = {name: {0: "batch"} for name in [*inputs, output]}
+    dynamic_axes = {name: {0: "batch"} for name in [*inputs, *outputs]}
     with warnings.catch_warnings():
         # Tracer notes about Python values turned into constants (shapes, the scan's
         # segment plan) are expected: only the batch axis is dynamic.
@@ -103,7 +117,7 @@ def _trace(graph: torch.nn.Module, args: tuple, path: Path, inputs: list[str], o
             str(path),
             dynamo=False,
             input_names=inputs,
-            output_names=[output],
+            output_names=outputs,
             dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
@@ -166,7 +180,8 @@ def export_onnx(
     them with the PyTorch model as it normally runs.
 
     Args:
-        model: An :class:`~odssam.models.ods_sam.OdsSam`; it is moved to the CPU.
+        model: A :class:`~odssam.models.base.SegmentationModel` with a frozen segmenter and a
+            ``prompt`` stage (:class:`~odssam.models.ods_sam.OdsSam`); it is moved to the CPU.
         output_dir: Folder for the graphs and ``odssam_onnx.json`` (created).
         opset: ONNX opset.
         check: Run the onnxruntime parity check (needs ``onnxruntime``).
@@ -181,6 +196,8 @@ def export_onnx(
         OdsSamError: ``onnx``/``onnxruntime`` missing, or an output folder that cannot be written.
     """
     _check_onnx_available()
+    if getattr(model, "segmenter", None) is None:
+        raise OdsSamError(f"ONNX export needs a model with a frozen segmenter; {type(model).__name__} has none")
     if parity_batch < 1:
         raise OdsSamError(f"parity batch must be at least 1, got {parity_batch}")
     model = model.cpu().float().eval()
@@ -190,7 +207,8 @@ def export_onnx(
     except OSError as error:
         raise OdsSamError(f"{output_dir}: cannot create the output folder ({error.strerror})") from error
 
-    x, _, _ = sam_preprocess(example_images(1), model.image_size)
+    x, _, _ = sam_preprocess(example_images(1), model.preprocess_spec)
+    part_names = embedding_part_names(len(model.segmenter.embedding_shapes()))
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=output_dir) as scratch:
         scratch = Path(scratch)
@@ -199,10 +217,8 @@ def export_onnx(
         with torch.no_grad(), export_friendly(model):
             embedding = model.encode(x)
             encoder_path, decoder_path = scratch / "encoder" / ENCODER_FILE, scratch / "decoder" / DECODER_FILE
-            _trace(ImageEncoderGraph(model), (x,), encoder_path, ["image"], "image_embedding", opset)
-            _trace(
-                PromptDecoderGraph(model), (x, embedding), decoder_path, ["image", "image_embedding"], "logits", opset
-            )
+            _trace(ImageEncoderGraph(model), (x,), encoder_path, ["image"], part_names, opset)
+            _trace(PromptDecoderGraph(model), (x, *embedding), decoder_path, ["image", *part_names], ["logits"], opset)
         model.eval()  # belt and braces: tracing must not leave any module training
         staged = _finalise(encoder_path, scratch / "final") + _finalise(decoder_path, scratch / "final")
         # Weight files first, graphs last: a graph never points at a missing weight file.
@@ -219,11 +235,29 @@ def export_onnx(
     return result
 
 
+PREPROCESSING = {
+    "longest_side": (
+        "RGB uint8 -> resize the longest side to image_size (bilinear, antialiased), "
+        "(x - pixel_mean) / pixel_std, zero-pad bottom/right to image_size x image_size, NCHW float32"
+    ),
+    "stretch": (
+        "RGB uint8 -> resize to image_size x image_size (bilinear, antialiased), "
+        "(x - pixel_mean) / pixel_std, NCHW float32"
+    ),
+}
+
+
 def build_metadata(
     model: torch.nn.Module, *, opset: int, threshold: float, source: str | None, parity: ParityReport | None
 ) -> dict[str, Any]:
-    """What a runtime needs to feed and read the graphs (see :mod:`odssam.export.runtime`)."""
-    size = model.image_size
+    """What a runtime needs to feed and read the graphs (see :mod:`odssam.export.runtime`).
+
+    ``embedding_parts`` lists each encoder output (= decoder input) with its per-image shape,
+    the prompt grid first; ``resize``, ``pixel_mean`` and ``pixel_std`` are the segmenter's
+    :class:`~odssam.models.transforms.PreprocessSpec`.
+    """
+    spec: PreprocessSpec = model.preprocess_spec
+    shapes = model.segmenter.embedding_shapes()
     return {
         "format": METADATA_FORMAT,
         "version": 1,
@@ -231,21 +265,23 @@ def build_metadata(
         "opset": opset,
         "encoder": ENCODER_FILE,
         "decoder": DECODER_FILE,
-        "image_size": size,
-        "embedding_size": size // 16,
-        "logit_size": size // 4,
+        "segmenter": model.segmenter.variant,
+        "image_size": spec.image_size,
+        "embedding_size": model.segmenter.embedding_size,
+        "logit_size": model.logit_size,
+        "embedding_parts": [
+            {"name": name, "shape": list(shape)} for name, shape in zip(embedding_part_names(len(shapes)), shapes)
+        ],
         "prompt_input_size": model.prompt_input_size,
-        "pixel_mean": list(PIXEL_MEAN),
-        "pixel_std": list(PIXEL_STD),
+        "resize": spec.resize,
+        "pixel_mean": list(spec.pixel_mean),
+        "pixel_std": list(spec.pixel_std),
         "threshold": threshold,
         "selective_scan_backend": EXPORT_SCAN_BACKEND,
-        "preprocessing": (
-            "RGB uint8 -> resize the longest side to image_size (bilinear, antialiased), "
-            "(x - pixel_mean) / pixel_std, zero-pad bottom/right to image_size x image_size, NCHW float32"
-        ),
+        "preprocessing": PREPROCESSING[spec.resize],
         "postprocessing": (
-            "logits -> bilinear upsample to image_size, crop the resized image's area, bilinear resize "
-            "to the original size, sigmoid; mask = probability > threshold"
+            "logits -> bilinear upsample to image_size, crop the resized image's area (all of it after "
+            "'stretch'), bilinear resize to the original size, sigmoid; mask = probability > threshold"
         ),
         "source_checkpoint": source,
         "parity": asdict(parity) if parity is not None else None,
@@ -272,22 +308,25 @@ def check_parity(model: torch.nn.Module, onnx_dir: str | os.PathLike, batch_size
     from odssam.export.runtime import create_session
 
     onnx_dir = Path(onnx_dir)
-    x, _, _ = sam_preprocess(example_images(batch_size, seed), model.image_size)
+    x, _, _ = sam_preprocess(example_images(batch_size, seed), model.preprocess_spec)
     with torch.no_grad():
-        embedding = model.encode(x)
-        logits = model.decode(embedding, model.prompt(x))
+        embedding = [part.numpy() for part in model.encode(x)]
+        reference = model(x).numpy()
+    names = embedding_part_names(len(embedding))
     encoder = create_session(onnx_dir / ENCODER_FILE)
     decoder = create_session(onnx_dir / DECODER_FILE)
     image = x.numpy()
-    onnx_embedding = encoder.run(None, {"image": image})[0]
-    onnx_logits = decoder.run(None, {"image": image, "image_embedding": onnx_embedding})[0]
-    decoder_only = decoder.run(None, {"image": image, "image_embedding": embedding.numpy()})[0]
-    reference = logits.numpy()
+    onnx_embedding = encoder.run(names, {"image": image})
+    onnx_logits = decoder.run(None, {"image": image, **dict(zip(names, onnx_embedding))})[0]
+    decoder_only = decoder.run(None, {"image": image, **dict(zip(names, embedding))})[0]
+    part_diffs = {
+        name: float(np.abs(onnx_part - part).max()) for name, onnx_part, part in zip(names, onnx_embedding, embedding)
+    }
     return ParityReport(
         batch_size=batch_size,
         max_abs_diff_logits=float(np.abs(onnx_logits - reference).max()),
-        max_abs_diff_embedding=float(np.abs(onnx_embedding - embedding.numpy()).max()),
+        max_abs_diff_embedding=max(part_diffs.values()),
         max_abs_diff_decoder=float(np.abs(decoder_only - reference).max()),
         logit_range=(float(reference.min()), float(reference.max())),
+        max_abs_diff_embedding_parts=part_diffs,
     )
-

@@ -8,10 +8,13 @@ Example::
     result = predictor.predict("image.png")         # or an HxWx3 uint8 array / PIL image
     result.probability.shape, result.mask, result.score
 
-Preprocessing and postprocessing follow :mod:`odssam.models.transforms`: Pillow's
-antialiased bilinear resize for the input (what PyTorch's ``antialias=True`` mirrors) and
-a NumPy bilinear resize (half-pixel centres, no antialiasing) for the logits, so results
-match the PyTorch predictor up to small resampling differences.
+Preprocessing and postprocessing follow :mod:`odssam.models.transforms` with the
+segmenter's settings recorded in the metadata (``resize``: SAM's ``longest_side`` with
+zero padding, or SAM 2's ``stretch``; ``pixel_mean``, ``pixel_std``): Pillow's antialiased
+bilinear resize for the input (what PyTorch's ``antialias=True`` mirrors) and a NumPy
+bilinear resize (half-pixel centres, no antialiasing) for the logits, so results match the
+PyTorch predictor up to small resampling differences. The encoder's outputs (one per
+embedding part) feed the decoder's inputs of the same names.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from PIL import Image
 from odssam.errors import OdsSamError
 
 METADATA_FILE = "odssam_onnx.json"
+RESIZE_MODES = ("longest_side", "stretch")  # as odssam.models.transforms, which imports torch
 
 
 def create_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
@@ -119,18 +123,32 @@ class OnnxPredictor:
         except (OSError, ValueError) as error:
             raise OdsSamError(f"{metadata_path}: unreadable ({error})") from error
         self.image_size = int(self.metadata["image_size"])
+        # Exports made before the segmenter seam carry no resize mode: they are SAM's.
+        self.resize = self.metadata.get("resize", "longest_side")
+        if self.resize not in RESIZE_MODES:
+            raise OdsSamError(
+                f"{metadata_path}: resize '{self.resize}' is not one of {', '.join(RESIZE_MODES)}; "
+                "was it written by a newer odssam?"
+            )
         self.mean = np.asarray(self.metadata["pixel_mean"], dtype=np.float32)
         self.std = np.asarray(self.metadata["pixel_std"], dtype=np.float32)
         self.threshold = float(self.metadata.get("threshold", 0.5) if threshold is None else threshold)
         self.encoder = create_session(folder / self.metadata["encoder"], providers, threads)
         self.decoder = create_session(folder / self.metadata["decoder"], providers, threads)
+        self.embedding_names = [output.name for output in self.encoder.get_outputs()]
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(h, w)`` of a ``height x width`` image inside the ``S x S`` input (before padding)."""
+        if self.resize == "stretch":
+            return self.image_size, self.image_size
+        scale = self.image_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
 
     def preprocess(self, image: Any) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """Image -> (1x3xSxS float32, resized (h, w), original (H, W))."""
         rgb = _as_rgb(image)
         height, width = rgb.shape[:2]
-        scale = self.image_size / max(height, width)
-        resized_size = (int(height * scale + 0.5), int(width * scale + 0.5))
+        resized_size = self.resized_size(height, width)
         channels = []
         for channel in range(3):
             plane = Image.fromarray(rgb[:, :, channel].astype(np.float32))
@@ -143,9 +161,9 @@ class OnnxPredictor:
         return x, resized_size, (height, width)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed Bx3xSxS -> logits Bx1x(S/4)x(S/4)."""
-        embedding = self.encoder.run(None, {"image": x})[0]
-        return self.decoder.run(None, {"image": x, "image_embedding": embedding})[0]
+        """Preprocessed Bx3xSxS -> logits Bx1x(4h)x(4w) (Bx1x(S/4)x(S/4) for SAM)."""
+        embedding = self.encoder.run(self.embedding_names, {"image": x})
+        return self.decoder.run(None, {"image": x, **dict(zip(self.embedding_names, embedding))})[0]
 
     def predict(self, image: Any) -> OnnxPrediction:
         """Predict one image (path, PIL image or HxW / HxWx3 uint8 array)."""

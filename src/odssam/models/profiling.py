@@ -7,23 +7,32 @@ Counting convention:
     * The selective scan is invisible to such counters: its analytic cost,
       9 x L x D x N per direction and image (Mamba's count), is added and also shown
       on its own.
-Models are built and run on data-less tensors (:func:`odssam.models.shape_only.shape_only`),
-so profiling ViT-H costs no memory or time.
+    * The frozen segmenter is profiled through its seam (:class:`~odssam.models.segmenter.FrozenSegmenter`):
+      one ``encode`` of an image and one ``decode`` of its embedding parts with a dense
+      prompt. Each of its components (SAM: ``sam.image_encoder``, ``sam.mask_decoder``,
+      ``sam.prompt_encoder``) gets the FLOPs of the calls into it (SAM's prompt encoder: the
+      dense positional encoding its decoder reads), so any registered segmenter profiles
+      without code here.
+Models are built through the registry (random weights, the official modules rather than the
+fused encoder) on data-less tensors (:func:`odssam.models.shape_only.shape_only`), so
+profiling ViT-H costs no memory or time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from unittest import mock
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from odssam.config import ModelConfig
 from odssam.models import od_ssm
-from odssam.models.prompt_encoder import build_prompt_encoder
-from odssam.models.sam import build_sam
+from odssam.models.registry import build_model
+from odssam.models.segmenter import FrozenSegmenter
 from odssam.models.shape_only import shape_only
 
 CONVENTION = (
@@ -75,11 +84,13 @@ def _flops_by_module(model: torch.nn.Module, *inputs) -> tuple[int, dict[str, in
     return counter.get_total_flops(), per_module
 
 
-def profile_prompt_encoder(cfg: ModelConfig) -> PartProfile:
-    """Profile the learnable prompt encoder on one image of ``cfg.prompt_encoder.input_size``."""
+def profile_prompt_encoder(encoder: nn.Module, cfg: ModelConfig) -> PartProfile:
+    """Profile the learnable prompt encoder on one image of ``cfg.prompt_encoder.input_size``.
+
+    Call inside :func:`~odssam.models.shape_only.shape_only` with a shape-only ``encoder``.
+    """
     pcfg = cfg.prompt_encoder
-    with shape_only(), _scan_not_counted():
-        encoder = build_prompt_encoder(pcfg)
+    with _scan_not_counted():
         x = torch.empty(1, 3, pcfg.input_size, pcfg.input_size)
         total, per_module = _flops_by_module(encoder, x)
     grid = pcfg.input_size // 8
@@ -101,34 +112,86 @@ def profile_prompt_encoder(cfg: ModelConfig) -> PartProfile:
     return PartProfile("prompt_encoder", _count(encoder), True, total + scan, scan, children)
 
 
-def profile_sam(cfg: ModelConfig) -> list[PartProfile]:
-    """Profile the frozen SAM parts on one padded image (data-less tensors)."""
-    size = cfg.sam.image_size
-    grid = size // 16
-    with shape_only():
-        sam = build_sam(cfg.sam.variant, checkpoint=None, image_size=size)
-        encoder_flops, _ = _flops_by_module(sam.image_encoder, torch.empty(1, 3, size, size))
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            sam.mask_decoder(
-                image_embeddings=torch.empty(1, 256, grid, grid),
-                image_pe=torch.empty(1, 256, grid, grid),
-                sparse_prompt_embeddings=torch.empty(1, 0, 256),
-                dense_prompt_embeddings=torch.empty(1, 256, grid, grid),
-                multimask_output=False,
-            )
-    return [
-        PartProfile("sam.image_encoder", _count(sam.image_encoder), False, encoder_flops),
-        PartProfile("sam.mask_decoder", _count(sam.mask_decoder), False, counter.get_total_flops()),
-        PartProfile("sam.prompt_encoder", _count(sam.prompt_encoder), False, 0),
+class _EncodeThenDecode(nn.Module):
+    """One image through the segmenter's seam; a module, so the FLOP counter names its components."""
+
+    def __init__(self, segmenter: FrozenSegmenter):
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, x: torch.Tensor, embedding: tuple[torch.Tensor, ...], dense_prompt: torch.Tensor) -> None:
+        self.segmenter.encode(x)
+        self.segmenter.decode(embedding, dense_prompt)
+
+
+def segmenter_components(segmenter: FrozenSegmenter) -> tuple[str, dict[str, nn.Module]]:
+    """``(path, children)`` of the first module inside the segmenter that has several children.
+
+    SAM: ``SamSegmenter`` holds one ``Sam``, so ``("sam", {"image_encoder": ...,
+    "prompt_encoder": ..., "mask_decoder": ...})``; the path is ``""`` for the segmenter itself.
+    """
+    path, container = "", segmenter
+    while len(children := dict(container.named_children())) == 1 and not _own_parameter_count(container):
+        ((name, child),) = children.items()
+        if not any(True for _ in child.children()):
+            break  # a single leaf is the one component
+        path, container = (f"{path}.{name}" if path else name), child
+    return path, children
+
+
+def _own_parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def _flops_inside(per_module: dict[str, int], name: str) -> int:
+    """FLOPs run inside ``name``, or inside its descendants when called from elsewhere (counted once)."""
+    inside = [key for key in per_module if key == name or key.startswith(name + ".")]
+    outermost = [key for key in inside if not any(key.startswith(other + ".") for other in inside)]
+    return sum(per_module[key] for key in outermost)
+
+
+def profile_segmenter(segmenter: FrozenSegmenter) -> list[PartProfile]:
+    """Profile a frozen segmenter on one image: one ``encode`` and one ``decode``, largest FLOPs first.
+
+    Call inside :func:`~odssam.models.shape_only.shape_only` with a shape-only ``segmenter``.
+    The decoder is fed data-less embedding parts of :meth:`FrozenSegmenter.embedding_shapes
+    <odssam.models.segmenter.FrozenSegmenter.embedding_shapes>` and a dense prompt
+    1x256xhxw. Parts are the components of :func:`segmenter_components`; parameters held by
+    their parent itself and FLOPs outside every component (functional code in ``decode``)
+    form parts of their own, shown only when there are any.
+    """
+    size, grid = segmenter.image_size, segmenter.embedding_size
+    x = torch.empty(1, 3, size, size)
+    embedding = tuple(torch.empty(1, *shape) for shape in segmenter.embedding_shapes())
+    dense_prompt = torch.empty(1, segmenter.prompt_channels, grid, grid)
+    total, per_module = _flops_by_module(_EncodeThenDecode(segmenter), x, embedding, dense_prompt)
+    path, children = segmenter_components(segmenter)
+    prefix = f"{path}." if path else ""
+    root = f"{_EncodeThenDecode.__name__}.segmenter.{prefix}"
+    parts = [
+        PartProfile(prefix + name, _count(child), False, _flops_inside(per_module, root + name))
+        for name, child in children.items()
     ]
+    container = segmenter.get_submodule(path)
+    if own := _own_parameter_count(container):
+        parts.append(PartProfile(f"{path or 'segmenter'} (own parameters)", own, False, 0))
+    if outside := total - sum(part.flops for part in parts):
+        parts.append(PartProfile("outside the components", 0, False, outside))
+    return sorted(parts, key=lambda part: part.flops, reverse=True)
+
+
+def shape_only_config(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with random frozen weights and the official encoder modules (nothing to load)."""
+    return dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=None, fast_encoder=False))
 
 
 def profile_model(cfg: ModelConfig | None = None) -> dict:
     """Parameters and FLOPs of every part, as a JSON-ready dict."""
     cfg = cfg or ModelConfig()
-    prompt = profile_prompt_encoder(cfg)
-    frozen = profile_sam(cfg)
+    with shape_only():
+        model = build_model(shape_only_config(cfg), feature_encoder_weights=False)
+        prompt = profile_prompt_encoder(model.trainable, cfg)
+        frozen = profile_segmenter(model.segmenter)
     return {
         "convention": CONVENTION,
         "sam_variant": cfg.sam.variant,
