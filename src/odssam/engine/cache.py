@@ -68,7 +68,8 @@ class CacheParams:
         target_size: Side of the training targets (the logit size, or ``image_size`` for an
             input-resolution loss); ``None`` for a label-resolution loss, whose targets are
             the stored masks (:mod:`odssam.engine.targets`).
-        dtype: ``bfloat16`` or ``float16``: how embeddings are stored.
+        dtype: ``bfloat16`` or ``float16``: how embeddings are stored (``train.cache_dtype``,
+            one of :data:`EMBEDDING_DTYPES` by the config checks).
     """
 
     sam_fingerprint: str
@@ -76,12 +77,6 @@ class CacheParams:
     prompt_input_size: int
     target_size: int | None
     dtype: str = "bfloat16"
-
-    def __post_init__(self):
-        if self.dtype not in EMBEDDING_DTYPES:
-            raise OdsSamError(
-                f"train.cache_dtype '{self.dtype}' is not supported; use one of {', '.join(EMBEDDING_DTYPES)}"
-            )
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from odssam.data.sample import collate_samples
 from odssam.engine.cache import CacheRecord, CachedEvaluationSet, EmbeddingCache, collate_cached_eval
-from odssam.engine.precision import autocast
 from odssam.engine.progress import progress_bar
 from odssam.inference.io import write_probability_png
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
+from odssam.utils.device import autocast
 
 
 def logits_to_probabilities(model, logits: torch.Tensor, input_sizes, image_shapes) -> list[np.ndarray]:
