@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from odssam.config import ExperimentConfig, ModelConfig, from_dict, load_config
+from odssam.config import ExperimentConfig, ModelConfig, from_dict, load_config, with_overrides
 from odssam.data.image_io import read_image
 from odssam.demo.synthetic import render_surface
 from odssam.inference import PredictionWriter, Predictor
 from odssam.inference.batch import predict_probabilities
-from odssam.inference.predictor import resolve_device, resolve_precision
 from odssam.models.ods_sam import build_ods_sam
+from odssam.utils.device import resolve_device, resolve_precision
 
 TINY = {
     "sam": {"variant": "vit_micro", "checkpoint": None, "image_size": 256},
@@ -57,13 +57,8 @@ def model_config(name: str) -> ModelConfig:
     """``tiny`` (configs/tiny.yaml's model), ``paper`` (ViT-H + the paper's prompt encoder) or a YAML path."""
     if name == "tiny":
         return from_dict(ExperimentConfig, {"model": TINY}).model
-    if name == "paper":
-        config = ModelConfig()
-        config.sam.checkpoint = None
-        return config
-    config = load_config(name).model
-    config.sam.checkpoint = None
-    return config
+    config = ModelConfig() if name == "paper" else load_config(name).model
+    return with_overrides(config, {"sam.checkpoint": None}, "model.")
 
 
 def write_images(folder: Path, count: int, height: int, width: int, seed: int = 0) -> list[Path]:

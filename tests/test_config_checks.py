@@ -29,9 +29,9 @@ def leaf_fields(cls: type = ExperimentConfig, where: str = ""):
 
 
 def scalar_of(kind):
-    """``(int, optional, is_list)`` for ``int``, ``int | None``, ``list[str]``."""
+    """``(int, optional, is_list)`` for ``int``, ``int | None``, ``tuple[str, ...]`` (a list in YAML)."""
     origin = typing.get_origin(kind)
-    if origin is list:
+    if origin is tuple:
         return typing.get_args(kind)[0], False, True
     if origin is not None:
         (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -188,7 +188,7 @@ def test_malformed_override_yaml_is_one_line_naming_the_override(override, messa
 
 def test_shared_aliases_are_fine_and_large_values_are_shown_short():
     cfg = load_config(TINY_CONFIG, ["train.metrics=[&m dice, *m]"])
-    assert cfg.train.metrics == ["dice", "dice"]
+    assert cfg.train.metrics == ("dice", "dice")
     bomb = "train.metrics=[&a [x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a], [*b, *b, *b, *b]]"
     with pytest.raises(OdsSamError) as caught:
         load_config(TINY_CONFIG, [bomb])

@@ -19,15 +19,20 @@ goes through, checks them all before any work starts (type rules and limits:
 :mod:`odssam.config_checks`). Sizes are bounded by :data:`MAX_IMAGE_SIZE`, DataLoader
 workers by :data:`MAX_NUM_WORKERS`: fixed limits, so a config that loads on one machine
 loads on every other.
+
+A built config is immutable (frozen dataclasses, list fields as tuples): what was checked
+at load is what every part of a run reads. :func:`with_overrides` derives a changed copy,
+built and checked by :func:`from_dict` too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -40,9 +45,10 @@ MAX_IMAGE_SIZE = 4096
 MAX_NUM_WORKERS = 64
 SAM_VARIANTS = registry("odssam.models.registry", "SEGMENTER_VARIANTS")
 METRIC_CHOICES = registry("odssam.metrics.evaluator", "METRIC_NAMES", extra=("default", "all"))
+ConfigT = TypeVar("ConfigT")  # a config dataclass: ExperimentConfig or one of its sections
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamConfig:
     """The frozen Segment Anything Model.
 
@@ -65,7 +71,7 @@ class SamConfig:
     fast_encoder: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureEncoderConfig:
     """EfficientViT feature encoder plus the EfficientViT-SAM style neck.
 
@@ -99,7 +105,7 @@ class FeatureEncoderConfig:
     checkpoint: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSMConfig:
     """OD-SSM: VMamba-style SS2D blocks with K scan directions.
 
@@ -137,7 +143,7 @@ class SSMConfig:
     state_weight_decay: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ODConvConfig:
     """Omni-dimensional dynamic convolutions at several dilations.
 
@@ -168,7 +174,7 @@ class ODConvConfig:
     per_sample: str = checked("loop", choices=registry("odssam.models.odconv", "PER_SAMPLE_METHODS"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class PromptEncoderConfig:
     """The learned prompt encoder: feature encoder + SSMODC.
 
@@ -193,7 +199,7 @@ class PromptEncoderConfig:
     residual: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """The model: ``name`` picks the builder (:data:`odssam.models.registry.MODELS`).
 
@@ -208,7 +214,7 @@ class ModelConfig:
     prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Which dataset to read and how.
 
@@ -234,7 +240,7 @@ class DataConfig:
     dataset: str = checked("folder", choices=registry("odssam.data.registry", "DATASET_REGISTRY"))
     root: str = ""
     category: str | None = None
-    test_sets: list[str] = field(default_factory=list)
+    test_sets: tuple[str, ...] = ()
     val_count: int = checked(0, at_least=0, at_most=1_000_000)
     image_size: int | None = checked(None, at_least=8, at_most=MAX_IMAGE_SIZE)
     include_good: bool = False
@@ -243,7 +249,7 @@ class DataConfig:
     num_workers: int = checked(2, at_least=0, at_most=MAX_NUM_WORKERS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The paper's recipe is the default (Section 4: Adam, lr 1e-3, batch 10, 200 epochs).
 
@@ -304,7 +310,7 @@ class TrainConfig:
     augment: bool = False
     color_jitter: bool = False
     odconv_temperature_anneal: int = checked(0, at_least=0, at_most=1_000_000)
-    precision: str = checked("auto", choices=registry("odssam.engine.precision", "PRECISIONS"))
+    precision: str = checked("auto", choices=registry("odssam.utils.device", "PRECISIONS"))
     compile: bool = False
     channels_last: bool | None = None
     cuda_graph: bool = True
@@ -313,12 +319,12 @@ class TrainConfig:
     max_steps: int | None = checked(None, at_least=1)
     output_dir: str = checked("runs", nonempty=True)
     run_name: str | None = checked(None, nonempty=True)
-    metrics: list[str] = checked(factory=lambda: ["default"], choices=METRIC_CHOICES)
+    metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES)
     monitor: str = checked("dice@0.5", nonempty=True)
     final_eval: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: one YAML file under ``configs/``."""
 
@@ -381,7 +387,52 @@ def _build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """``config`` as nested plain mappings, list fields as lists: what YAML files and checkpoints hold."""
+    return _plain(config)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def with_overrides(config: ConfigT, changes: Mapping[str, Any], where: str = "") -> ConfigT:
+    """A changed copy of ``config`` (configs are immutable), checked like a loaded one.
+
+    The copy is rebuilt by :func:`from_dict`, so a derived config passes every check a
+    config file does; ``config`` itself is left as it is. Example::
+
+        cfg = with_overrides(cfg, {"data.root": "/data/kvasir", "train.epochs": 1})
+
+    Args:
+        config: Any config dataclass (``ExperimentConfig``, a section such as ``ModelConfig``).
+        changes: Dotted key (relative to ``config``) -> new value; a value may also be a
+            whole section (a config dataclass or a mapping) or a tuple for a list field.
+        where: Prefix of the keys in error messages (``"model."`` for a ``ModelConfig``).
+
+    Raises:
+        OdsSamError: Naming each bad key, as :func:`from_dict`.
+    """
+    data = to_dict(config)
+    for key, value in changes.items():
+        _set_dotted(data, key, _plain(value), f"config key {where}{key}")
+    return from_dict(type(config), data, where)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """``data[a][b][c] = value`` for ``key`` ``a.b.c``, creating missing mappings on the way."""
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise OdsSamError(f"{what}: '{part}' is not a mapping")
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -461,13 +512,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise OdsSamError(f"override '{item}' is not of the form key.sub=value")
         key, raw = item.split("=", 1)
         value = parse_yaml(raw, f"override '{item}'") if raw != "" else None
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise OdsSamError(f"override '{item}': '{part}' is not a mapping")
-        node[parts[-1]] = value
+        _set_dotted(data, key, value, f"override '{item}'")
     return data
 
 

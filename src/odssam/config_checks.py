@@ -18,7 +18,8 @@ Type rules (YAML 1.1, which PyYAML reads, decides the Python type of a value):
 * ``bool``: ``true``/``false`` only (YAML 1.1 also reads ``yes``/``no``/``on``/``off``).
 * ``str``: text only; a number is refused (quote it: ``run_name: "001"``).
 * ``X | None``: ``null`` (``~`` or an empty ``--set key=``) is accepted.
-* ``list[X]``: a list whose every element passes the rule of ``X``.
+* ``tuple[X, ...]``: a list (as YAML writes it) whose every element passes the rule of
+  ``X``; kept as a tuple, since a built config is immutable.
 
 Ranges are bounded to what can run, with machine-independent limits so a config that
 loads on one machine (e.g. stored in a checkpoint) loads on every other.
@@ -127,12 +128,9 @@ def _number(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
-def checked(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
-    """A dataclass field with ``default`` (or ``factory``) whose values must pass ``Rule(**rule)``."""
-    metadata = {RULE_KEY: Rule(**rule)}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+def checked(default: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A dataclass field with ``default`` whose values must pass ``Rule(**rule)``."""
+    return field(default=default, metadata={RULE_KEY: Rule(**rule)})
 
 
 def seed_field(default: int = 0) -> Any:
@@ -169,12 +167,12 @@ def coerce(value: Any, kind: Any, rule: Rule | None = None) -> Any:
             return coerce(value, inner, rule)
         except ValueProblem as problem:
             raise ValueProblem(f"{problem.expected}, or null") from None
-    if origin is list:
-        (element,) = typing.get_args(kind)
-        if not isinstance(value, list):
+    if origin is tuple:
+        element = typing.get_args(kind)[0]  # tuple[X, ...]
+        if not isinstance(value, (list, tuple)):
             raise ValueProblem(f"a list, each element {describe(element, rule)}")
         try:
-            return [coerce(item, element, rule) for item in value]
+            return tuple(coerce(item, element, rule) for item in value)
         except ValueProblem as problem:
             raise ValueProblem(f"a list, each element {problem.expected}") from None
     converted = _as_type(value, kind)
@@ -233,36 +231,44 @@ def _rules(cls: type) -> dict[str, Rule]:
 
 
 def check_consistency(config: Any) -> list[str]:
-    """Problems between fields of a built :class:`~odssam.config.ExperimentConfig` or ``ModelConfig``."""
-    from odssam.config import ExperimentConfig, ModelConfig
+    """Problems between fields of a built :class:`~odssam.config.ExperimentConfig`, ``ModelConfig``
+    or ``PromptEncoderConfig`` (other sections have no cross-field rules)."""
+    from odssam.config import ExperimentConfig, ModelConfig, PromptEncoderConfig
 
+    experiment = config if isinstance(config, ExperimentConfig) else None
+    model = experiment.model if experiment is not None else config
+    prompt_encoder = model.prompt_encoder if isinstance(model, ModelConfig) else model
+    problems = _prompt_encoder_problems(prompt_encoder) if isinstance(prompt_encoder, PromptEncoderConfig) else []
+    if experiment is not None:
+        problems += _training_problems(experiment)
+    return problems
+
+
+def _prompt_encoder_problems(pcfg: Any) -> list[str]:
     problems = []
-    model = config.model if isinstance(config, ExperimentConfig) else config
-    if isinstance(model, ModelConfig):
-        pcfg = model.prompt_encoder
-        where = "config key model.prompt_encoder."
-        if pcfg.use_ssm and pcfg.ssm.num_layers < 1:
-            problems.append(f"{where}ssm.num_layers: got {pcfg.ssm.num_layers}; expected >= 1 when use_ssm is on")
-        if pcfg.use_odconv and pcfg.odconv.num_layers < 1:
-            problems.append(
-                f"{where}odconv.num_layers: got {pcfg.odconv.num_layers}; expected >= 1 when use_odconv is on"
-            )
-        if pcfg.ssm.dt_min > pcfg.ssm.dt_max:
-            problems.append(
-                f"{where}ssm.dt_min: got {pcfg.ssm.dt_min}; expected <= ssm.dt_max ({pcfg.ssm.dt_max})"
-            )
-    if isinstance(config, ExperimentConfig):
-        tcfg = config.train
-        if tcfg.full_resolution_loss and tcfg.loss_resolution == "label":
-            problems.append(
-                "config key train.full_resolution_loss: got true; the deprecated switch means "
-                "loss_resolution: input and cannot be combined with train.loss_resolution: label"
-            )
-        if tcfg.dice_weight == 0 and tcfg.bce_weight == 0:
-            problems.append("config keys train.dice_weight / bce_weight: got 0 / 0; expected at least one > 0")
-        if config.data.val_count > 0 and tcfg.eval_every < 1:
-            problems.append(
-                f"config key train.eval_every: got {tcfg.eval_every}; expected >= 1 when data.val_count > 0 "
-                "(validation selects best.pt)"
-            )
+    where = "config key model.prompt_encoder."
+    if pcfg.use_ssm and pcfg.ssm.num_layers < 1:
+        problems.append(f"{where}ssm.num_layers: got {pcfg.ssm.num_layers}; expected >= 1 when use_ssm is on")
+    if pcfg.use_odconv and pcfg.odconv.num_layers < 1:
+        problems.append(f"{where}odconv.num_layers: got {pcfg.odconv.num_layers}; expected >= 1 when use_odconv is on")
+    if pcfg.ssm.dt_min > pcfg.ssm.dt_max:
+        problems.append(f"{where}ssm.dt_min: got {pcfg.ssm.dt_min}; expected <= ssm.dt_max ({pcfg.ssm.dt_max})")
+    return problems
+
+
+def _training_problems(config: Any) -> list[str]:
+    problems = []
+    tcfg = config.train
+    if tcfg.full_resolution_loss and tcfg.loss_resolution == "label":
+        problems.append(
+            "config key train.full_resolution_loss: got true; the deprecated switch means "
+            "loss_resolution: input and cannot be combined with train.loss_resolution: label"
+        )
+    if tcfg.dice_weight == 0 and tcfg.bce_weight == 0:
+        problems.append("config keys train.dice_weight / bce_weight: got 0 / 0; expected at least one > 0")
+    if config.data.val_count > 0 and tcfg.eval_every < 1:
+        problems.append(
+            f"config key train.eval_every: got {tcfg.eval_every}; expected >= 1 when data.val_count > 0 "
+            "(validation selects best.pt)"
+        )
     return problems

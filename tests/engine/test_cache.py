@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from odssam.config import ExperimentConfig, from_dict
 from odssam.data import build_dataset
 from odssam.engine.cache import (
     CacheParams,
@@ -136,8 +137,8 @@ def test_fp16_cache_and_bad_dtype(tiny_model, tmp_path):
     embedding = torch.randn(256, 4, 4)
     cache.write_embedding("cd" * 32, embedding)
     assert torch.equal(cache.read_embedding("cd" * 32), embedding.half())
-    with pytest.raises(OdsSamError, match="cache_dtype"):
-        params_for(tiny_model, dtype="int8")
+    with pytest.raises(OdsSamError, match="cache_dtype"):  # refused when the config is built
+        from_dict(ExperimentConfig, {"train": {"cache_dtype": "int8"}})
 
 
 def test_mask_round_trip_keeps_odd_shapes(tiny_model, tmp_path, rng):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import checkpoint_payload, tiny_model_config
 
-from odssam.config import ExperimentConfig
+from odssam.config import ExperimentConfig, with_overrides
 from odssam.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -121,8 +121,7 @@ def test_model_is_rebuilt_from_checkpoint(tiny_model, tmp_path):
 
 
 def test_other_sam_weights_are_detected(tiny_model, tmp_path):
-    cfg = tiny_experiment()
-    cfg.model.sam.init_seed = 7  # the stored fingerprint is of init_seed 0
+    cfg = with_overrides(tiny_experiment(), {"model.sam.init_seed": 7})  # the stored fingerprint is of init_seed 0
     path = save_checkpoint(tmp_path / "best.pt", payload_of(tiny_model, cfg))
     with pytest.raises(OdsSamError, match="differ from those this prompt encoder was trained with"):
         load_model_from_checkpoint(path)

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 from helpers import free_port
 
-from odssam.config import ExperimentConfig, from_dict, to_dict
+from odssam.config import ExperimentConfig, from_dict, to_dict, with_overrides
 
 
 def train_on_rank(rank: int, world_size: int, port: int, config: dict, out_dir: str) -> None:
@@ -26,8 +26,8 @@ def train_on_rank(rank: int, world_size: int, port: int, config: dict, out_dir: 
 
 
 def test_two_gloo_processes_end_with_identical_state(tiny_config, tiny_model, tmp_path):
-    tiny_config.train.epochs = 1
-    tiny_config.train.final_eval = False  # keep the weights as training left them on each rank
+    # final_eval off: keep the weights as training left them on each rank
+    tiny_config = with_overrides(tiny_config, {"train.epochs": 1, "train.final_eval": False})
     # spawn, as torchrun starts fresh processes: a fork after this process ran autograd
     # (its worker threads exist once any backward ran, e.g. on a GPU machine) is refused.
     mp.start_processes(

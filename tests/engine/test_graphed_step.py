@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
+from odssam.config import with_overrides
 from odssam.engine.graphed_step import WARMUP_STEPS, GraphedStep, graph_unsupported_reason
 from odssam.engine.trainer import train
 
@@ -28,9 +27,9 @@ CUDA = torch.device("cuda")
     ],
 )
 def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
-    tiny_config.model.prompt_encoder.ssm.scan_backend = "reference"  # capturable; the chunked one is not
-    tiny_config.train = dataclasses.replace(tiny_config.train, **change)
-    got = graph_unsupported_reason(tiny_config, device, world_size, cached)
+    # The reference scan is capturable; the chunked one is not.
+    changes = {"model.prompt_encoder.ssm.scan_backend": "reference", **{f"train.{k}": v for k, v in change.items()}}
+    got = graph_unsupported_reason(with_overrides(tiny_config, changes), device, world_size, cached)
     assert got is None if reason is None else reason in got
 
 
@@ -41,9 +40,7 @@ def test_chunked_scan_on_cuda_keeps_the_step_eager(tiny_config):
 
 
 def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):
-    tiny_config.train.epochs = 1
-    tiny_config.train.final_eval = False
-    train(tiny_config, device="cpu", progress=False)
+    train(with_overrides(tiny_config, {"train.epochs": 1, "train.final_eval": False}), device="cpu", progress=False)
     assert "CUDA graph" not in capsys.readouterr().out
 
 
@@ -109,10 +106,8 @@ def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_line(capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_training_raises_no_stream_mismatch_warning(tiny_config, recwarn):
-    tiny_config.model.prompt_encoder.ssm.scan_backend = "auto"  # Triton on CUDA: capturable
-    tiny_config.train.epochs = 3
-    tiny_config.train.final_eval = False
-    train(tiny_config, device="cuda", progress=False)
+    changes = {"model.prompt_encoder.ssm.scan_backend": "auto", "train.epochs": 3, "train.final_eval": False}
+    train(with_overrides(tiny_config, changes), device="cuda", progress=False)  # auto: Triton on CUDA, capturable
     messages = [str(w.message) for w in recwarn]
     assert not [m for m in messages if "stream" in m.lower()], messages
 

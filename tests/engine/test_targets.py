@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from engine_helpers import blob_sample
 from helpers import save_image
 
-from odssam.config import ExperimentConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from odssam.config import ExperimentConfig, TrainConfig, apply_overrides, from_dict, to_dict, with_overrides
 from odssam.data import build_dataset
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
@@ -48,10 +47,13 @@ def test_resolutions_and_the_deprecated_switch():
     assert loss_resolution(TrainConfig()) == "logits"
     assert loss_resolution(TrainConfig(loss_resolution="label")) == "label"
     assert loss_resolution(TrainConfig(full_resolution_loss=True)) == "input"
+    # Both are refused when the config is built (the one place values are checked).
     with pytest.raises(OdsSamError, match="train.loss_resolution"):
-        loss_resolution(TrainConfig(loss_resolution="pixels"))
+        loss_resolution(from_dict(ExperimentConfig, {"train": {"loss_resolution": "pixels"}}).train)
     with pytest.raises(OdsSamError, match="full_resolution_loss"):
-        loss_resolution(TrainConfig(full_resolution_loss=True, loss_resolution="label"))
+        loss_resolution(
+            from_dict(ExperimentConfig, {"train": {"full_resolution_loss": True, "loss_resolution": "label"}}).train
+        )
     assert [target_size(r, 1024, 256) for r in ("logits", "input", "label")] == [256, 1024, None]
 
 
@@ -134,13 +136,18 @@ def test_cached_and_decoded_label_targets_are_the_masks(tiny_model, mixed_size_d
 def test_training_runs_at_every_resolution_on_images_of_unequal_sizes(
     tiny_config, mixed_size_dataset, resolution, augment
 ):
-    tiny_config.data.root = str(mixed_size_dataset)
-    tiny_config.train.loss_resolution = resolution
-    tiny_config.train.augment = augment
-    tiny_config.train.batch_size = 3
-    tiny_config.train.epochs = 1
-    tiny_config.train.final_eval = False
-    result = train(tiny_config, progress=False)
+    cfg = with_overrides(
+        tiny_config,
+        {
+            "data.root": str(mixed_size_dataset),
+            "train.loss_resolution": resolution,
+            "train.augment": augment,
+            "train.batch_size": 3,
+            "train.epochs": 1,
+            "train.final_eval": False,
+        },
+    )
+    result = train(cfg, progress=False)
     assert result.steps == 2 and np.isfinite(result.history[0]["train_loss"])
     cache_report = json.loads((result.run_dir / "cache.json").read_text())
     if not augment:
@@ -148,20 +155,18 @@ def test_training_runs_at_every_resolution_on_images_of_unequal_sizes(
 
 
 def test_label_resolution_changes_what_is_learned(tiny_config, mixed_size_dataset):
-    tiny_config.data.root = str(mixed_size_dataset)
-    tiny_config.train.epochs = 1
-    tiny_config.train.final_eval = False
+    changes = {"data.root": str(mixed_size_dataset), "train.epochs": 1, "train.final_eval": False}
     losses = {}
     for resolution in ("logits", "label"):
-        tiny_config.train.loss_resolution = resolution
-        tiny_config.train.run_name = resolution
-        losses[resolution] = train(tiny_config, progress=False).history[0]["train_loss"]
+        per_resolution = {"train.loss_resolution": resolution, "train.run_name": resolution}
+        cfg = with_overrides(tiny_config, {**changes, **per_resolution})
+        losses[resolution] = train(cfg, progress=False).history[0]["train_loss"]
     assert losses["logits"] != losses["label"]
 
 
 def test_deprecated_switch_trains_as_input(tiny_config):
     cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(tiny_config), ["train.full_resolution_loss=true"]))
-    cfg.train.max_steps, cfg.train.final_eval = 1, False
+    cfg = with_overrides(cfg, {"train.max_steps": 1, "train.final_eval": False})
     with pytest.warns(FutureWarning, match="loss_resolution: input"):
         result = train(cfg, progress=False)
     assert result.steps == 1
@@ -169,9 +174,10 @@ def test_deprecated_switch_trains_as_input(tiny_config):
 
 def test_graph_needs_fixed_label_sizes(tiny_config):
     cuda = torch.device("cuda")
-    tiny_config.model.prompt_encoder.ssm.scan_backend = "reference"  # capturable; the chunked one is not
-    label = dataclasses.replace(tiny_config.train, loss_resolution="label")
-    tiny_config.train = label
-    assert "data.image_size" in graph_unsupported_reason(tiny_config, cuda, 1, True)
-    tiny_config.data.image_size = 48
-    assert graph_unsupported_reason(tiny_config, cuda, 1, True) is None
+    label = with_overrides(
+        tiny_config,
+        # The reference scan is capturable; the chunked one is not.
+        {"model.prompt_encoder.ssm.scan_backend": "reference", "train.loss_resolution": "label"},
+    )
+    assert "data.image_size" in graph_unsupported_reason(label, cuda, 1, True)
+    assert graph_unsupported_reason(with_overrides(label, {"data.image_size": 48}), cuda, 1, True) is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from odssam.cli.main import main as odssam_main
-from odssam.config import load_config
+from odssam.config import load_config, with_overrides
 from odssam.engine import trainer as trainer_module
 from odssam.engine.augment import DecodedTrainingSet, augment_pair
 from odssam.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -67,9 +67,7 @@ def test_default_protocol_trains_on_every_training_image_and_keeps_the_last_epoc
 
 
 def test_validation_is_an_opt_in_that_selects_best_pt(tiny_config):
-    tiny_config.data.val_count = 2
-    tiny_config.train.epochs = 3
-    result = train(tiny_config, progress=False)
+    result = train(with_overrides(tiny_config, {"data.val_count": 2, "train.epochs": 3}), progress=False)
     run_dir = result.run_dir
     split = json.loads((run_dir / "splits" / "split.json").read_text())
     assert len(split["splits"]["train"]) == 4 and len(split["splits"]["val"]) == 2
@@ -87,10 +85,8 @@ def test_validation_is_an_opt_in_that_selects_best_pt(tiny_config):
 
 
 def test_validation_needs_eval_every(tiny_config):
-    tiny_config.data.val_count = 2
-    tiny_config.train.eval_every = 0
-    with pytest.raises(OdsSamError, match="train.eval_every"):
-        train(tiny_config, progress=False)
+    with pytest.raises(OdsSamError, match="train.eval_every"):  # refused when the config is derived
+        train(with_overrides(tiny_config, {"data.val_count": 2, "train.eval_every": 0}), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -115,9 +111,7 @@ def test_no_test_image_is_opened_before_the_final_evaluation(tiny_config, monkey
 
     monkeypatch.setattr(builtins, "open", recording_open)
     monkeypatch.setattr(trainer_module, "test_splits", final_evaluation_splits)
-    tiny_config.data.val_count = val_count
-    tiny_config.train.augment = augment
-    result = train(tiny_config, progress=False)
+    result = train(with_overrides(tiny_config, {"data.val_count": val_count, "train.augment": augment}), progress=False)
     assert result.test_results  # the test images were evaluated ...
     assert {"test00.png", "test01.png"} <= {name for _, name in opened}  # ... and the recorder saw them
     assert {stage for stage, _ in opened} == {"final evaluation"}  # only then
@@ -164,18 +158,14 @@ def deterministic_cuda():
     ids=["default_layout", "channels_last", "with_validation"],
 )
 def test_resumed_run_matches_an_uninterrupted_one(tiny_config, channels_last, val_count, device, deterministic_cuda):
-    tiny_config.train.channels_last = channels_last
-    tiny_config.data.val_count = val_count
-    tiny_config.train.epochs = 2
-    tiny_config.train.final_eval = False
-    tiny_config.train.run_name = "straight"
-    straight = train(tiny_config, device=device, progress=False)
-    tiny_config.train.run_name = "interrupted"
-    tiny_config.train.epochs = 1
-    first_half = train(tiny_config, device=device, progress=False)
+    base = {"train.channels_last": channels_last, "data.val_count": val_count, "train.final_eval": False}
+    straight_cfg = with_overrides(tiny_config, {**base, "train.epochs": 2, "train.run_name": "straight"})
+    straight = train(straight_cfg, device=device, progress=False)
+    interrupted = {**base, "train.run_name": "interrupted"}
+    first_half = train(with_overrides(tiny_config, {**interrupted, "train.epochs": 1}), device=device, progress=False)
     assert first_half.epochs == 1
-    tiny_config.train.epochs = 2
-    resumed = train(tiny_config, resume=True, device=device, progress=False)
+    resumed_cfg = with_overrides(tiny_config, {**interrupted, "train.epochs": 2})
+    resumed = train(resumed_cfg, resume=True, device=device, progress=False)
     assert resumed.epochs == 2 and resumed.steps == straight.steps
     # Bit for bit, on the GPU too (with deterministic kernels: otherwise two uninterrupted
     # CUDA runs differ as well, since atomics add in any order and Adam amplifies the rounding).
@@ -213,11 +203,8 @@ def tiny_config_run_dir(cfg):
 
 
 def test_augmented_training_runs_without_the_training_cache(tiny_config):
-    tiny_config.train.augment = True
-    tiny_config.train.color_jitter = True
-    tiny_config.train.max_steps = 1
-    tiny_config.train.final_eval = False
-    result = train(tiny_config, progress=False)
+    changes = {"train.augment": True, "train.color_jitter": True, "train.max_steps": 1, "train.final_eval": False}
+    result = train(with_overrides(tiny_config, changes), progress=False)
     assert result.steps == 1 and np.isfinite(result.history[0]["train_loss"])
     cache_report = json.loads((result.run_dir / "cache.json").read_text())
     assert "train" not in cache_report and "val" not in cache_report
@@ -271,31 +258,37 @@ def test_cli_resume_trains_further_from_the_stored_config(cli_run):
 def test_a_run_started_from_pretrained_weights_resumes_without_their_file(tiny_config, tmp_path, capsys):
     weights = tmp_path / "efficientvit_sam_tiny.pt"
     save_release_checkpoint(weights, TINY)
-    feature_encoder = tiny_config.model.prompt_encoder.feature_encoder
-    feature_encoder.upsample_mode, feature_encoder.norm_eps, feature_encoder.checkpoint = "bicubic", 1e-6, str(weights)
-    tiny_config.train.epochs, tiny_config.train.final_eval = 1, False
-    train(tiny_config, progress=False)
+    feature_encoder = "model.prompt_encoder.feature_encoder"
+    cfg = with_overrides(
+        tiny_config,
+        {
+            f"{feature_encoder}.upsample_mode": "bicubic",
+            f"{feature_encoder}.norm_eps": 1e-6,
+            f"{feature_encoder}.checkpoint": str(weights),
+            "train.epochs": 1,
+            "train.final_eval": False,
+        },
+    )
+    train(cfg, progress=False)
     assert f"feature encoder starts from: EfficientViT-SAM image encoder (backbone and neck) from {weights}" in (
         capsys.readouterr().out
     )
     weights.unlink()  # a resumed run takes every weight from last.pt
-    tiny_config.train.epochs = 2
-    resumed = train(tiny_config, resume=True, progress=False)
+    resumed = train(with_overrides(cfg, {"train.epochs": 2}), resume=True, progress=False)
     assert resumed.epochs == 2
     assert "feature encoder starts from: last.pt (resumed)" in capsys.readouterr().out
 
 
 def test_a_checkpoint_written_before_the_feature_encoder_fields_resumes(tiny_config):
-    tiny_config.train.epochs, tiny_config.train.final_eval = 1, False
-    train(tiny_config, progress=False)
-    last_path = Path(tiny_config.train.output_dir) / "tiny" / "last.pt"
+    cfg = with_overrides(tiny_config, {"train.epochs": 1, "train.final_eval": False})
+    train(cfg, progress=False)
+    last_path = Path(cfg.train.output_dir) / "tiny" / "last.pt"
     last = load_checkpoint(last_path)
     for field in ("checkpoint", "norm_eps"):
         del last["config"]["model"]["prompt_encoder"]["feature_encoder"][field]
     save_checkpoint(last_path, last)
-    tiny_config.train.epochs = 2
-    assert train(tiny_config, resume=True, progress=False).epochs == 2
-    tiny_config.model.prompt_encoder.feature_encoder.neck_blocks = 2  # a real model change is still refused
-    tiny_config.train.epochs = 3
+    assert train(with_overrides(cfg, {"train.epochs": 2}), resume=True, progress=False).epochs == 2
+    # A real model change is still refused.
+    changed = with_overrides(cfg, {"model.prompt_encoder.feature_encoder.neck_blocks": 2, "train.epochs": 3})
     with pytest.raises(OdsSamError, match="model config differs"):
-        train(tiny_config, resume=True, progress=False)
+        train(changed, resume=True, progress=False)

@@ -8,14 +8,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import tiny_model_config
 
 from odssam.cli.main import main
+from odssam.config import to_dict, with_overrides
 from odssam.engine.checkpoint import load_model_from_checkpoint
-from odssam.export.graphs import export_friendly
+from odssam.export.graphs import EXPORT_SCAN_BACKEND, export_friendly
 from odssam.export.onnx_export import example_images
 from odssam.export.runtime import OnnxPredictor, create_session, resize_bilinear
 from odssam.inference import Predictor
 from odssam.models.od_ssm import SS2D
+from odssam.models.ods_sam import build_ods_sam
 from odssam.models.odconv import ODConv2d
 from odssam.models.transforms import sam_preprocess
 
@@ -92,15 +95,28 @@ def test_export_friendly_restores_the_model(export_checkpoint):
     model, _ = load_model_from_checkpoint(export_checkpoint)
     scans = [m for m in model.modules() if isinstance(m, SS2D)]
     odconvs = [m for m in model.modules() if isinstance(m, ODConv2d)]
-    backends = [m.cfg.scan_backend for m in scans]
+    backends = [m.scan_backend for m in scans]
     assert scans and odconvs
     with pytest.raises(RuntimeError, match="boom"):
         with export_friendly(model):
             assert all(m.per_sample == "matmul" for m in odconvs)
-            assert all(m.cfg.scan_backend == "chunked" for m in scans)
+            assert all(m.scan_backend == "chunked" for m in scans)
             raise RuntimeError("boom")
     assert all(m.per_sample == "loop" for m in odconvs)
-    assert [m.cfg.scan_backend for m in scans] == backends
+    assert [m.scan_backend for m in scans] == backends
+
+
+def test_export_friendly_switches_the_modules_not_the_config():
+    cfg = with_overrides(tiny_model_config(), {"prompt_encoder.ssm.scan_backend": "reference"}, "model.")
+    before = to_dict(cfg)
+    model = build_ods_sam(cfg, feature_encoder_weights=False)
+    scans = [m for m in model.modules() if isinstance(m, SS2D)]
+    assert scans and all(m.scan_backend == "reference" for m in scans)
+    with export_friendly(model):
+        assert all(m.scan_backend == EXPORT_SCAN_BACKEND != "reference" for m in scans)
+        assert to_dict(cfg) == before  # each module holds its own setting
+    assert all(m.scan_backend == "reference" for m in scans)
+    assert to_dict(cfg) == before and cfg.prompt_encoder.ssm.scan_backend == "reference"
 
 
 def test_bad_opset_is_a_user_error(export_checkpoint, tmp_path, capsys):

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from odssam.config import FeatureEncoderConfig
+from odssam.config import FeatureEncoderConfig, from_dict
 from odssam.errors import OdsSamError
 from odssam.models.feature_encoder import FEATURE_ENCODERS, FeatureEncoder, build_backbone
 
@@ -95,5 +95,5 @@ def test_input_side_must_be_multiple_of_eight():
 def test_bad_config_raises_user_error():
     with pytest.raises(OdsSamError, match="efficientvit_l9.*feature_encoder.backbone"):
         FeatureEncoder(FeatureEncoderConfig(backbone="efficientvit_l9"))
-    with pytest.raises(OdsSamError, match="upsample_mode"):
-        FeatureEncoder(FeatureEncoderConfig(backbone="efficientvit_tiny", upsample_mode="nearest"))
+    with pytest.raises(OdsSamError, match="upsample_mode"):  # refused when the config is built
+        FeatureEncoder(from_dict(FeatureEncoderConfig, {"backbone": "efficientvit_tiny", "upsample_mode": "nearest"}))

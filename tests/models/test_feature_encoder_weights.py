@@ -15,7 +15,14 @@ from helpers import checkpoint_payload, free_port, tiny_model_config
 from safetensors.torch import save_file
 
 from odssam.cli.main import main
-from odssam.config import ExperimentConfig, FeatureEncoderConfig, PromptEncoderConfig, to_dict
+from odssam.config import (
+    ExperimentConfig,
+    FeatureEncoderConfig,
+    PromptEncoderConfig,
+    from_dict,
+    to_dict,
+    with_overrides,
+)
 from odssam.engine.checkpoint import load_model_from_checkpoint, resumable_model_config, save_checkpoint
 from odssam.errors import OdsSamError
 from odssam.models import feature_encoder_weights
@@ -263,8 +270,8 @@ def test_missing_paths_and_bad_settings(tmp_path):
         load_into_tiny(tmp_path / "absent.pt")
     with pytest.raises(OdsSamError, match="is not a file"):
         load_into_tiny(tmp_path)
-    with pytest.raises(OdsSamError, match="norm_eps must be a positive number"):
-        FeatureEncoder(FeatureEncoderConfig(**TINY_ENCODER, norm_eps=-1.0))
+    with pytest.raises(OdsSamError, match=r"norm_eps: got -1\.0; expected a number > 0"):  # refused at load
+        FeatureEncoder(from_dict(FeatureEncoderConfig, {**TINY_ENCODER, "norm_eps": -1.0}))
 
 
 # --------------------------------------------------------------------------- auto
@@ -348,7 +355,7 @@ def test_weights_command_lists_downloads_and_verifies_feature_encoder_weights(se
 def test_a_trained_checkpoint_loads_without_the_feature_encoder_file(tiny_release, tmp_path):
     path, _ = tiny_release
     cfg = ExperimentConfig(model=tiny_model_config())
-    cfg.model.prompt_encoder.feature_encoder = tiny_sam_cfg(path)
+    cfg = with_overrides(cfg, {"model.prompt_encoder.feature_encoder": tiny_sam_cfg(path)})
     model = build_ods_sam(cfg.model)
     assert "EfficientViT-SAM" in model.prompt_encoder.feature_encoder_weights
     with torch.no_grad():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from odssam.config import SSMConfig
+from odssam.config import SSMConfig, with_overrides
 from odssam.errors import OdsSamError
 from odssam.models import od_ssm
 from odssam.models.od_ssm import SS2D, ODSSMBlock, cross_merge, cross_scan, scan_orders, ss2d_scan_flops
@@ -72,8 +72,10 @@ def test_scan_orders_are_cached():
 
 
 def test_unsupported_direction_count_is_a_user_error():
-    with pytest.raises(OdsSamError, match="directions"):
-        SS2D(8, dataclasses.replace(SMALL, directions=6))
+    with pytest.raises(OdsSamError, match="directions"):  # refused when the config is built
+        SS2D(8, with_overrides(SMALL, {"directions": 6}, "model.prompt_encoder.ssm."))
+    with pytest.raises(OdsSamError, match="directions"):  # and by the scan itself, which takes primitives
+        cross_scan(torch.zeros(1, 2, 3, 3), 6)
 
 
 @pytest.mark.parametrize("directions", [4, 8])

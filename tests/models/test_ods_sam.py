@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import random_rgb
 
-from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig
+from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig, with_overrides
 from odssam.models.loss import DiceBCELoss, masks_to_targets
 from odssam.models.ods_sam import build_ods_sam
 
@@ -94,8 +94,8 @@ def test_random_sam_weights_are_reproducible():
 
 
 def test_fast_encoder_switch_keeps_weights_and_function():
-    fast_cfg, official_cfg = tiny_model_config(), tiny_model_config()
-    official_cfg.sam.fast_encoder = False
+    fast_cfg = tiny_model_config()
+    official_cfg = with_overrides(fast_cfg, {"sam.fast_encoder": False}, "model.")
     fast, official = build_ods_sam(fast_cfg).eval(), build_ods_sam(official_cfg).eval()
     assert type(fast.segmenter.image_encoder) is not type(official.segmenter.image_encoder)
     assert list(fast.segmenter.state_dict()) == list(official.segmenter.state_dict())

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from odssam.config import FeatureEncoderConfig, ODConvConfig, PromptEncoderConfig, SSMConfig
+from odssam.config import FeatureEncoderConfig, ODConvConfig, PromptEncoderConfig, SSMConfig, with_overrides
 from odssam.errors import OdsSamError
 from odssam.models.odconv import ODConv2d
 from odssam.models.prompt_encoder import PROMPT_ENCODER_CONFIGS, OdsPromptEncoder, build_prompt_encoder
@@ -162,20 +162,21 @@ def test_named_configs():
 
 
 @pytest.mark.parametrize(
-    "overrides, key",
+    "key, value",
     [
-        (dict(input_size=100), "input_size"),
-        (dict(odconv=ODConvConfig(num_layers=0)), "odconv.num_layers"),
-        (dict(odconv=ODConvConfig(kernel_size=4)), "odconv.kernel_size"),
-        (dict(odconv=ODConvConfig(temperature=0.0)), "odconv.temperature"),
-        (dict(odconv=ODConvConfig(per_sample="fft")), "odconv.per_sample"),
-        (dict(odconv=ODConvConfig(arrangement="serial")), "odconv.arrangement"),
-        (dict(ssm=SSMConfig(num_layers=0)), "ssm.num_layers"),
+        ("input_size", 100),
+        ("odconv.num_layers", 0),
+        ("odconv.kernel_size", 4),
+        ("odconv.temperature", 0.0),
+        ("odconv.per_sample", "fft"),
+        ("odconv.arrangement", "serial"),
+        ("ssm.num_layers", 0),
     ],
 )
-def test_bad_config_values_raise_user_errors(overrides, key):
-    with pytest.raises(OdsSamError, match=key):
-        build_prompt_encoder(tiny_config(**overrides))
+def test_bad_config_values_raise_user_errors(key, value):
+    # Refused when the config is built (odssam.config.from_dict), before any module is.
+    with pytest.raises(OdsSamError, match=f"config key model.prompt_encoder.{key}: got "):
+        build_prompt_encoder(with_overrides(tiny_config(), {key: value}, "model.prompt_encoder."))
 
 
 def test_channels_last_gives_the_same_values_and_gradients():

@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from odssam.config import ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
+from odssam.config import ExperimentConfig, apply_overrides, from_dict, load_config, to_dict, with_overrides
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -90,13 +90,13 @@ def add_num_workers_argument(parser, help: str) -> None:
 
 
 def absolute_data_root(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Make ``cfg.data.root`` absolute, in place, before a run stores its config.
+    """``cfg`` with ``data.root`` made absolute (a copy), before a run stores its config.
 
     Every checkpoint holds the config; ``odssam eval`` of a run started in another folder
     reads ``data.root`` from it, which a relative path would resolve against the wrong
     folder. (``model.sam.checkpoint`` is left as given: resuming compares the model config
     with the stored one, and ``--sam-checkpoint`` overrides it where it does not resolve.)
     """
-    if cfg.data.root:
-        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    return cfg
+    if not cfg.data.root:
+        return cfg
+    return with_overrides(cfg, {"data.root": str(Path(cfg.data.root).expanduser().resolve())})

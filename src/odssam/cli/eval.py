@@ -58,24 +58,27 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from odssam.engine.distributed import resolve_device
+    from odssam.config import with_overrides
     from odssam.engine.checkpoint import load_model_from_checkpoint
+    from odssam.engine.distributed import process_device
     from odssam.engine.evaluate import evaluate_dataset
-    from odssam.engine.precision import autocast_dtype
     from odssam.engine.setup import build_split
     from odssam.metrics.report import format_table, write_report
+    from odssam.utils.device import resolve_precision
 
     if args.batch_size < 1:
         raise OdsSamError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = resolve_device(args.device)
+    device = process_device(args.device)
     model, cfg = load_model_from_checkpoint(args.checkpoint, device, sam_checkpoint=args.sam_checkpoint)
-    dcfg = cfg.data
-    if args.dataset and args.dataset != dcfg.dataset:
-        dcfg.dataset, dcfg.category, dcfg.test_sets = args.dataset, None, []
+    changes = {}
+    if args.dataset and args.dataset != cfg.data.dataset:
+        changes.update({"data.dataset": args.dataset, "data.category": None, "data.test_sets": ()})
     if args.root:
-        dcfg.root = args.root
+        changes["data.root"] = args.root
     if args.image_size is not None:
-        dcfg.image_size = args.image_size
+        changes["data.image_size"] = args.image_size
+    cfg = with_overrides(cfg, changes)
+    dcfg = cfg.data
     if not dcfg.root:
         raise OdsSamError(f"{args.checkpoint}: the run stores no data.root; pass --root")
     if not args.root and not Path(dcfg.root).expanduser().exists():
@@ -90,7 +93,7 @@ def run(args) -> int:
     metrics = args.metrics or cfg.train.metrics
     num_workers = dcfg.num_workers if args.num_workers is None else args.num_workers
     out_dir = Path(args.output) if args.output else Path(args.checkpoint).parent / f"eval-{args.split}"
-    amp_dtype = autocast_dtype(cfg.train.precision, device)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
 
     # The run's recorded partition (e.g. MVTec AD's seeded split) when scoring its own data.
     recorded = Path(args.checkpoint).parent / "splits" / "split.json"

@@ -85,7 +85,7 @@ def run(args) -> int:
     from odssam.engine.trainer import train
 
     cfg, run_dir = resolve_run(args)
-    absolute_data_root(cfg)  # eval and predict of this run may start from another folder
+    cfg = absolute_data_root(cfg)  # eval and predict of this run may start from another folder
     result = train(
         cfg, run_dir=run_dir, resume=args.resume is not None, device=args.device, progress=not args.no_progress
     )

@@ -32,11 +32,12 @@ from odssam.engine import train
 from odssam.engine.setup import build_split
 from odssam.errors import OdsSamError
 from odssam.inference.io import PredictionWriter
-from odssam.inference.predictor import Predictor, resolve_device
+from odssam.inference.predictor import Predictor
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.figures import save_figure_grid
 from odssam.metrics.report import format_table, write_report
 from odssam.utils.atomic import atomic_write_text
+from odssam.utils.device import resolve_device
 
 DEFAULT_OUTPUT = "odssam-demo"
 CATEGORY = "fabric"

@@ -70,7 +70,8 @@ class CacheParams:
         target_size: Side of the training targets (the logit size, or ``image_size`` for an
             input-resolution loss); ``None`` for a label-resolution loss, whose targets are
             the stored masks (:mod:`odssam.engine.targets`).
-        dtype: ``bfloat16`` or ``float16``: how embeddings are stored.
+        dtype: ``bfloat16`` or ``float16``: how embeddings are stored (``train.cache_dtype``,
+            one of :data:`EMBEDDING_DTYPES` by the config checks).
         embedding_parts: Tensors per embedding (1 for SAM; SAM 2 adds its high-resolution
             features). Part 0 is stored as kind ``embedding``, part i as ``embedding.i``.
         resize: The segmenter's resize mode (:class:`~odssam.models.transforms.PreprocessSpec`).
@@ -92,12 +93,6 @@ class CacheParams:
     def embedding_kinds(self) -> tuple[str, ...]:
         """``embedding``, ``embedding.1``, ...: one kind per embedding part."""
         return ("embedding",) + tuple(f"embedding.{part}" for part in range(1, self.embedding_parts))
-
-    def __post_init__(self):
-        if self.dtype not in EMBEDDING_DTYPES:
-            raise OdsSamError(
-                f"train.cache_dtype '{self.dtype}' is not supported; use one of {', '.join(EMBEDDING_DTYPES)}"
-            )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from odssam.config import ExperimentConfig, ModelConfig, from_dict, to_dict
+from odssam.config import ExperimentConfig, ModelConfig, from_dict, to_dict, with_overrides
 from odssam.errors import OdsSamError
 from odssam.utils.atomic import atomic_write
 
@@ -126,7 +126,7 @@ def load_model_from_checkpoint(
     payload = load_checkpoint(path)
     cfg = config_from_checkpoint(payload, path)
     if sam_checkpoint is not None:
-        cfg.model.sam.checkpoint = sam_checkpoint
+        cfg = with_overrides(cfg, {"model.sam.checkpoint": sam_checkpoint})
     # The trained prompt encoder's weights are in the checkpoint: its feature encoder's
     # starting weights (feature_encoder.checkpoint) are neither needed nor read.
     model = build_model(cfg.model, feature_encoder_weights=False)

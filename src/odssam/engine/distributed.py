@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from odssam.errors import OdsSamError
+from odssam.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
-    """``"auto"``/``None`` -> this rank's GPU if there is one, else the CPU."""
-    if name in (None, "", "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+def process_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """This process's device: :func:`~odssam.utils.device.resolve_device`, then a CUDA device
+    without an index becomes ``cuda:LOCAL_RANK`` (one GPU per process on a host) and current."""
+    device = resolve_device(name or None)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OdsSamError(f"device '{name}' was asked for but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
@@ -74,7 +71,7 @@ def init_distributed(device: str | None = "auto", timeout_minutes: float = 30.0)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device, local_rank)
+    resolved = process_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(

@@ -39,22 +39,11 @@ Layout = tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
 def loss_resolution(tcfg) -> str:
     """The effective ``train.loss_resolution``, with the deprecated ``full_resolution_loss`` mapped.
 
-    Raises:
-        OdsSamError: An unknown value, or ``full_resolution_loss: true`` with
-            ``loss_resolution: label`` (the old switch can only mean ``input``).
+    ``full_resolution_loss: true`` means ``input``; the config checks
+    (:func:`odssam.config.from_dict`) refuse it together with ``loss_resolution: label``
+    and any value outside :data:`LOSS_RESOLUTIONS`.
     """
-    if tcfg.loss_resolution not in LOSS_RESOLUTIONS:
-        raise OdsSamError(
-            f"train.loss_resolution must be one of {', '.join(LOSS_RESOLUTIONS)}, got {tcfg.loss_resolution!r}"
-        )
-    if tcfg.full_resolution_loss:
-        if tcfg.loss_resolution == "label":
-            raise OdsSamError(
-                "train.full_resolution_loss: true (deprecated, meaning loss_resolution: input) contradicts "
-                "train.loss_resolution: label; drop full_resolution_loss"
-            )
-        return "input"
-    return tcfg.loss_resolution
+    return "input" if tcfg.full_resolution_loss else tcfg.loss_resolution
 
 
 def target_size(resolution: str, image_size: int, logit_size: int) -> int | None:

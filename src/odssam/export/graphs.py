@@ -76,21 +76,22 @@ class PromptDecoderGraph(nn.Module):
 def export_friendly(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``model`` computes the same function in a traceable, batch-generic form.
 
-    Restores every change on exit, even after an error.
+    Restores every change on exit, even after an error. Only attributes of the modules
+    change (each holds its own setting); the config the model was built from is untouched.
     """
     odconv_methods: dict[ODConv2d, str] = {}
-    scan_configs: dict[int, tuple[object, str]] = {}
+    scan_backends: dict[SS2D, str] = {}
     try:
         for module in model.modules():
             if isinstance(module, ODConv2d):
                 odconv_methods[module] = module.per_sample
                 module.per_sample = "matmul"
-            elif isinstance(module, SS2D) and id(module.cfg) not in scan_configs:
-                scan_configs[id(module.cfg)] = (module.cfg, module.cfg.scan_backend)
-                module.cfg.scan_backend = EXPORT_SCAN_BACKEND
+            elif isinstance(module, SS2D):
+                scan_backends[module] = module.scan_backend
+                module.scan_backend = EXPORT_SCAN_BACKEND
         yield model
     finally:
         for module, method in odconv_methods.items():
             module.per_sample = method
-        for cfg, backend in scan_configs.values():
-            cfg.scan_backend = backend
+        for module, backend in scan_backends.items():
+            module.scan_backend = backend

@@ -27,8 +27,9 @@ from odssam.inference.io import (
     write_probability_npy,
     write_probability_png,
 )
-from odssam.inference.predictor import Prediction, PredictionResult, Predictor, resolve_device
+from odssam.inference.predictor import Prediction, PredictionResult, Predictor
 from odssam.inference.prefetch import Outcome, prefetch_map
+from odssam.utils.device import resolve_device
 
 __all__ = [
     "CSV_COLUMNS",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 # The one place where inference applies a precision.
-from odssam.engine.precision import autocast
+from odssam.utils.device import autocast
 from odssam.models.transforms import PreprocessSpec, sam_preprocess
 
 Size = tuple[int, int]

@@ -31,9 +31,8 @@ from odssam.errors import OdsSamError
 from odssam.inference.batch import BatchInference, HostImage, PendingMaps, one_in_flight
 from odssam.inference.io import InputImage, to_rgb
 from odssam.inference.prefetch import prefetch_map
+from odssam.utils.device import PRECISIONS, resolve_device, resolve_precision  # noqa: F401 (re-exported)
 from odssam.utils.progress import progress_bar
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -93,28 +92,6 @@ class _Loaded:
     source: str | None
     image: np.ndarray
     staged: HostImage  # preprocessed in the worker (CPU inference) or pinned (GPU inference)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/``None`` -> CUDA when available, else CPU; a named CUDA device must exist."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise OdsSamError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise OdsSamError(f"device '{device}' requested but CUDA is not available here; use --device cpu")
-    return resolved
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` is bf16 on CUDA and fp32 (no autocast) elsewhere."""
-    if precision not in PRECISIONS:
-        raise OdsSamError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    return torch.bfloat16
 
 
 def _name_of(image: Any, index: int | None) -> str:

@@ -171,7 +171,8 @@ class FeatureEncoder(nn.Module):
 
     Args:
         cfg: Backbone name, neck depth, output channels, upsampling mode and norm epsilon
-            (``cfg.checkpoint`` is read by the builder, :mod:`odssam.models.feature_encoder_weights`).
+            (``cfg.checkpoint`` is read by the builder, :mod:`odssam.models.feature_encoder_weights`);
+            its values were checked when it was built (:func:`odssam.config.from_dict`).
 
     Shapes:
         Bx3xSxS -> Bx C x S/8 x S/8 with C = ``cfg.out_channels`` (Bx256x64x64 at S = 512).
@@ -180,28 +181,11 @@ class FeatureEncoder(nn.Module):
 
     def __init__(self, cfg: FeatureEncoderConfig):
         super().__init__()
-        if cfg.upsample_mode not in UPSAMPLE_MODES:
-            raise OdsSamError(
-                f"config key model.prompt_encoder.feature_encoder.upsample_mode: '{cfg.upsample_mode}' "
-                f"is not one of {', '.join(UPSAMPLE_MODES)}"
-            )
-        if cfg.neck_blocks < 0 or cfg.out_channels < 1:
-            raise OdsSamError(
-                "config keys model.prompt_encoder.feature_encoder.neck_blocks / out_channels must be "
-                f"non-negative / positive, got {cfg.neck_blocks} / {cfg.out_channels}"
-            )
-        norm_eps = cfg.norm_eps
-        is_number = isinstance(norm_eps, (int, float)) and not isinstance(norm_eps, bool)
-        if norm_eps is not None and not (is_number and norm_eps > 0):
-            raise OdsSamError(
-                "config key model.prompt_encoder.feature_encoder.norm_eps must be a positive number or null, "
-                f"got {norm_eps!r}"
-            )
         self.backbone = build_backbone(cfg.backbone)
         self.neck = SamNeck(self.backbone.out_channels, cfg.out_channels, cfg.neck_blocks, cfg.upsample_mode)
         self.out_channels = cfg.out_channels
-        if norm_eps is not None:
-            set_norm_eps(self, float(norm_eps))
+        if cfg.norm_eps is not None:
+            set_norm_eps(self, float(cfg.norm_eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]

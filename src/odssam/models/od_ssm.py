@@ -145,9 +145,14 @@ class SS2D(nn.Module):
     Args:
         d_model: Input and output channels.
         cfg: Scan settings (directions, d_state, dt_rank, expand, d_conv, dt init range,
-            backend, chunk size, checkpointing).
+            backend, chunk size, checkpointing), read once here: the module keeps its own
+            copies, so the config is never read (or changed) after the build.
 
     Attributes:
+        scan_backend: Selective-scan backend of the forward pass (``auto``, ``chunked`` ...;
+            :func:`odssam.export.graphs.export_friendly` switches it while exporting).
+        chunk_size: Time steps per chunk of the chunked backend.
+        scan_checkpoint: Chunked backend: recompute chunks in the backward pass.
         x_proj_weight: ``K x (R + 2N) x D_inner``: per direction, D_inner -> (dt, B, C).
         dt_projs_weight: ``K x D_inner x R``.
         dt_projs_bias: ``K x D_inner``, the softplus bias of delta.
@@ -158,13 +163,15 @@ class SS2D(nn.Module):
     def __init__(self, d_model: int = 256, cfg: SSMConfig | None = None):
         super().__init__()
         cfg = cfg or SSMConfig()
-        _check_directions(cfg.directions)
-        self.cfg = cfg
         self.d_model = d_model
         self.d_inner = cfg.expand * d_model
         self.directions = cfg.directions
         self.d_state = cfg.d_state
         self.dt_rank = cfg.dt_rank
+        self.dt_min, self.dt_max, self.dt_init_floor = cfg.dt_min, cfg.dt_max, cfg.dt_init_floor
+        self.scan_backend = cfg.scan_backend
+        self.chunk_size = cfg.chunk_size
+        self.scan_checkpoint = cfg.scan_checkpoint
         k, d_inner, n, r = self.directions, self.d_inner, self.d_state, self.dt_rank
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
@@ -185,12 +192,12 @@ class SS2D(nn.Module):
     @torch.no_grad()
     def reset_ssm_parameters(self) -> None:
         """Mamba/VMamba initialisation of the per-direction scan parameters."""
-        cfg, n = self.cfg, self.d_state
+        n = self.d_state
         bound = self.d_inner**-0.5  # nn.Linear's default for the stacked x_proj layers
         self.x_proj_weight.uniform_(-bound, bound)
         self.dt_projs_weight.uniform_(-(self.dt_rank**-0.5), self.dt_rank**-0.5)
-        log_dt = torch.rand_like(self.dt_projs_bias) * (math.log(cfg.dt_max) - math.log(cfg.dt_min))
-        dt = torch.exp(log_dt + math.log(cfg.dt_min)).clamp(min=cfg.dt_init_floor)
+        log_dt = torch.rand_like(self.dt_projs_bias) * (math.log(self.dt_max) - math.log(self.dt_min))
+        dt = torch.exp(log_dt + math.log(self.dt_min)).clamp(min=self.dt_init_floor)
         self.dt_projs_bias.copy_(_inverse_softplus(dt))
         states = torch.arange(1, n + 1, dtype=self.A_logs.dtype, device=self.A_logs.device)
         self.A_logs.copy_(torch.log(states).expand_as(self.A_logs))
@@ -215,9 +222,9 @@ class SS2D(nn.Module):
                 self.Ds.to(dtype),
                 delta_bias=self.dt_projs_bias.to(dtype).reshape(-1),
                 delta_softplus=True,
-                backend=self.cfg.scan_backend,
-                chunk_size=self.cfg.chunk_size,
-                checkpoint=self.cfg.scan_checkpoint,
+                backend=self.scan_backend,
+                chunk_size=self.chunk_size,
+                checkpoint=self.scan_checkpoint,
             )
             return cross_merge(ys.reshape(batch, k, d_inner, length), height, width)
 

@@ -50,7 +50,8 @@ class OdsPromptEncoder(DensePromptEncoder):
     Args:
         cfg: Prompt encoder settings; ``cfg.residual`` selects ``F + SSMODC(F)``
             (paper) or ``SSMODC(F)``. With every SSMODC stage switched off the
-            output is ``F`` (the "basic prompt encoder" of the ablations).
+            output is ``F`` (the "basic prompt encoder" of the ablations). Its values
+            were checked when it was built (:func:`odssam.config.from_dict`).
 
     Shapes:
         Bx3xSxS -> Bx C x S/8 x S/8 with S = ``cfg.input_size`` (512) and
@@ -59,10 +60,6 @@ class OdsPromptEncoder(DensePromptEncoder):
 
     def __init__(self, cfg: PromptEncoderConfig):
         super().__init__()
-        if cfg.input_size < 8 or cfg.input_size % 8:
-            raise OdsSamError(
-                f"config key model.prompt_encoder.input_size must be a positive multiple of 8, got {cfg.input_size}"
-            )
         self.input_size = cfg.input_size
         self.residual = cfg.residual
         self.feature_encoder = FeatureEncoder(cfg.feature_encoder)

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from odssam.config import ODConvConfig, PromptEncoderConfig
-from odssam.errors import OdsSamError
 from odssam.models.od_ssm import ODSSMBlock
-from odssam.models.odconv import PER_SAMPLE_METHODS, ODConv2d
+from odssam.models.odconv import ODConv2d
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -95,7 +94,8 @@ class SSMODC(nn.Module):
     Args:
         dim: Channels of the map (SAM's prompt width, 256).
         cfg: Prompt encoder settings (``use_dwconv``, ``use_ssm``, ``use_odconv``,
-            ``ssm`` and ``odconv`` sub-configs).
+            ``ssm`` and ``odconv`` sub-configs), checked when it was built
+            (:func:`odssam.config.from_dict`, which also refuses an enabled stage with no layers).
 
     Shapes:
         BxCxHxW -> BxCxHxW (Bx256x64x64 in the default model).
@@ -103,7 +103,6 @@ class SSMODC(nn.Module):
 
     def __init__(self, dim: int, cfg: PromptEncoderConfig):
         super().__init__()
-        _check_config(cfg)
         self.dwconv = DepthwiseSeparableConv(dim) if cfg.use_dwconv else None
         self.od_ssm = (
             nn.Sequential(*(ODSSMBlock(dim, cfg.ssm) for _ in range(cfg.ssm.num_layers))) if cfg.use_ssm else None
@@ -126,34 +125,3 @@ class SSMODC(nn.Module):
                 x = stage(x)
         return x
 
-
-def _check_config(cfg: PromptEncoderConfig) -> None:
-    where = "config key model.prompt_encoder"
-    if cfg.use_ssm and cfg.ssm.num_layers < 1:
-        raise OdsSamError(f"{where}.ssm.num_layers must be at least 1 when use_ssm is on, got {cfg.ssm.num_layers}")
-    if cfg.use_odconv:
-        odconv = cfg.odconv
-        if odconv.num_layers < 1:
-            raise OdsSamError(
-                f"{where}.odconv.num_layers must be at least 1 when use_odconv is on, got {odconv.num_layers}"
-            )
-        if odconv.arrangement not in ODCONV_ARRANGEMENTS:
-            raise OdsSamError(
-                f"{where}.odconv.arrangement must be one of {', '.join(ODCONV_ARRANGEMENTS)}, "
-                f"got {odconv.arrangement!r}"
-            )
-        if odconv.kernel_size < 1 or odconv.kernel_size % 2 == 0:
-            raise OdsSamError(f"{where}.odconv.kernel_size must be a positive odd number, got {odconv.kernel_size}")
-        if odconv.kernel_num < 1:
-            raise OdsSamError(f"{where}.odconv.kernel_num must be at least 1, got {odconv.kernel_num}")
-        if odconv.per_sample not in PER_SAMPLE_METHODS:
-            raise OdsSamError(
-                f"{where}.odconv.per_sample must be one of {', '.join(PER_SAMPLE_METHODS)}, got {odconv.per_sample!r}"
-            )
-        if odconv.temperature <= 0:
-            raise OdsSamError(f"{where}.odconv.temperature must be positive, got {odconv.temperature}")
-        if odconv.reduction <= 0 or odconv.min_channels < 1:
-            raise OdsSamError(
-                f"{where}.odconv.reduction / min_channels must be positive, got "
-                f"{odconv.reduction} / {odconv.min_channels}"
-            )

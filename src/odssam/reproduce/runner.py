@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from odssam.config import ExperimentConfig, apply_overrides, from_dict
+from odssam.config import ExperimentConfig, apply_overrides, from_dict, with_overrides
 from odssam.engine.logging import write_json_atomic
 from odssam.errors import OdsSamError
 from odssam.reproduce.configs import read_config_dict
@@ -121,7 +121,7 @@ def plan_table(
         cfg = experiment_config(config_folder, experiment, list(overrides or []), sam_checkpoint, run_dir)
         status = probe_data(cfg.data, data_root)
         if status.root is not None:
-            cfg.data.root = str(status.root)
+            cfg = with_overrides(cfg, {"data.root": str(status.root)})
         runs.append(PlannedRun(experiment, config_folder / experiment.config, cfg, run_dir, status))
     return runs
 
@@ -133,7 +133,7 @@ def device_label(device: str) -> str:
     """``GPU (<name>)`` for a CUDA device, else ``CPU``: what the hours of a run were spent on."""
     import torch
 
-    from odssam.engine.distributed import resolve_device
+    from odssam.utils.device import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda":
