@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from engine_helpers import graph_reason
 
 from odssam.engine.graphed_step import WARMUP_STEPS, GraphedStep, graph_unsupported_reason
 from odssam.engine.trainer import train
@@ -30,14 +31,21 @@ CUDA = torch.device("cuda")
 def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
     tiny_config.model.prompt_encoder.ssm.scan_backend = "reference"  # capturable; the chunked one is not
     tiny_config.train = dataclasses.replace(tiny_config.train, **change)
-    got = graph_unsupported_reason(tiny_config, device, world_size, cached)
+    got = graph_reason(tiny_config, device, world_size, cached)
     assert got is None if reason is None else reason in got
 
 
 def test_chunked_scan_on_cuda_keeps_the_step_eager(tiny_config):
     assert tiny_config.model.prompt_encoder.ssm.scan_backend == "chunked"
-    reason = graph_unsupported_reason(tiny_config, CUDA, 1, True)
+    reason = graph_reason(tiny_config, CUDA, 1, True)
     assert reason is not None and "scan_backend" in reason
+
+
+def test_the_model_decides_its_own_reasons_and_the_engine_reports_them(tiny_config):
+    tiny_config.train.odconv_temperature_anneal = 5
+    assert graph_unsupported_reason(tiny_config, CUDA, 1, True, None) is None  # annealing is the model's to judge
+    assert graph_unsupported_reason(tiny_config, CUDA, 1, True, "the model changes") == "the model changes"
+    assert "CPU" in graph_unsupported_reason(tiny_config, torch.device("cpu"), 1, True, "the model changes")
 
 
 def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_helpers import blob_sample
+from engine_helpers import blob_sample, graph_reason
 from helpers import save_image
 
 from odssam.config import ExperimentConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from odssam.data import build_dataset
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
-from odssam.engine.graphed_step import graph_unsupported_reason
 from odssam.engine.targets import (
     TrainingLoss,
     batch_layout,
@@ -172,6 +171,6 @@ def test_graph_needs_fixed_label_sizes(tiny_config):
     tiny_config.model.prompt_encoder.ssm.scan_backend = "reference"  # capturable; the chunked one is not
     label = dataclasses.replace(tiny_config.train, loss_resolution="label")
     tiny_config.train = label
-    assert "data.image_size" in graph_unsupported_reason(tiny_config, cuda, 1, True)
+    assert "data.image_size" in graph_reason(tiny_config, cuda, 1, True)
     tiny_config.data.image_size = 48
-    assert graph_unsupported_reason(tiny_config, cuda, 1, True) is None
+    assert graph_reason(tiny_config, cuda, 1, True) is None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from odssam.cli.main import main
-from odssam.engine.checkpoint import load_model_from_checkpoint
+from odssam.checkpoint import load_model_from_checkpoint
 from odssam.export.graphs import export_friendly
 from odssam.export.onnx_export import example_images
 from odssam.export.runtime import OnnxPredictor, create_session, resize_bilinear

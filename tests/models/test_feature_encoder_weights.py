@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from odssam.cli.main import main
 from odssam.config import ExperimentConfig, FeatureEncoderConfig, PromptEncoderConfig, to_dict
-from odssam.engine.checkpoint import load_model_from_checkpoint, resumable_model_config, save_checkpoint
+from odssam.checkpoint import load_model_from_checkpoint, resumable_model_config, save_checkpoint
 from odssam.errors import OdsSamError
 from odssam.models import feature_encoder_weights
 from odssam.models.checkpoints import Digest, default_cache_dir

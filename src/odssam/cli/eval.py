@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from odssam.engine.distributed import resolve_device
-    from odssam.engine.checkpoint import load_model_from_checkpoint
+    from odssam.checkpoint import load_model_from_checkpoint
     from odssam.engine.evaluate import evaluate_dataset
     from odssam.engine.precision import autocast_dtype
     from odssam.engine.setup import build_split

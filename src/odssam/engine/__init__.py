@@ -7,7 +7,7 @@ Public entry points::
     model, cfg = load_model_from_checkpoint("runs/kvasir/last.pt", device="cuda")
 """
 
-from odssam.engine.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
+from odssam.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 
 __all__ = ["load_checkpoint", "load_model_from_checkpoint", "save_checkpoint", "train", "TrainResult"]
 
