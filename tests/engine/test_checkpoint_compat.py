@@ -29,7 +29,9 @@ def checkpoint_layout(payload: dict) -> dict:
     """Keys and value types of a ``last.pt`` (the config's sections, not its fields, which evolve)."""
 
     def kind(value) -> str:
-        return f"Tensor[{str(value.dtype).removeprefix('torch.')}]" if isinstance(value, torch.Tensor) else type(value).__name__
+        if isinstance(value, torch.Tensor):
+            return f"Tensor[{str(value.dtype).removeprefix('torch.')}]"
+        return type(value).__name__
 
     def kinds(mapping: dict) -> dict:
         return {key: kinds(value) if isinstance(value, dict) else kind(value) for key, value in mapping.items()}
@@ -70,7 +72,11 @@ def version_1_last_pt(cfg: ExperimentConfig, model, optimizer, epoch: int, step:
                 "has_gauss": int(np_state[3]),
                 "cached_gaussian": float(np_state[4]),
             },
-            "python": {"version": int(py_version), "internal": torch.tensor(py_internal, dtype=torch.int64), "gauss_next": py_gauss},
+            "python": {
+                "version": int(py_version),
+                "internal": torch.tensor(py_internal, dtype=torch.int64),
+                "gauss_next": py_gauss,
+            },
         },
     }
 

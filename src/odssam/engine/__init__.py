@@ -1,4 +1,7 @@
-"""Training and evaluation engine: the loop, the embedding cache, checkpoints, DDP helpers.
+"""Training and evaluation engine: the loop, the embedding cache, DDP helpers.
+
+Checkpoints live in :mod:`odssam.checkpoint` (below both the engine and inference); their
+loaders are re-exported here.
 
 Public entry points::
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,7 +19,7 @@ from odssam.engine.progress import progress_bar
 from odssam.errors import OdsSamError
 
 if TYPE_CHECKING:
-    from odssam.engine.run_setup import RunContext
+    from odssam.engine.run_setup import RunContext, RunFolder
     from odssam.engine.training_parts import TrainingParts
 
 LOG_INTERVAL = 10  # steps between loss syncs (progress bar, TensorBoard, NaN check)
@@ -95,8 +94,9 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     window_sum = torch.zeros((), dtype=torch.float64, device=device)
     window_steps = batches = images = 0
-    loader = parts.loader
-    bar = progress_bar(loader, desc=f"epoch {epoch}/{tcfg.epochs}", total=len(loader)) if ctx.progress and ctx.is_main else loader
+    loader = bar = parts.loader
+    if ctx.progress and ctx.is_main:
+        bar = progress_bar(loader, desc=f"epoch {epoch}/{tcfg.epochs}", total=len(loader))
     for batch in bar:
         loss = parts.step(batch)
         if parts.scheduler is not None:
@@ -111,7 +111,7 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
             # One sync per interval: cheap, and every rank reaches the same NaN verdict.
             window_loss = float(all_reduce_sum(window_sum, info).item()) / (window_steps * info.world_size)
             if not math.isfinite(window_loss):
-                raise TrainingDiverged(_diverged_message(window_loss, epoch, state.step, ctx.folder.path, ctx.folder.last))
+                raise TrainingDiverged(_diverged_message(window_loss, epoch, state.step, ctx.folder))
             logs.step_loss(window_loss, state.step)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{window_loss:.4f}", lr=f"{parts.optimizer.param_groups[0]['lr']:.2e}")
@@ -125,11 +125,11 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
     return EpochStats(train_loss, seconds, images * info.world_size / max(seconds, 1e-9), model_values)
 
 
-def _diverged_message(loss: float, epoch: int, step: int, run_dir: Path, last_path: Path) -> str:
-    if last_path.exists():
-        kept = f"the last good checkpoint is {last_path} (epoch {load_checkpoint(last_path)['epoch']})"
+def _diverged_message(loss: float, epoch: int, step: int, folder: RunFolder) -> str:
+    if folder.last.exists():
+        kept = f"the last good checkpoint is {folder.last} (epoch {load_checkpoint(folder.last)['epoch']})"
     else:
-        kept = f"no checkpoint was written yet in {run_dir}"
+        kept = f"no checkpoint was written yet in {folder.path}"
     return (
         f"training stopped: the loss became {loss} in epoch {epoch} (by step {step}); {kept}. "
         "Lower train.lr, or check the data for empty or corrupt masks"
