@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from odssam.config import ExperimentConfig, ModelConfig, load_config, to_dict
-from odssam.engine.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from odssam.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
 from odssam.models.ods_sam import build_ods_sam
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

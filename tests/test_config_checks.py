@@ -215,7 +215,7 @@ def test_bad_config_files_are_one_line_naming_the_file(tmp_path, content, messag
 
 
 def test_stored_configs_of_older_checkpoints_still_load():
-    from odssam.engine.checkpoint import config_from_checkpoint, resumable_model_config
+    from odssam.checkpoint import config_from_checkpoint, resumable_model_config
 
     old = to_dict(ExperimentConfig())
     del old["train"]["loss_resolution"], old["model"]["sam"]["fast_encoder"]  # written before those fields

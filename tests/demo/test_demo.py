@@ -11,7 +11,7 @@ from PIL import Image
 
 from odssam.cli.main import main
 from odssam.demo import run as demo_run
-from odssam.engine.checkpoint import load_checkpoint
+from odssam.checkpoint import load_checkpoint
 from odssam.demo.run import DemoOptions, choose_output_dir, choose_sam
 from odssam.errors import OdsSamError
 from odssam.inference import read_predictions_csv

@@ -22,3 +22,12 @@ def write_folder_split(folder: Path, count: int, rng: np.random.Generator, prefi
         image, mask = blob_sample(rng)
         save_image(image, folder / "images" / f"{prefix}{index:02d}.png")
         save_image(mask, folder / "masks" / f"{prefix}{index:02d}.png")
+
+
+def graph_reason(cfg, device, world_size: int = 1, cached: bool = True) -> str | None:
+    """Why ``train`` keeps the step of ``cfg`` eager: the engine's checks with the model's own reason."""
+    from odssam.engine.graphed_step import graph_unsupported_reason
+    from odssam.models.registry import build_model
+
+    model = build_model(cfg.model, feature_encoder_weights=False)
+    return graph_unsupported_reason(cfg, device, world_size, cached, model.graph_unsupported_reason(cfg.train, device))

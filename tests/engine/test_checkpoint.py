@@ -11,7 +11,7 @@ import torch
 from helpers import checkpoint_payload, tiny_model_config
 
 from odssam.config import ExperimentConfig, with_overrides
-from odssam.engine.checkpoint import (
+from odssam.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_model_from_checkpoint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_helpers import graph_reason
 
 from odssam.config import with_overrides
 from odssam.engine.graphed_step import WARMUP_STEPS, GraphedStep, graph_unsupported_reason
@@ -29,14 +30,21 @@ CUDA = torch.device("cuda")
 def test_graph_is_used_only_where_the_step_is_static(tiny_config, change, device, world_size, cached, reason):
     # The reference scan is capturable; the chunked one is not.
     changes = {"model.prompt_encoder.ssm.scan_backend": "reference", **{f"train.{k}": v for k, v in change.items()}}
-    got = graph_unsupported_reason(with_overrides(tiny_config, changes), device, world_size, cached)
+    got = graph_reason(with_overrides(tiny_config, changes), device, world_size, cached)
     assert got is None if reason is None else reason in got
 
 
 def test_chunked_scan_on_cuda_keeps_the_step_eager(tiny_config):
     assert tiny_config.model.prompt_encoder.ssm.scan_backend == "chunked"
-    reason = graph_unsupported_reason(tiny_config, CUDA, 1, True)
+    reason = graph_reason(tiny_config, CUDA, 1, True)
     assert reason is not None and "scan_backend" in reason
+
+
+def test_the_model_decides_its_own_reasons_and_the_engine_reports_them(tiny_config):
+    annealed = with_overrides(tiny_config, {"train.odconv_temperature_anneal": 5})
+    assert graph_unsupported_reason(annealed, CUDA, 1, True, None) is None  # annealing is the model's to judge
+    assert graph_unsupported_reason(annealed, CUDA, 1, True, "the model changes") == "the model changes"
+    assert "CPU" in graph_unsupported_reason(annealed, torch.device("cpu"), 1, True, "the model changes")
 
 
 def test_cpu_training_says_nothing_about_graphs(tiny_config, capsys):

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_helpers import blob_sample
+from engine_helpers import blob_sample, graph_reason
 from helpers import save_image
 
 from odssam.config import ExperimentConfig, TrainConfig, apply_overrides, from_dict, to_dict, with_overrides
 from odssam.data import build_dataset
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CacheParams, CachedTrainingSet, EmbeddingCache, build_embedding_cache
-from odssam.engine.graphed_step import graph_unsupported_reason
 from odssam.engine.targets import (
     TrainingLoss,
     batch_layout,
@@ -179,5 +178,5 @@ def test_graph_needs_fixed_label_sizes(tiny_config):
         # The reference scan is capturable; the chunked one is not.
         {"model.prompt_encoder.ssm.scan_backend": "reference", "train.loss_resolution": "label"},
     )
-    assert "data.image_size" in graph_unsupported_reason(label, cuda, 1, True)
-    assert graph_unsupported_reason(with_overrides(label, {"data.image_size": 48}), cuda, 1, True) is None
+    assert "data.image_size" in graph_reason(label, cuda, 1, True)
+    assert graph_reason(with_overrides(label, {"data.image_size": 48}), cuda, 1, True) is None

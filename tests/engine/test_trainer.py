@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from odssam.checkpoint import load_checkpoint, save_checkpoint
 from odssam.cli.main import main as odssam_main
 from odssam.config import load_config, with_overrides
-from odssam.engine import trainer as trainer_module
+from odssam.engine import final_eval, training_parts
 from odssam.engine.augment import DecodedTrainingSet, augment_pair
-from odssam.engine.checkpoint import load_checkpoint, save_checkpoint
 from odssam.engine.trainer import TrainingDiverged, train
 from odssam.errors import OdsSamError
 from odssam.models.loss import DiceBCELoss
@@ -98,7 +98,7 @@ def test_no_test_image_is_opened_before_the_final_evaluation(tiny_config, monkey
 
     test_folder = str(Path(tiny_config.data.root) / "test")
     phase, opened = ["training"], []
-    real_open, real_test_splits = builtins.open, trainer_module.test_splits
+    real_open, real_test_splits = builtins.open, final_eval.test_splits
 
     def recording_open(file, *args, **kwargs):
         if isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(test_folder):
@@ -110,7 +110,7 @@ def test_no_test_image_is_opened_before_the_final_evaluation(tiny_config, monkey
         yield from real_test_splits(*args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", recording_open)
-    monkeypatch.setattr(trainer_module, "test_splits", final_evaluation_splits)
+    monkeypatch.setattr(final_eval, "test_splits", final_evaluation_splits)
     result = train(with_overrides(tiny_config, {"data.val_count": val_count, "train.augment": augment}), progress=False)
     assert result.test_results  # the test images were evaluated ...
     assert {"test00.png", "test01.png"} <= {name for _, name in opened}  # ... and the recorder saw them
@@ -190,7 +190,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, monkeypa
             loss = super().forward(logits, target)
             return loss * float("nan") if PoisonedAfterFirstEpoch.calls > 3 else loss
 
-    monkeypatch.setattr(trainer_module, "DiceBCELoss", PoisonedAfterFirstEpoch)
+    monkeypatch.setattr(training_parts, "DiceBCELoss", PoisonedAfterFirstEpoch)
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2.*last\.pt \(epoch 1\)"):
         train(tiny_config, progress=False)
     last = load_checkpoint(tiny_config_run_dir(tiny_config) / "last.pt")

@@ -12,7 +12,7 @@ from helpers import tiny_model_config
 
 from odssam.cli.main import main
 from odssam.config import to_dict, with_overrides
-from odssam.engine.checkpoint import load_model_from_checkpoint
+from odssam.checkpoint import load_model_from_checkpoint
 from odssam.export.graphs import EXPORT_SCAN_BACKEND, export_friendly
 from odssam.export.onnx_export import example_images
 from odssam.export.runtime import OnnxPredictor, create_session, resize_bilinear

@@ -23,7 +23,7 @@ from odssam.config import (
     to_dict,
     with_overrides,
 )
-from odssam.engine.checkpoint import load_model_from_checkpoint, resumable_model_config, save_checkpoint
+from odssam.checkpoint import load_model_from_checkpoint, resumable_model_config, save_checkpoint
 from odssam.errors import OdsSamError
 from odssam.models import feature_encoder_weights
 from odssam.models.checkpoints import Digest, default_cache_dir

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odssam.engine import precision
 from odssam.engine.distributed import process_device
 from odssam.errors import OdsSamError
 from odssam.inference import predictor
@@ -40,7 +39,6 @@ def test_autocast_is_a_no_op_for_fp32():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
 
 
-def test_the_older_import_paths_are_the_same_functions():
-    assert precision.autocast_dtype is predictor.resolve_precision is resolve_precision
-    assert predictor.resolve_device is resolve_device and precision.autocast is autocast
-    assert precision.PRECISIONS == ("auto", "bf16", "fp32")
+def test_the_public_inference_names_are_the_same_functions():
+    assert predictor.resolve_precision is resolve_precision and predictor.resolve_device is resolve_device
+    assert predictor.PRECISIONS == ("auto", "bf16", "fp32")

@@ -59,7 +59,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from odssam.config import with_overrides
-    from odssam.engine.checkpoint import load_model_from_checkpoint
+    from odssam.checkpoint import load_model_from_checkpoint
     from odssam.engine.distributed import process_device
     from odssam.engine.evaluate import evaluate_dataset
     from odssam.engine.setup import build_split

@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from odssam.engine.checkpoint import load_model_from_checkpoint
+    from odssam.checkpoint import load_model_from_checkpoint
     from odssam.export.onnx_export import export_onnx
 
     if not 11 <= args.opset <= 20:

@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
 def resolve_run(args):
     """The config and run folder of a train invocation, honouring ``--resume``."""
     from odssam.config import ExperimentConfig, apply_overrides, from_dict
-    from odssam.engine.checkpoint import load_checkpoint
+    from odssam.checkpoint import load_checkpoint
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume:  # a run folder, or a checkpoint inside one

@@ -1,4 +1,7 @@
-"""Training and evaluation engine: the loop, the embedding cache, checkpoints, DDP helpers.
+"""Training and evaluation engine: the loop, the embedding cache, DDP helpers.
+
+Checkpoints live in :mod:`odssam.checkpoint` (below both the engine and inference); their
+loaders are re-exported here.
 
 Public entry points::
 
@@ -7,7 +10,7 @@ Public entry points::
     model, cfg = load_model_from_checkpoint("runs/kvasir/last.pt", device="cuda")
 """
 
-from odssam.engine.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
+from odssam.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 
 __all__ = ["load_checkpoint", "load_model_from_checkpoint", "save_checkpoint", "train", "TrainResult"]
 

@@ -8,7 +8,8 @@ then launches it with one call: on an H100 the cached ViT-H step at batch 10 wen
 86-105 ms to 65 ms (BENCHMARKS.md, target 3).
 
 The step must then have fixed shapes and no host decisions: batches are copied into static
-input tensors, and the learning rate and the ODConv temperature must stay constant (see
+input tensors, the learning rate must stay constant and the model must not change between
+steps (the model says when it does, e.g. an annealed ODConv temperature: see
 :func:`graph_unsupported_reason`). Host-side values the step bakes in (the per-image sizes
 of a label-resolution loss) are passed as ``layout``. A batch of another size or layout
 (the last, partial one) runs eagerly with the same model and optimizer. Under DDP the gradient all-reduce (NCCL) is
@@ -30,7 +31,6 @@ from collections.abc import Callable, Hashable
 import torch
 
 from odssam.config import ExperimentConfig
-from odssam.models.selective_scan import scan_syncs_host
 
 WARMUP_STEPS = 3
 DDP_WARMUP_STEPS = 11  # DistributedDataParallel settles its buckets in the first iterations
@@ -41,8 +41,20 @@ def warmup_steps(world_size: int) -> int:
     return DDP_WARMUP_STEPS if world_size > 1 else WARMUP_STEPS
 
 
-def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_size: int, cached: bool) -> str | None:
-    """Why the training step cannot be a CUDA graph here, or ``None`` when it can."""
+def graph_unsupported_reason(
+    cfg: ExperimentConfig, device: torch.device, world_size: int, cached: bool, model_reason: str | None
+) -> str | None:
+    """Why the training step cannot be a CUDA graph here, or ``None`` when it can.
+
+    Args:
+        cfg: The experiment.
+        device: Where the step runs.
+        world_size: Processes of the run.
+        cached: Whether the step reads cached embeddings (else SAM's encoder runs in it).
+        model_reason: The model's own reason (``model.graph_unsupported_reason(cfg.train,
+            device)``: e.g. an annealed ODConv temperature, a scan that plans on the host);
+            the engine checks only what the loop itself decides.
+    """
     from odssam.engine.targets import loss_resolution
 
     tcfg = cfg.train
@@ -51,12 +63,8 @@ def graph_unsupported_reason(cfg: ExperimentConfig, device: torch.device, world_
         (device.type != "cuda", "it runs on the CPU"),
         (not cached, "the SAM encoder runs in every step (no embedding cache, or augmentation)"),
         (tcfg.lr_schedule != "constant", f"the learning rate changes ({tcfg.lr_schedule} schedule)"),
-        (tcfg.odconv_temperature_anneal > 0, "the ODConv temperature is annealed"),
+        (model_reason is not None, model_reason),
         (tcfg.compile, "train.compile is on"),
-        (
-            device.type == "cuda" and scan_syncs_host(cfg.model.prompt_encoder.ssm.scan_backend, device),
-            "the chunked selective scan plans its chunks on the host (model.prompt_encoder.ssm.scan_backend)",
-        ),
         (label_sizes_vary, "the label-resolution loss crops and resizes to each image's own size "
          "(set data.image_size to make the sizes fixed)"),
         (tcfg.max_steps is not None and tcfg.max_steps <= warmup_steps(world_size), "the run is too short to pay off"),

@@ -126,3 +126,45 @@ def format_epoch_summary(record: dict, epochs: int, monitor: str, best: float | 
     if "peak_gpu_memory_gib" in record:
         parts.append(f"peak {record['peak_gpu_memory_gib']:.1f} GiB")
     return "  ".join(parts)
+
+
+class RunLogs:
+    """The run folder's logs, written by rank 0 (other ranks hold an inactive instance).
+
+    ``metrics.jsonl`` and TensorBoard events continue a resumed run: records and events
+    after its checkpoint (``epoch``, ``step``) are dropped.
+
+    Args:
+        run_dir: The run folder.
+        monitor: ``train.monitor`` (plotted with validation).
+        epoch, step: Where the run starts (0 for a fresh run).
+        active: Whether this process writes (rank 0).
+    """
+
+    def __init__(self, run_dir: Path, monitor: str, epoch: int, step: int, active: bool):
+        self.run_dir, self.monitor = Path(run_dir), monitor
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_epochs_up_to=epoch) if active else None
+        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard", purge_step=step) if active else None
+
+    @property
+    def history(self) -> list[dict]:
+        """The records of ``metrics.jsonl`` (empty on other ranks)."""
+        return self.metrics.records if self.metrics is not None else []
+
+    def step_loss(self, loss: float, step: int) -> None:
+        """The loss of the last steps (TensorBoard ``train/loss_step``)."""
+        if self.tensorboard is not None:
+            self.tensorboard.scalar("train/loss_step", loss, step)
+
+    def epoch(self, record: dict, plot: bool) -> None:
+        """Append an epoch's record; with ``plot`` redraw ``curves.png``."""
+        if self.metrics is None:
+            return
+        self.metrics.append(record)
+        self.tensorboard.epoch(record)
+        if plot:
+            plot_history(self.history, self.run_dir / "curves.png", self.monitor)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

@@ -1,4 +1,4 @@
-"""Pieces of the training setup kept out of the loop: config checks, data splits, schedules."""
+"""Pieces of the training setup kept out of the loop: config checks, data splits, the monitored metric."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from odssam.config import DataConfig, ExperimentConfig
 from odssam.errors import OdsSamError
 
 LR_SCHEDULES = ("constant", "cosine")
-ODCONV_START_TEMPERATURE = 30.0  # the ODConv paper's annealing starts here
 
 
 def check_train_config(cfg: ExperimentConfig, world_size: int = 1) -> None:
@@ -45,19 +44,6 @@ def monitor_direction(tcfg) -> bool:
             f"({', '.join(keys)}); change train.monitor or add its metric to train.metrics"
         )
     return metric_spec(tcfg.monitor).higher_is_better
-
-
-def odconv_temperature(cfg: ExperimentConfig, epoch_index: int) -> float:
-    """ODConv attention temperature for 0-based ``epoch_index``.
-
-    With ``train.odconv_temperature_anneal = N > 0`` it falls linearly from 30 to the
-    configured temperature over the first N epochs (ODConv paper); else it is constant.
-    """
-    final = float(cfg.model.prompt_encoder.odconv.temperature)
-    anneal = cfg.train.odconv_temperature_anneal
-    if anneal <= 0 or epoch_index >= anneal:
-        return final
-    return ODCONV_START_TEMPERATURE - (ODCONV_START_TEMPERATURE - final) * epoch_index / anneal
 
 
 def build_split(dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None):

@@ -171,7 +171,7 @@ class Predictor:
                 config (the same official file elsewhere on this machine).
             **kwargs: Further :class:`Predictor` arguments.
         """
-        from odssam.engine.checkpoint import load_model_from_checkpoint
+        from odssam.checkpoint import load_model_from_checkpoint
 
         resolved = resolve_device(device)
         model, cfg = load_model_from_checkpoint(checkpoint, device="cpu", sam_checkpoint=sam_checkpoint)

@@ -1,5 +1,8 @@
 """Training checkpoints: the prompt encoder's weights plus what is needed to resume.
 
+Writer and readers live here together, below both the engine (which trains and resumes)
+and inference (which predicts from a checkpoint), so neither imports the other for it.
+
 A checkpoint is a plain dict written with ``torch.save`` and readable with
 ``torch.load(weights_only=True)`` (tensors, dicts, lists, tuples, str, int, float, bool,
 None only), so loading one never runs pickled code::
@@ -16,6 +19,10 @@ None only), so loading one never runs pickled code::
 
 SAM's weights are not stored: they come from ``model.sam.checkpoint`` or, for random
 weights, from ``model.sam.init_seed``; the fingerprint catches a mismatch at load time.
+
+:func:`checkpoint_payload` builds this dict, :func:`load_checkpoint` reads it back,
+:func:`restore_training_state` resumes from it and :func:`load_model_from_checkpoint`
+rebuilds the model for prediction.
 """
 
 from __future__ import annotations
@@ -36,6 +43,46 @@ from odssam.utils.atomic import atomic_write
 CHECKPOINT_FORMAT = "odssam"
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "config", "prompt_encoder", "sam_fingerprint", "epoch", "step")
+
+
+def checkpoint_payload(
+    cfg: ExperimentConfig,
+    trainable: torch.nn.Module,
+    sam_fingerprint: str,
+    *,
+    epoch: int,
+    step: int,
+    best_metric: float | None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of a run after ``epoch`` (see the module docstring).
+
+    Args:
+        cfg: The experiment being trained.
+        trainable: The module whose weights train (the model's ``trainable``, not a
+            ``torch.compile`` wrapper of it); stored under ``"prompt_encoder"`` on the CPU.
+        sam_fingerprint: The model's ``frozen_fingerprint()``.
+        epoch, step, best_metric: The run's counters after that epoch.
+        optimizer: Given for ``last.pt``: the optimizer and scheduler states and every RNG
+            state are stored too, so the run can resume; ``None`` for ``best.pt``.
+        scheduler: The learning-rate scheduler, if any (stored as ``None`` otherwise).
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": to_dict(cfg),
+        "prompt_encoder": {k: v.detach().cpu() for k, v in trainable.state_dict().items()},
+        "sam_fingerprint": sam_fingerprint,
+        "epoch": epoch,
+        "step": step,
+        "best_metric": best_metric,
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+        payload["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+        payload["rng"] = capture_rng_state()
+    return payload
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -100,6 +147,44 @@ def resumable_model_config(model: dict[str, Any]) -> dict[str, Any]:
     full = to_dict(from_dict(ModelConfig, model, "model."))
     del full["prompt_encoder"]["feature_encoder"]["checkpoint"]
     return full
+
+
+def load_resumable_checkpoint(path: str | Path, model_cfg: ModelConfig) -> dict[str, Any]:
+    """Read ``last.pt`` of a run to resume with ``model_cfg``.
+
+    Raises:
+        OdsSamError: Unreadable file, a model config other than the stored one (compared
+            as :func:`resumable_model_config` does), or no optimizer state (``best.pt``).
+    """
+    payload = load_checkpoint(path)
+    if resumable_model_config(payload["config"]["model"]) != resumable_model_config(to_dict(model_cfg)):
+        raise OdsSamError(f"{path}: the model config differs from the one being resumed; resume with its config")
+    if "optimizer" not in payload:
+        raise OdsSamError(f"{path}: holds no optimizer state, so it cannot be resumed")
+    return payload
+
+
+def restore_training_state(
+    payload: dict[str, Any],
+    trainable: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> tuple[int, int, float | None]:
+    """Put a resumable checkpoint's state back: weights, optimizer, scheduler and RNG states.
+
+    Inverse of :func:`checkpoint_payload` with an optimizer. Call it after building the
+    optimizer and scheduler (and anything else that draws random numbers): the RNG streams
+    then continue exactly where the checkpointed run left them.
+
+    Returns:
+        ``(epoch, step, best_metric)`` of the checkpointed run.
+    """
+    trainable.load_state_dict(payload["prompt_encoder"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None and payload.get("scheduler") is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    restore_rng_state(payload["rng"])
+    return payload["epoch"], payload["step"], payload["best_metric"]
 
 
 def load_model_from_checkpoint(
