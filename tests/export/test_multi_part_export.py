@@ -17,6 +17,7 @@ from torch import nn
 from odssam.errors import OdsSamError
 from odssam.export.onnx_export import example_images, export_onnx
 from odssam.export.runtime import OnnxPredictor, create_session
+from odssam.inference.batch import predict_probabilities
 from odssam.models.ods_sam import OdsSam
 from odssam.models.registry import build_prompt_network, build_segmenter
 from odssam.models.segmenter import Embedding, FrozenSegmenter
@@ -132,7 +133,7 @@ def test_runtime_stretches_like_the_segmenter_and_matches_pytorch(two_part_model
     expected_x, _, _ = sam_preprocess([image], two_part_model.preprocess_spec)
     assert resized == (256, 256) and original == (150, 210)
     assert np.abs(x - expected_x.numpy()).max() < 1e-3
-    expected = two_part_model.predict_probabilities([image])[0]
+    expected = predict_probabilities(two_part_model, [image])[0]
     result = predictor.predict(image)
     assert result.probability.shape == (150, 210)
     assert np.abs(result.probability - expected).max() < 1e-4
