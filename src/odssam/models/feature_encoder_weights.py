@@ -101,12 +101,12 @@ PUBLISHED_WEIGHTS: dict[str, PublishedWeights] = {
     weights.name: weights
     for weights in (
         PublishedWeights(
-            "efficientvit_sam_l1",
-            "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/efficientvit_sam_l1.pt",
-            "efficientvit_sam_l1.pt",
-            Digest("sha256", "fa151df2b9b96896accd505470755cdd293a4c50cdabac95478f3fbd86d9152b"),
-            "efficientvit_l1",
-            8,
+            name="efficientvit_sam_l1",
+            url="https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/efficientvit_sam_l1.pt",
+            file_name="efficientvit_sam_l1.pt",
+            digest=Digest("sha256", "fa151df2b9b96896accd505470755cdd293a4c50cdabac95478f3fbd86d9152b"),
+            backbone="efficientvit_l1",
+            neck_blocks=8,
         ),
     )
 }

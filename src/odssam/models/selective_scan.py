@@ -67,8 +67,8 @@ def _compute_dtype(u: torch.Tensor) -> torch.dtype:
     return torch.float64 if u.dtype == torch.float64 else torch.float32
 
 
-def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> int:
-    """Validate the shapes of a scan's inputs and return the number of B/C groups."""
+def check_scan_shapes(u, delta, A, B, C, D, z, delta_bias) -> int:
+    """Validate the shapes of a scan's inputs (every backend's) and return the number of B/C groups."""
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(
             f"selective scan: u and delta must both be (b, d, l), got {tuple(u.shape)}, {tuple(delta.shape)}"
@@ -78,12 +78,15 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> int:
         raise ValueError(f"selective scan: A must be a real (d, n) tensor with d={dim}, got {tuple(A.shape)}")
     n_state = A.shape[1]
     for name, mat in (("B", B), ("C", C)):
-        grouped = mat.dim() == 4
-        ok = mat.dim() in (3, 4) and mat.shape[0] == batch and mat.shape[-2:] == (n_state, length)
-        if not ok or (grouped and dim % mat.shape[1]):
+        if mat.dim() not in (3, 4) or mat.shape[0] != batch or mat.shape[-2:] != (n_state, length):
             raise ValueError(
-                f"selective scan: {name} must be (b, n, l) or (b, g, n, l) with g dividing d={dim}, "
-                f"b={batch}, n={n_state}, l={length}; got {tuple(mat.shape)}"
+                f"selective scan: {name} must be (b, n, l) or (b, g, n, l) and must match u and A "
+                f"(b={batch}, n={n_state}, l={length}); got {tuple(mat.shape)}"
+            )
+        if mat.dim() == 4 and dim % mat.shape[1]:
+            raise ValueError(
+                f"selective scan: {name} must be (b, g, n, l) with g dividing d, but d={dim} is not divisible "
+                f"by g={mat.shape[1]}"
             )
     groups_b = B.shape[1] if B.dim() == 4 else 1
     groups_c = C.shape[1] if C.dim() == 4 else 1
@@ -97,7 +100,7 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> int:
     return groups_b
 
 
-def _as_grouped(mat: torch.Tensor) -> torch.Tensor:
+def as_grouped(mat: torch.Tensor) -> torch.Tensor:
     """``b x n x l`` or ``b x g x n x l`` -> ``b x g x n x l``."""
     return mat.unsqueeze(1) if mat.dim() == 3 else mat
 
@@ -120,14 +123,8 @@ def _skip_and_gate(y, u, D, z) -> torch.Tensor:
 
 
 def selective_scan_ref(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor | None = None, z: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
 ) -> torch.Tensor:
     """Selective scan as a plain sequential loop over time: the definition.
@@ -146,15 +143,15 @@ def selective_scan_ref(
     Returns:
         ``y``, ``b x d x l``, in the dtype of ``u``.
     """
-    groups = _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    groups = check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype = _compute_dtype(u)
     batch, dim, length = u.shape
     x_in = u.to(dtype)
     delta = _discretised_delta(delta, delta_bias, delta_softplus, dtype)
     A = A.to(dtype)
     # Give every channel its group's B and C: b x d x n x l.
-    B = _as_grouped(B).to(dtype).repeat_interleave(dim // groups, dim=1)
-    C = _as_grouped(C).to(dtype).repeat_interleave(dim // groups, dim=1)
+    B = as_grouped(B).to(dtype).repeat_interleave(dim // groups, dim=1)
+    C = as_grouped(C).to(dtype).repeat_interleave(dim // groups, dim=1)
     state = x_in.new_zeros(batch, dim, A.shape[1])
     outputs = []
     # unbind once: indexing step t of a full tensor would cost a full-size gradient per step.
@@ -168,12 +165,7 @@ def selective_scan_ref(
 
 
 def _closed_form_chunk(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    state: torch.Tensor,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed form of the recurrence over one chunk of ``t`` steps.
 
@@ -213,12 +205,7 @@ def _closed_form_chunk(
 
 
 def _doubling_chunk(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    state: torch.Tensor,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same chunk by a log-depth scan (Hillis-Steele) of the pairs ``(decay, input)``.
 
@@ -275,17 +262,9 @@ def _plan_chunks(delta: torch.Tensor, A: torch.Tensor, chunk_size: int) -> list[
 
 
 def selective_scan_chunked(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    chunk_size: int = 32,
-    checkpoint: bool = False,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor | None = None, z: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False, chunk_size: int = 32, checkpoint: bool = False,
 ) -> torch.Tensor:
     """Selective scan in closed form over chunks of the sequence, in plain PyTorch.
 
@@ -309,7 +288,7 @@ def selective_scan_chunked(
     Returns:
         ``y``, ``b x d x l``, in the dtype of ``u``.
     """
-    groups = _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    groups = check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"selective scan: chunk_size must be a positive integer, got {chunk_size!r}")
     if holds_no_data(u):  # shapes only (e.g. FLOP counting): nothing to compute
@@ -325,8 +304,8 @@ def selective_scan_chunked(
     x_grouped, delta_grouped = x_in.reshape(grouped), delta.reshape(grouped)
     A_grouped = A.to(dtype).reshape(groups, per_group, -1)
     # b x g x l x n: a chunk is then a slice along l with n contiguous.
-    B_time = _as_grouped(B).to(dtype).transpose(-1, -2)
-    C_time = _as_grouped(C).to(dtype).transpose(-1, -2)
+    B_time = as_grouped(B).to(dtype).transpose(-1, -2)
+    C_time = as_grouped(C).to(dtype).transpose(-1, -2)
     state = x_in.new_zeros(batch, groups, per_group, A.shape[1])
     needs_grad = any(t is not None and t.requires_grad for t in (u, delta, A, B, C))
     use_checkpoint = checkpoint and needs_grad and torch.is_grad_enabled()
@@ -391,18 +370,9 @@ def scan_syncs_host(backend: str, device: torch.device | str) -> bool:
 
 
 def selective_scan(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    backend: str = "auto",
-    chunk_size: int = 32,
-    checkpoint: bool = False,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor | None = None, z: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False, backend: str = "auto", chunk_size: int = 32, checkpoint: bool = False,
 ) -> torch.Tensor:
     """Selective scan through the chosen backend.
 

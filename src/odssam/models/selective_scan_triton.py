@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from odssam.models.selective_scan import as_grouped, check_scan_shapes
+
 try:
     import triton
     import triton.language as tl
@@ -129,13 +131,56 @@ if triton is not None:
         return tl.where(x > 20.0, x, log1p)
 
     @triton.jit
-    def _column(tile, cols, n):
-        # tile[:, n] of a (rows, NP) tile, as a (rows,) vector.
-        return tl.sum(tl.where(cols[None, :] == n, tile, 0.0), axis=1)
+    def _column(tile, index, k):
+        # tile[:, k] of a (rows, len(index)) tile, as a (rows,) vector: a state (index: the
+        # state columns) or a time step (index: the chunk's steps).
+        return tl.sum(tl.where(index[None, :] == k, tile, 0.0), axis=1)
+
+    # ------------------------------------------------------------------ shared by the kernels
+    # Every kernel is one program per (block of BLOCK_D channels, batch element) that walks
+    # the sequence in chunks of BLOCK_L steps; these helpers are its common pieces.
 
     @triton.jit
-    def _load_delta(delta_row_ptr, t, t_mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-        raw = tl.load(delta_row_ptr + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+    def _program_tiles(
+        seqlen, dim, groups, dims_per_group, saved_chunks, N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr
+    ):
+        # This program's channels and where their data lie: (pid_d, pid_b, d_offs, cols,
+        # row_offs of the (batch, dim, L) tensors, batch_group: the (batch, group) index of
+        # B and C, state_offs of the (batch, dim, saved_chunks, N) saved states).
+        pid_d = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        cols = tl.arange(0, NP)
+        group = (pid_d * BLOCK_D) // dims_per_group
+        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
+        state_offs = ((pid_b * dim + d_offs)[:, None] * saved_chunks) * N + cols[None, :]
+        return pid_d, pid_b, d_offs, cols, row_offs, pid_b * groups + group, state_offs
+
+    @triton.jit
+    def _load_skip_and_bias(
+        D_ptr, bias_ptr, d_offs, BLOCK_D: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr
+    ):
+        # D and delta_bias of the block's channels, (BLOCK_D,) each; zeros where absent.
+        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_D:
+            skip = tl.load(D_ptr + d_offs).to(tl.float32)
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
+        return skip, bias
+
+    @triton.jit
+    def _load_rows(ptr, row_offs, t, t_mask):
+        # Steps t of the block's rows of a (batch, dim, L) tensor: (BLOCK_D, BLOCK_L), fp32.
+        return tl.load(ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _store_rows(ptr, row_offs, t, t_mask, tile):
+        tl.store(ptr + row_offs + t[None, :], tile, mask=t_mask[None, :])
+
+    @triton.jit
+    def _load_delta(delta_ptr, row_offs, t, t_mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+        raw = _load_rows(delta_ptr, row_offs, t, t_mask)
         if HAS_BIAS:
             raw = raw + bias[:, None]
         dt = raw
@@ -145,73 +190,103 @@ if triton is not None:
         return raw, tl.where(t_mask[None, :], dt, 0.0)
 
     @triton.jit
-    def _forward_state(
-        n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, last, cols, dt, dtu, h, y, N: tl.constexpr
+    def _chunk_inputs(
+        u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
+        BLOCK_L: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ):
-        # Advances state n of a block of channels over one chunk; adds its part of y.
-        a_n = tl.load(A_ptr + d_offs * N + n).to(tl.float32) * 1.4426950408889634
+        # The chunk's steps t, their mask, u, delta + bias (raw) and the discretised delta.
+        t = chunk * BLOCK_L + steps
+        t_mask = t < seqlen
+        u = _load_rows(u_ptr, row_offs, t, t_mask)
+        raw, dt = _load_delta(delta_ptr, row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+        return t, t_mask, u, raw, dt
+
+    @triton.jit
+    def _finish_backward_chunk(
+        du_ptr, ddelta_ptr, row_offs, t, t_mask, u, dy, raw, du, ddt, dD_acc, dbias_acc, SOFTPLUS: tl.constexpr
+    ):
+        # Writes the chunk's du and ddelta (through the softplus); adds its dD and dbias.
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(t_mask[None, :], ddt, 0.0)
+        _store_rows(du_ptr, row_offs, t, t_mask, du)
+        _store_rows(ddelta_ptr, row_offs, t, t_mask, ddt)
+        dD_acc += tl.sum(dy * u, axis=1)
+        dbias_acc += tl.sum(ddt, axis=1)
+        return dD_acc, dbias_acc
+
+    @triton.jit
+    def _write_bc_grads(dB_ptr, dC_ptr, offs, dB, dC, mask, ATOMIC_BC: tl.constexpr):
+        # dB and dC sum over a group's channels: add this block's part atomically, or write
+        # it as the block's partial sum (summed after the kernel).
+        if ATOMIC_BC:
+            tl.atomic_add(dC_ptr + offs, dC, mask=mask)
+            tl.atomic_add(dB_ptr + offs, dB, mask=mask)
+        else:
+            tl.store(dC_ptr + offs, dC, mask=mask)
+            tl.store(dB_ptr + offs, dB, mask=mask)
+
+    @triton.jit
+    def _add_channel_grads(
+        dA_ptr, dD_ptr, dbias_ptr, d_offs, cols, dA_acc, dD_acc, dbias_acc,
+        N: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ):
+        # Channel gradients sum over the batch: every batch element's program adds its own.
+        tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=cols[None, :] < N)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + d_offs, dD_acc)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
+
+    # ------------------------------------------------------------------ scan algorithm
+    # Each state is solved over a chunk by an associative scan of (decay, input) pairs.
+    # B, C and their gradients are (batch, groups, N, L): a state's steps are contiguous.
+
+    @triton.jit
+    def _state_over_chunk(n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, cols, dt, dtu, h, N: tl.constexpr):
+        # State n of a block of channels at every step of a chunk, from h at its start:
+        # (a_nat: A[:, n], a_n: A[:, n] / ln 2, B_n, C_n, dBu: the inputs delta B u, x).
+        a_nat = tl.load(A_ptr + d_offs * N + n).to(tl.float32)
+        a_n = a_nat * 1.4426950408889634
         h_n = _column(h, cols, n)
         B_n = tl.load(B_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
         C_n = tl.load(C_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
         decay = tl.exp2(dt * a_n[:, None])
-        inp = dtu * B_n[None, :]
-        inp = tl.where(first, inp + decay * h_n[:, None], inp)
+        dBu = dtu * B_n[None, :]
+        inp = tl.where(first, dBu + decay * h_n[:, None], dBu)
         _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
+        return a_nat, a_n, B_n, C_n, dBu, x
+
+    @triton.jit
+    def _forward_state(
+        n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, last, cols, dt, dtu, h, y, N: tl.constexpr
+    ):
+        # Advances state n of a block of channels over one chunk; adds its part of y.
+        _, _, _, C_n, _, x = _state_over_chunk(
+            n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, cols, dt, dtu, h, N)
         y += x * C_n[None, :]
         h_end = tl.sum(tl.where(last, x, 0.0), axis=1)
         h = tl.where(cols[None, :] == n, h_end[:, None], h)
         return h, y
 
     @triton.jit
-    def _scan_fwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
-        y_ptr, states_ptr,
-        seqlen, dim, groups, dims_per_group,
-        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_STATES: tl.constexpr, SAVE_STRIDE: tl.constexpr, UNROLL: tl.constexpr,
+    def _scan_forward_chunk(
+        A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, steps, cols, dt, dtu, h, y,
+        N: tl.constexpr, BLOCK_L: tl.constexpr, UNROLL: tl.constexpr,
     ):
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        cols = tl.arange(0, NP)
-        steps = tl.arange(0, BLOCK_L)
-        group = (pid_d * BLOCK_D) // dims_per_group
-
-        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        bc_base = (pid_b * groups + group) * N * seqlen
-        n_chunks = tl.cdiv(seqlen, BLOCK_L)
-        # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
-        state_offs = ((pid_b * dim + d_offs)[:, None] * tl.cdiv(n_chunks, SAVE_STRIDE)) * N + cols[None, :]
-        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + d_offs).to(tl.float32)
-        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
-
+        # Advances all N states over one chunk, one after the other; returns (h, y).
         first = (steps == 0)[None, :]
         last = (steps == BLOCK_L - 1)[None, :]
-        h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
-        for chunk in range(n_chunks):
-            if SAVE_STATES and chunk % SAVE_STRIDE == 0:
-                tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=cols[None, :] < N)
-            t = chunk * BLOCK_L + steps
-            t_mask = t < seqlen
-            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-            dtu = dt * u
-            y = skip[:, None] * u
-            # Unrolling lets the states' scans overlap but keeps them all live at once.
-            if UNROLL:
-                for n in tl.static_range(N):
-                    h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
-                                          first, last, cols, dt, dtu, h, y, N)
-            else:
-                for n in range(N):
-                    h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
-                                          first, last, cols, dt, dtu, h, y, N)
-            tl.store(y_ptr + row_offs + t[None, :], y, mask=t_mask[None, :])
+        # Unrolling lets the states' scans overlap but keeps them all live at once.
+        if UNROLL:
+            for n in tl.static_range(N):
+                h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
+                                      first, last, cols, dt, dtu, h, y, N)
+        else:
+            for n in range(N):
+                h, y = _forward_state(n, A_ptr, bc_base + n * seqlen + t, B_ptr, C_ptr, d_offs, t_mask,
+                                      first, last, cols, dt, dtu, h, y, N)
+        return h, y
 
     @triton.jit
     def _backward_state(
@@ -219,17 +294,9 @@ if triton is not None:
         u, dy, dt, dt_next, dtu, h, g, dA_acc, du, ddt, N: tl.constexpr, ATOMIC_BC: tl.constexpr,
     ):
         # Recomputes state n over one chunk, runs its adjoint backwards, adds its gradients.
-        a_nat = tl.load(A_ptr + d_offs * N + n).to(tl.float32)
-        a_n = a_nat * 1.4426950408889634
-        h_n = _column(h, cols, n)
+        a_nat, a_n, B_n, C_n, dBu, x = _state_over_chunk(
+            n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, cols, dt, dtu, h, N)
         g_n = _column(g, cols, n)
-        B_n = tl.load(B_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
-        C_n = tl.load(C_ptr + BC_offs, mask=t_mask, other=0.0).to(tl.float32)
-        decay = tl.exp2(dt * a_n[:, None])
-        dBu = dtu * B_n[None, :]
-        inp = tl.where(first, dBu + decay * h_n[:, None], dBu)
-        _, x = tl.associative_scan((decay, inp), 1, _linear_combine)
-
         decay_next = tl.exp2(dt_next * a_n[:, None])
         out_grad = dy * C_n[None, :]
         out_grad = tl.where(last, out_grad + decay_next * g_n[:, None], out_grad)
@@ -240,12 +307,7 @@ if triton is not None:
         dC_n = tl.sum(dy * x, axis=0)
         adj_dt = adj * dt
         dB_n = tl.sum(adj_dt * u, axis=0)
-        if ATOMIC_BC:
-            tl.atomic_add(dC_ptr + dBC_offs, dC_n, mask=t_mask)
-            tl.atomic_add(dB_ptr + dBC_offs, dB_n, mask=t_mask)
-        else:
-            tl.store(dC_ptr + dBC_offs, dC_n, mask=t_mask)
-            tl.store(dB_ptr + dBC_offs, dB_n, mask=t_mask)
+        _write_bc_grads(dB_ptr, dC_ptr, dBC_offs, dB_n, dC_n, t_mask, ATOMIC_BC)
         du += adj_dt * B_n[None, :]
         # x_t - dBu_t = exp(delta_t A) x_{t-1}: the state before the step, decayed.
         prev_decayed = x - dBu
@@ -255,268 +317,211 @@ if triton is not None:
         return g, dA_acc, du, ddt
 
     @triton.jit
-    def _scan_bwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
-        du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-        seqlen, dim, groups, dims_per_group, state_chunks,
-        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr, UNROLL: tl.constexpr,
+    def _scan_backward_chunk(
+        A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, steps, cols,
+        u, dy, dt, dt_next, h, g, dA_acc, du,
+        N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, ATOMIC_BC: tl.constexpr, UNROLL: tl.constexpr,
     ):
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        cols = tl.arange(0, NP)
-        steps = tl.arange(0, BLOCK_L)
-        group = (pid_d * BLOCK_D) // dims_per_group
-
-        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        bc_base = (pid_b * groups + group) * N * seqlen
-        if ATOMIC_BC:
-            dbc_base = bc_base
-        else:
-            # One partial row set per channel block: (batch, dim / BLOCK_D, N, L).
-            dbc_base = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen
-        state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
-        n_chunks = tl.cdiv(seqlen, BLOCK_L)
-        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + d_offs).to(tl.float32)
-        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
-
+        # Backward pass of one chunk, state after state. g: the adjoint entering the chunk
+        # from the next one. Returns (g, dA_acc, du, ddt).
         first = (steps == 0)[None, :]
         last = (steps == BLOCK_L - 1)[None, :]
-        g = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
-        dA_acc = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
-        dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for rev in range(n_chunks):
-            chunk = n_chunks - 1 - rev
-            t = chunk * BLOCK_L + steps
-            t_mask = t < seqlen
-            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-            # delta one step ahead: the adjoint at t is carried back by exp(delta_{t+1} A).
-            _, dt_next = _load_delta(delta_ptr + row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
-            h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
-            dtu = dt * u
-            du = skip[:, None] * dy
-            ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
-            if UNROLL:
-                for n in tl.static_range(N):
-                    g, dA_acc, du, ddt = _backward_state(
-                        n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
-                        dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
-                        ddt, N, ATOMIC_BC)
+        dtu = dt * u
+        ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+        if UNROLL:
+            for n in tl.static_range(N):
+                g, dA_acc, du, ddt = _backward_state(
+                    n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
+                    dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
+                    ddt, N, ATOMIC_BC)
+        else:
+            for n in range(N):
+                g, dA_acc, du, ddt = _backward_state(
+                    n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
+                    dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
+                    ddt, N, ATOMIC_BC)
+        return g, dA_acc, du, ddt
+
+    # ------------------------------------------------------------------ sequential algorithm
+    # All N states of a channel advance together, one time step after the other; the chunk
+    # of BLOCK_L steps is loaded at once (coalesced) and walked step by step. B, C and their
+    # gradients are time-major, (batch, groups, L, N): a step's N values are contiguous.
+
+    @triton.jit
+    def _load_A(A_ptr, d_offs, cols, N: tl.constexpr):
+        # A of the block's channels, (BLOCK_D, NP), fp32; 0 in the padding columns.
+        return tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=(cols < N)[None, :], other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _load_step(ptr, bc_base, chunk, k, cols, seqlen, N: tl.constexpr, BLOCK_L: tl.constexpr):
+        # The N values of step k of the chunk from time-major B or C, (NP,), fp32.
+        step = chunk * BLOCK_L + k
+        return tl.load(ptr + bc_base + step * N + cols, mask=(cols < N) & (step < seqlen), other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _sequential_forward_chunk(
+        A_nat, B_ptr, C_ptr, bc_base, seqlen, chunk, steps, cols, dt, dtu, h, y,
+        N: tl.constexpr, BLOCK_L: tl.constexpr,
+    ):
+        # Advances the states over one chunk, step after step; returns (h, y).
+        A2 = A_nat * 1.4426950408889634
+        for k in tl.static_range(BLOCK_L):
+            dt_k = _column(dt, steps, k)
+            dtu_k = _column(dtu, steps, k)
+            B_k = _load_step(B_ptr, bc_base, chunk, k, cols, seqlen, N, BLOCK_L)
+            C_k = _load_step(C_ptr, bc_base, chunk, k, cols, seqlen, N, BLOCK_L)
+            h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * B_k[None, :]
+            y_k = tl.sum(h * C_k[None, :], axis=1)
+            y = tl.where(steps[None, :] == k, y + y_k[:, None], y)
+        return h, y
+
+    @triton.jit
+    def _sequential_backward_chunk(
+        A_nat, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, chunk, t_mask, steps, cols,
+        u, dy, dt, h, w, dA_acc, du,
+        N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        ATOMIC_BC: tl.constexpr, KEEP_DECAYS: tl.constexpr,
+    ):
+        # Recomputes the chunk's states from its start h (kept in registers, one tile per
+        # step), then runs the adjoint step by step. The carried adjoint is
+        # w = exp(delta_{t+1} A) g_{t+1}, so every factor it needs was already computed by
+        # the recomputation. Returns (w, dA_acc, du, ddt).
+        A2 = A_nat * 1.4426950408889634
+        # Per-step columns are extracted once (a cross-lane reduction each) and kept.
+        states = (h,)
+        decays = ()
+        dts = ()
+        us = ()
+        for k in tl.static_range(BLOCK_L):
+            dt_k = _column(dt, steps, k)
+            u_k = _column(u, steps, k)
+            B_k = _load_step(B_ptr, bc_base, chunk, k, cols, seqlen, N, BLOCK_L)
+            decay = tl.exp2(dt_k[:, None] * A2)
+            h = decay * h + (dt_k * u_k)[:, None] * B_k[None, :]
+            states = states + (h,)
+            dts = dts + (dt_k,)
+            us = us + (u_k,)
+            if KEEP_DECAYS:
+                decays = decays + (decay,)
+
+        ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+        dB = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
+        dC = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
+        for k in tl.static_range(BLOCK_L - 1, -1, -1):
+            at_k = steps[None, :] == k
+            row_k = steps[:, None] == k
+            u_k = us[k]
+            dt_k = dts[k]
+            dy_k = _column(dy, steps, k)
+            B_k = _load_step(B_ptr, bc_base, chunk, k, cols, seqlen, N, BLOCK_L)
+            C_k = _load_step(C_ptr, bc_base, chunk, k, cols, seqlen, N, BLOCK_L)
+            if KEEP_DECAYS:
+                decay = decays[k]
             else:
-                for n in range(N):
-                    g, dA_acc, du, ddt = _backward_state(
-                        n, A_ptr, bc_base + n * seqlen + t, dbc_base + n * seqlen + t, B_ptr, C_ptr, dB_ptr,
-                        dC_ptr, d_offs, t_mask, first, last, cols, u, dy, dt, dt_next, dtu, h, g, dA_acc, du,
-                        ddt, N, ATOMIC_BC)
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            ddt = tl.where(t_mask[None, :], ddt, 0.0)
-            tl.store(du_ptr + row_offs + t[None, :], du, mask=t_mask[None, :])
-            tl.store(ddelta_ptr + row_offs + t[None, :], ddt, mask=t_mask[None, :])
-            dD_acc += tl.sum(dy * u, axis=1)
-            dbias_acc += tl.sum(ddt, axis=1)
-        tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=cols[None, :] < N)
-        if HAS_D:
-            tl.atomic_add(dD_ptr + d_offs, dD_acc)
-        if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
+                # Recomputed through exp rather than exp2, so the compiler cannot merge
+                # it with the forward sweep's value and keep that alive instead.
+                decay = tl.exp(dt_k[:, None] * A_nat)
+            g = dy_k[:, None] * C_k[None, :] + w
+            decayed_prev = decay * states[k]
+            dC = tl.where(row_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[None, :], dC)
+            dB = tl.where(row_k, dB + tl.sum(g * (dt_k * u_k)[:, None], axis=0)[None, :], dB)
+            # du_t = dt_t sum_n g B + D dy_t; ddelta_t = u_t sum_n g B + sum_n g A x~_t.
+            g_B = tl.sum(g * B_k[None, :], axis=1)
+            g_Ax = tl.sum(g * A_nat * decayed_prev, axis=1)
+            du = tl.where(at_k, du + (dt_k * g_B)[:, None], du)
+            ddt = tl.where(at_k, ddt + (u_k * g_B + g_Ax)[:, None], ddt)
+            dA_acc += g * dt_k[:, None] * decayed_prev
+            w = decay * g
+        dbc_offs = dbc_base + steps[:, None] * N + cols[None, :] + chunk * BLOCK_L * N
+        bc_mask = t_mask[:, None] & (cols < N)[None, :]
+        _write_bc_grads(dB_ptr, dC_ptr, dbc_offs, dB, dC, bc_mask, ATOMIC_BC)
+        return w, dA_acc, du, ddt
 
-
-    @triton.jit
-    def _step_column(tile, steps, k):
-        # tile[:, k] of a (rows, BLOCK_L) tile; k is a compile-time step index.
-        return tl.sum(tl.where(steps[None, :] == k, tile, 0.0), axis=1)
+    # ------------------------------------------------------------------ kernels
 
     @triton.jit
-    def _seq_fwd_kernel(
+    def _forward_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
         y_ptr, states_ptr,
         seqlen, dim, groups, dims_per_group,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         SAVE_STATES: tl.constexpr, SAVE_STRIDE: tl.constexpr,
+        SEQUENTIAL: tl.constexpr, UNROLL: tl.constexpr,
     ):
-        # All N states of a channel advance together, one time step after the other; a
-        # chunk of BLOCK_L steps is loaded at once (coalesced) and walked step by step.
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        cols = tl.arange(0, NP)
-        steps = tl.arange(0, BLOCK_L)
-        n_mask = cols < N
-        group = (pid_d * BLOCK_D) // dims_per_group
-
-        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        # B and C come time-major, (batch, groups, L, N): a step's N values are contiguous.
-        bc_base = (pid_b * groups + group) * seqlen * N
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
         # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
-        state_offs = ((pid_b * dim + d_offs)[:, None] * tl.cdiv(n_chunks, SAVE_STRIDE)) * N + cols[None, :]
-        A2 = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
-        A2 = A2.to(tl.float32) * 1.4426950408889634
-        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + d_offs).to(tl.float32)
-        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
-
+        _, _, d_offs, cols, row_offs, batch_group, state_offs = _program_tiles(
+            seqlen, dim, groups, dims_per_group, tl.cdiv(n_chunks, SAVE_STRIDE), N, NP, BLOCK_D)
+        bc_base = batch_group * N * seqlen  # (batch, group)'s B and C, in either layout
+        skip, bias = _load_skip_and_bias(D_ptr, bias_ptr, d_offs, BLOCK_D, HAS_D, HAS_BIAS)
+        if SEQUENTIAL:
+            A_nat = _load_A(A_ptr, d_offs, cols, N)
+        steps = tl.arange(0, BLOCK_L)
         h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         for chunk in range(n_chunks):
             if SAVE_STATES and chunk % SAVE_STRIDE == 0:
-                tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=n_mask[None, :])
-            t = chunk * BLOCK_L + steps
-            t_mask = t < seqlen
-            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            _, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
+                tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=cols[None, :] < N)
+            t, t_mask, u, _, dt = _chunk_inputs(u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
+                                                BLOCK_L, HAS_BIAS, SOFTPLUS)
             dtu = dt * u
             y = skip[:, None] * u
-            for k in tl.static_range(BLOCK_L):
-                dt_k = _step_column(dt, steps, k)
-                dtu_k = _step_column(dtu, steps, k)
-                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
-                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
-                C_k = tl.load(C_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
-                B_k = B_k.to(tl.float32)
-                C_k = C_k.to(tl.float32)
-                h = tl.exp2(dt_k[:, None] * A2) * h + dtu_k[:, None] * B_k[None, :]
-                y_k = tl.sum(h * C_k[None, :], axis=1)
-                y = tl.where(steps[None, :] == k, y + y_k[:, None], y)
-            tl.store(y_ptr + row_offs + t[None, :], y, mask=t_mask[None, :])
+            if SEQUENTIAL:
+                h, y = _sequential_forward_chunk(A_nat, B_ptr, C_ptr, bc_base, seqlen, chunk, steps, cols, dt, dtu,
+                                                 h, y, N, BLOCK_L)
+            else:
+                h, y = _scan_forward_chunk(A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, steps, cols,
+                                           dt, dtu, h, y, N, BLOCK_L, UNROLL)
+            _store_rows(y_ptr, row_offs, t, t_mask, y)
 
     @triton.jit
-    def _seq_bwd_kernel(
+    def _backward_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, states_ptr,
         du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
         seqlen, dim, groups, dims_per_group, state_chunks,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        ATOMIC_BC: tl.constexpr, KEEP_DECAYS: tl.constexpr,
+        HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC_BC: tl.constexpr,
+        SEQUENTIAL: tl.constexpr, UNROLL: tl.constexpr, KEEP_DECAYS: tl.constexpr,
     ):
-        # Walks the chunks backwards: recomputes a chunk's states from its stored start
-        # (kept in registers, one tile per step), then runs the adjoint step by step.
-        # The carried adjoint is w = exp(delta_{t+1} A) g_{t+1}, so every factor it needs
-        # was already computed by the recomputation.
-        pid_d = tl.program_id(0)
-        pid_b = tl.program_id(1).to(tl.int64)
-        d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        cols = tl.arange(0, NP)
-        steps = tl.arange(0, BLOCK_L)
-        n_mask = cols < N
-        group = (pid_d * BLOCK_D) // dims_per_group
-
-        row_offs = (pid_b * dim + d_offs)[:, None] * seqlen
-        # B, C and their gradients are time-major, (batch, groups, L, N).
-        bc_base = (pid_b * groups + group) * seqlen * N
+        # Walks the chunks backwards, each from its state saved by the forward pass.
+        pid_d, pid_b, d_offs, cols, row_offs, batch_group, state_offs = _program_tiles(
+            seqlen, dim, groups, dims_per_group, state_chunks, N, NP, BLOCK_D)
+        bc_base = batch_group * N * seqlen
         if ATOMIC_BC:
-            dbc_offs = bc_base + steps[:, None] * N + cols[None, :]
+            dbc_base = bc_base
         else:
-            # One partial per channel block: (batch, dim / BLOCK_D, L, N).
-            dbc_offs = (pid_b * tl.num_programs(0) + pid_d) * seqlen * N + steps[:, None] * N + cols[None, :]
-        state_offs = ((pid_b * dim + d_offs)[:, None] * state_chunks) * N + cols[None, :]
+            # One partial per channel block: (batch, dim / BLOCK_D, N, L), or (..., L, N).
+            dbc_base = (pid_b * tl.num_programs(0) + pid_d) * N * seqlen
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
-        A_nat = tl.load(A_ptr + d_offs[:, None] * N + cols[None, :], mask=n_mask[None, :], other=0.0)
-        A_nat = A_nat.to(tl.float32)
-        A2 = A_nat * 1.4426950408889634
-        skip = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_D:
-            skip = tl.load(D_ptr + d_offs).to(tl.float32)
-        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + d_offs).to(tl.float32)
-
-        w = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
+        skip, bias = _load_skip_and_bias(D_ptr, bias_ptr, d_offs, BLOCK_D, HAS_D, HAS_BIAS)
+        if SEQUENTIAL:
+            A_nat = _load_A(A_ptr, d_offs, cols, N)
+        steps = tl.arange(0, BLOCK_L)
+        # The adjoint carried from chunk to chunk (the scan's g, the sequential walk's w).
+        carried = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         dA_acc = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         for rev in range(n_chunks):
             chunk = n_chunks - 1 - rev
-            t = chunk * BLOCK_L + steps
-            t_mask = t < seqlen
-            u = tl.load(u_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + row_offs + t[None, :], mask=t_mask[None, :], other=0.0).to(tl.float32)
-            raw, dt = _load_delta(delta_ptr + row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-            h = tl.load(states_ptr + state_offs + chunk * N, mask=n_mask[None, :], other=0.0)
-            dtu = dt * u
-
-            # Per-step columns are extracted once (a cross-lane reduction each) and kept.
-            states = (h,)
-            decays = ()
-            dts = ()
-            us = ()
-            for k in tl.static_range(BLOCK_L):
-                dt_k = _step_column(dt, steps, k)
-                u_k = _step_column(u, steps, k)
-                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
-                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
-                decay = tl.exp2(dt_k[:, None] * A2)
-                h = decay * h + (dt_k * u_k)[:, None] * B_k.to(tl.float32)[None, :]
-                states = states + (h,)
-                dts = dts + (dt_k,)
-                us = us + (u_k,)
-                if KEEP_DECAYS:
-                    decays = decays + (decay,)
-
+            t, t_mask, u, raw, dt = _chunk_inputs(u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
+                                                  BLOCK_L, HAS_BIAS, SOFTPLUS)
+            dy = _load_rows(dy_ptr, row_offs, t, t_mask)
+            h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
             du = skip[:, None] * dy
-            ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
-            dB = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
-            dC = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
-            for k in tl.static_range(BLOCK_L - 1, -1, -1):
-                at_k = steps[None, :] == k
-                row_k = steps[:, None] == k
-                u_k = us[k]
-                dt_k = dts[k]
-                dy_k = _step_column(dy, steps, k)
-                step_mask = n_mask & (chunk * BLOCK_L + k < seqlen)
-                B_k = tl.load(B_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
-                C_k = tl.load(C_ptr + bc_base + (chunk * BLOCK_L + k) * N + cols, mask=step_mask, other=0.0)
-                B_k = B_k.to(tl.float32)
-                C_k = C_k.to(tl.float32)
-                if KEEP_DECAYS:
-                    decay = decays[k]
-                else:
-                    # Recomputed through exp rather than exp2, so the compiler cannot merge
-                    # it with the forward sweep's value and keep that alive instead.
-                    decay = tl.exp(dt_k[:, None] * A_nat)
-                g = dy_k[:, None] * C_k[None, :] + w
-                decayed_prev = decay * states[k]
-                dC = tl.where(row_k, dC + tl.sum(dy_k[:, None] * states[k + 1], axis=0)[None, :], dC)
-                dB = tl.where(row_k, dB + tl.sum(g * (dt_k * u_k)[:, None], axis=0)[None, :], dB)
-                # du_t = dt_t sum_n g B + D dy_t; ddelta_t = u_t sum_n g B + sum_n g A x~_t.
-                g_B = tl.sum(g * B_k[None, :], axis=1)
-                g_Ax = tl.sum(g * A_nat * decayed_prev, axis=1)
-                du = tl.where(at_k, du + (dt_k * g_B)[:, None], du)
-                ddt = tl.where(at_k, ddt + (u_k * g_B + g_Ax)[:, None], ddt)
-                dA_acc += g * dt_k[:, None] * decayed_prev
-                w = decay * g
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            ddt = tl.where(t_mask[None, :], ddt, 0.0)
-            tl.store(du_ptr + row_offs + t[None, :], du, mask=t_mask[None, :])
-            tl.store(ddelta_ptr + row_offs + t[None, :], ddt, mask=t_mask[None, :])
-            bc_mask = t_mask[:, None] & n_mask[None, :]
-            if ATOMIC_BC:
-                tl.atomic_add(dB_ptr + dbc_offs + chunk * BLOCK_L * N, dB, mask=bc_mask)
-                tl.atomic_add(dC_ptr + dbc_offs + chunk * BLOCK_L * N, dC, mask=bc_mask)
+            if SEQUENTIAL:
+                carried, dA_acc, du, ddt = _sequential_backward_chunk(
+                    A_nat, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, chunk, t_mask, steps, cols,
+                    u, dy, dt, h, carried, dA_acc, du, N, NP, BLOCK_D, BLOCK_L, ATOMIC_BC, KEEP_DECAYS)
             else:
-                tl.store(dB_ptr + dbc_offs + chunk * BLOCK_L * N, dB, mask=bc_mask)
-                tl.store(dC_ptr + dbc_offs + chunk * BLOCK_L * N, dC, mask=bc_mask)
-            dD_acc += tl.sum(dy * u, axis=1)
-            dbias_acc += tl.sum(ddt, axis=1)
-        tl.atomic_add(dA_ptr + d_offs[:, None] * N + cols[None, :], dA_acc, mask=n_mask[None, :])
-        if HAS_D:
-            tl.atomic_add(dD_ptr + d_offs, dD_acc)
-        if HAS_BIAS:
-            tl.atomic_add(dbias_ptr + d_offs, dbias_acc)
+                # delta one step ahead: the adjoint at t is carried back by exp(delta_{t+1} A).
+                _, dt_next = _load_delta(delta_ptr, row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
+                carried, dA_acc, du, ddt = _scan_backward_chunk(
+                    A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, steps, cols,
+                    u, dy, dt, dt_next, h, carried, dA_acc, du, N, BLOCK_D, BLOCK_L, ATOMIC_BC, UNROLL)
+            dD_acc, dbias_acc = _finish_backward_chunk(
+                du_ptr, ddelta_ptr, row_offs, t, t_mask, u, dy, raw, du, ddt, dD_acc, dbias_acc, SOFTPLUS)
+        _add_channel_grads(dA_ptr, dD_ptr, dbias_ptr, d_offs, cols, dA_acc, dD_acc, dbias_acc, N, HAS_D, HAS_BIAS)
 
 
 def _block_d(block: int, dims_per_group: int) -> int:
@@ -525,42 +530,19 @@ def _block_d(block: int, dims_per_group: int) -> int:
     return block
 
 
-def _as_grouped(mat: torch.Tensor, name: str, batch: int, seqlen: int) -> torch.Tensor:
-    if mat.dim() == 3:
-        mat = mat.unsqueeze(1)
-    if mat.dim() != 4 or mat.shape[0] != batch or mat.shape[-1] != seqlen:
-        raise ValueError(f"selective_scan_triton: {name} must be (b, n, l) or (b, g, n, l), got {tuple(mat.shape)}")
-    return mat.contiguous()
-
-
-def _check_inputs(u, delta, A, B, C, D, delta_bias):
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(
-            f"selective_scan_triton: u and delta must both be (b, d, l), got {tuple(u.shape)} and {tuple(delta.shape)}"
-        )
-    batch, dim, seqlen = u.shape
-    if A.dim() != 2 or A.shape[0] != dim or A.is_complex():
-        raise ValueError(f"selective_scan_triton: A must be a real (d, n) tensor with d={dim}, got {tuple(A.shape)}")
-    B = _as_grouped(B, "B", batch, seqlen)
-    C = _as_grouped(C, "C", batch, seqlen)
-    if B.shape != C.shape or B.shape[2] != A.shape[1]:
-        raise ValueError(
-            f"selective_scan_triton: B {tuple(B.shape)} and C {tuple(C.shape)} must match, with n={A.shape[1]}"
-        )
-    if dim % B.shape[1]:
-        raise ValueError(f"selective_scan_triton: d={dim} is not divisible by the {B.shape[1]} groups of B and C")
-    for name, vec in (("D", D), ("delta_bias", delta_bias)):
-        if vec is not None and vec.shape != (dim,):
-            raise ValueError(f"selective_scan_triton: {name} must be ({dim},), got {tuple(vec.shape)}")
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
+    """Validate the inputs as every backend does, and that they share one device; returns
+    ``B`` and ``C`` as contiguous ``b x g x n x l``."""
+    check_scan_shapes(u, delta, A, B, C, D, z, delta_bias)
     devices = {t.device for t in (u, delta, A, B, C, D, delta_bias) if t is not None}
     if len(devices) != 1:
         raise ValueError(f"selective_scan_triton: all tensors must be on one device, got {sorted(map(str, devices))}")
-    return B, C
+    return as_grouped(B).contiguous(), as_grouped(C).contiguous()
 
 
 def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_states):
-    # B and C: (batch, groups, N, L) for the scan kernels, (batch, groups, L, N) for the
-    # sequential ones (see _kernel_layout).
+    # B and C: (batch, groups, N, L) for the scan algorithm, (batch, groups, L, N) for the
+    # sequential one (see _kernel_layout).
     batch, dim, seqlen = u.shape
     groups, n_state = B.shape[1], A.shape[1]
     dims_per_group = dim // groups
@@ -569,10 +551,7 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
     y = torch.empty_like(u)
     states = u.new_empty((batch, dim, n_states, n_state), dtype=torch.float32) if save_states else y
     dummy = A
-    seq = config.algorithm == "sequential"
-    kernel = _seq_fwd_kernel if seq else _scan_fwd_kernel
-    extra = {} if seq else dict(UNROLL=config.unroll)
-    kernel[(dim // block_d, batch)](
+    _forward_kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         y, states,
@@ -580,7 +559,7 @@ def _launch_forward(u, delta, A, B, C, D, delta_bias, softplus, config, save_sta
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
         SAVE_STATES=save_states, SAVE_STRIDE=config.block_l_bwd // config.block_l,
-        num_warps=config.num_warps, **extra,
+        SEQUENTIAL=config.algorithm == "sequential", UNROLL=config.unroll, num_warps=config.num_warps,
     )
     return y, (states if save_states else None)
 
@@ -606,9 +585,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         dB = torch.empty(partial_shape, **f32)
         dC = torch.empty(partial_shape, **f32)
     dummy = A
-    kernel = _seq_bwd_kernel if seq else _scan_bwd_kernel
-    extra = dict(KEEP_DECAYS=config.keep_decays) if seq else dict(UNROLL=config.unroll_bwd)
-    kernel[(dim // block_d, batch)](
+    _backward_kernel[(dim // block_d, batch)](
         u, delta, A, B, C,
         D if D is not None else dummy, delta_bias if delta_bias is not None else dummy,
         dy, states,
@@ -616,7 +593,8 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
         seqlen, dim, groups, dims_per_group, states.shape[2],
         N=n_state, NP=triton.next_power_of_2(n_state), BLOCK_D=block_d, BLOCK_L=config.block_l_bwd,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        ATOMIC_BC=config.atomic_grads, num_warps=config.num_warps_bwd, **extra,
+        ATOMIC_BC=config.atomic_grads, SEQUENTIAL=seq, UNROLL=config.unroll_bwd, KEEP_DECAYS=config.keep_decays,
+        num_warps=config.num_warps_bwd,
     )
     if not config.atomic_grads:
         blocks_per_group = dims_per_group // block_d
@@ -628,7 +606,7 @@ def _launch_backward(dy, u, delta, A, B, C, D, delta_bias, states, softplus, con
 
 
 def _kernel_layout(mat: torch.Tensor, config: ScanKernelConfig) -> torch.Tensor:
-    # The sequential kernels read one time step's N values at a time: time-major.
+    # The sequential algorithm reads one time step's N values at a time: time-major.
     if config.algorithm == "sequential":
         return mat.transpose(-1, -2).contiguous()
     return mat
@@ -667,16 +645,9 @@ class _SelectiveScanFn(torch.autograd.Function):
 
 @torch.compiler.disable  # torch.compile runs the hand-written kernels as they are
 def selective_scan_triton(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    config: ScanKernelConfig | None = None,
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: torch.Tensor | None = None, z: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False, config: ScanKernelConfig | None = None,
 ) -> torch.Tensor:
     """Selective scan with fused Triton kernels; differentiable in every tensor input.
 
@@ -700,7 +671,7 @@ def selective_scan_triton(
         RuntimeError: Triton cannot run on the tensors' device (see :func:`is_available`).
         ValueError: The shapes do not fit together.
     """
-    B, C = _check_inputs(u, delta, A, B, C, D, delta_bias)
+    B, C = _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     if not is_available(u.device):
         raise RuntimeError(
             f"selective_scan_triton needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); "

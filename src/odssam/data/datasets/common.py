@@ -5,13 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odssam.data.index import (
-    DatasetIndex,
-    Entry,
-    check_root,
-    find_dir,
-    list_images,
-    pair_images_with_masks,
-    require_dir,
+    DatasetIndex, Entry, check_root, find_dir, list_images, pair_images_with_masks, report_orphan_masks, require_dir,
 )
 from odssam.data.splits import packaged_split_names
 from odssam.errors import OdsSamError
@@ -81,13 +75,12 @@ def apply_name_lists(
             f"{len(unlisted)} images are in no {list_label} list and are ignored: {short_list(unlisted)}",
             images_dir,
         )
-    orphans = sorted(set(masks) - set(images))
-    for name in orphans:
-        index.warn("mask without an image (ignored)", masks[name])
+    report_orphan_masks(images, masks, index)
 
 
 def index_pranet_listed(
     root: str | Path,
+    category: str | None,
     dataset: str,
     wrappers: tuple[str, ...],
     image_dirs: tuple[str, ...],
@@ -99,6 +92,7 @@ def index_pranet_listed(
 
     Args:
         root: The folder the user gave (the layout itself or a wrapper of it).
+        category: Must be empty: these datasets have none.
         dataset: Registry name; the packaged lists are ``<dataset>_train`` and ``<dataset>_test``.
         wrappers: Sub-folder paths downloads wrap the layout in (see :func:`locate`).
         image_dirs: Accepted names of the images folder (the first marks the layout).
@@ -106,6 +100,7 @@ def index_pranet_listed(
         list_label: How messages name the lists (``"PraNet Kvasir-SEG"``).
         protocol: Description stored in ``index.protocol["split"]``.
     """
+    reject_category(dataset, category)
     path, index = check_root(root, dataset)
     if index.issues:
         return index
@@ -127,4 +122,5 @@ def index_pranet_listed(
 
 
 def entries_by_name(entries: list[Entry]) -> dict[str, Entry]:
+    """``{entry.name: entry}``, in the entries' order."""
     return {entry.name: entry for entry in entries}

@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.datasets.common import reject_category
-from odssam.data.index import (
-    DatasetIndex,
-    Entry,
-    IndexOptions,
-    check_root,
-    find_dir,
-    list_images,
-    require_dir,
-)
+from odssam.data.datasets.common import entries_by_name, reject_category
+from odssam.data.index import DatasetIndex, Entry, IndexOptions, check_root, find_dir, list_images, require_dir
 from odssam.data.splits import fraction_split
 
 NAME = "folder"
@@ -70,7 +62,7 @@ def index_folder(root: str | Path, category: str | None, options: IndexOptions) 
                 index.splits[split] = _index_pair(folder, index, split)
         return index
     entries = _index_pair(path, index, "train")
-    lookup = {entry.name: entry for entry in entries}
+    lookup = entries_by_name(entries)
     train, test = fraction_split(list(lookup), options.test_fraction, options.split_seed, NAME)
     index.splits = {"train": [lookup[n] for n in train], "test": [lookup[n] for n in test]}
     index.shared_pool = True

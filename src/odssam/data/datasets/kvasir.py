@@ -8,22 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.datasets.common import index_pranet_listed, reject_category
+from odssam.data.datasets.common import index_pranet_listed
 from odssam.data.index import DatasetIndex, IndexOptions
 
 NAME = "kvasir"
 WRAPPERS = ("Kvasir-SEG", "kvasir-seg")
+IMAGE_DIRS = ("images",)
+MASK_DIRS = ("masks",)
+LIST_LABEL = "PraNet Kvasir-SEG"
+PROTOCOL = "PraNet Kvasir-SEG lists (900 train / 100 test)"
 
 
 def index_kvasir(root: str | Path, category: str | None, options: IndexOptions) -> DatasetIndex:
     """Index a Kvasir-SEG folder (the folder holding ``images/`` and ``masks/``, or its parent)."""
-    reject_category(NAME, category)
-    return index_pranet_listed(
-        root,
-        NAME,
-        WRAPPERS,
-        image_dirs=("images",),
-        mask_dirs=("masks",),
-        list_label="PraNet Kvasir-SEG",
-        protocol="PraNet Kvasir-SEG lists (900 train / 100 test)",
-    )
+    return index_pranet_listed(root, category, NAME, WRAPPERS, IMAGE_DIRS, MASK_DIRS, LIST_LABEL, PROTOCOL)

@@ -13,15 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.index import (
-    DatasetIndex,
-    Entry,
-    IndexOptions,
-    check_root,
-    find_dir,
-    list_images,
-    regular_files,
-)
+from odssam.data.index import DatasetIndex, Entry, IndexOptions, check_root, find_dir, list_images, regular_files
 from odssam.data.datasets.common import reject_category
 
 NAME = "monuseg"

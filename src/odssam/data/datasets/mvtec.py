@@ -16,15 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odssam.data.index import (
-    DatasetIndex,
-    Entry,
-    IndexOptions,
-    check_root,
-    find_dir,
-    list_images,
-)
-from odssam.data.datasets.common import short_list
+from odssam.data.index import DatasetIndex, Entry, IndexOptions, check_root, find_dir, list_images, report_orphan_masks
+from odssam.data.datasets.common import entries_by_name, short_list
 from odssam.data.splits import fraction_split
 from odssam.errors import OdsSamError
 
@@ -91,8 +84,7 @@ def _category_entries(folder: Path, index: DatasetIndex, key: str) -> dict[str, 
                 index.error(f"no mask {mask_dir / (stem + MASK_SUFFIX)}.png for this image", image_path, key)
                 continue
             entries.append(Entry(f"{defect}_{stem}", image_path, masks[stem], "binary"))
-        for stem in sorted(set(masks) - set(images)):
-            index.warn("mask without an image (ignored)", masks[stem], key)
+        report_orphan_masks(images, masks, index, key)
         by_defect[defect] = entries
     return by_defect
 
@@ -107,7 +99,7 @@ def _split_category(
     for defect, entries in by_defect.items():
         if defect == GOOD and not options.include_good:
             continue
-        lookup = {entry.name: entry for entry in entries}
+        lookup = entries_by_name(entries)
         train_names, test_names = fraction_split(
             list(lookup), options.test_fraction, options.split_seed, category, defect
         )
