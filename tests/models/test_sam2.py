@@ -206,7 +206,8 @@ def test_odssam_does_not_import_sam2_until_a_sam2_variant_is_built():
 
 
 def test_without_the_sam2_package_a_sam2_variant_says_how_to_install_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sam2", None)  # import sam2 now raises ImportError
+    for missing in ("sam2", "omegaconf", "hydra"):  # importing them now raises ImportError
+        monkeypatch.setitem(sys.modules, missing, None)
     with pytest.raises(OdsSamError, match="install it with SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2"):
         micro()
 

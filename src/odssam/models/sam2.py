@@ -18,7 +18,8 @@ code path at a CPU-friendly size.
     (parts, dense prompt Bx256x(S/16)x(S/16)) --mask decoder--> logits Bx1x(S/4)x(S/4)
 
 ``sam2`` (and its Hydra/iopath dependencies) is imported only inside the functions below, so
-odssam imports, and every SAM variant runs, without it: ``pip install "odssam[sam2]"``.
+odssam imports, and every SAM variant runs, without it. Install it with
+``SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0`` (the ``sam2`` extra).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from odssam.errors import OdsSamError
 from odssam.models.checkpoints import resolve_checkpoint
 from odssam.models.segmenter import Embedding, FrozenSegmenter
 from odssam.models.transforms import PreprocessSpec
-from odssam.models.weights_io import describe_object, examples, read_weights_file
+from odssam.models.weights_io import describe_object, examples, read_weights_file, strict_load_problems
 
 # Hiera's stride-32 stage and its first 8x8 windows on the stride-4 grid need S % 32 == 0.
 IMAGE_SIZE_MULTIPLE = 32
@@ -137,11 +138,11 @@ def _require_sam2():
 
 def _variant_config(spec: Sam2Variant):
     """The package's config file of ``spec`` with its overrides merged (``omegaconf.DictConfig``)."""
+    _require_sam2()  # first: without sam2, its dependency omegaconf is usually missing too
     from importlib import resources
 
     from omegaconf import OmegaConf
 
-    _require_sam2()
     text = (resources.files("sam2") / spec.config).read_text(encoding="utf-8")
     return OmegaConf.merge(OmegaConf.create(text), spec.overrides)
 
@@ -156,6 +157,7 @@ def sam2_config(variant: str, image_size: int = 1024, dynamic_multimask: bool = 
             the official 0.05 / 0.98 delta and threshold), as ``build_sam2(...,
             apply_postprocessing=True)`` does.
     """
+    base = _variant_config(get_sam2_variant(variant))
     from omegaconf import OmegaConf
 
     decoder_args = {
@@ -164,7 +166,7 @@ def sam2_config(variant: str, image_size: int = 1024, dynamic_multimask: bool = 
         "dynamic_multimask_stability_thresh": 0.98,
     }
     settings = {"model": {"image_size": check_sam2_image_size(image_size), "sam_mask_decoder_extra_args": decoder_args}}
-    config = OmegaConf.merge(_variant_config(get_sam2_variant(variant)), settings)
+    config = OmegaConf.merge(base, settings)
     OmegaConf.resolve(config)
     return config
 
@@ -218,12 +220,9 @@ def read_sam2_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     state = content.get("model") if isinstance(content, Mapping) and "model" in content else content
     if not isinstance(state, Mapping) or not state:
         raise OdsSamError(f"{path}: not a SAM 2 checkpoint ({{'model': state dict}}): it holds {describe_object(content)}")
-    not_tensors = [key for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
-    if not_tensors:
-        raise OdsSamError(
-            f"{path}: not a SAM 2 checkpoint: entries that are not tensors: "
-            + examples([f"{key} ({describe_object(state[key])})" for key in not_tensors])
-        )
+    bad = [f"{key} ({describe_object(value)})" for key, value in state.items() if not torch.is_tensor(value)]
+    if bad:
+        raise OdsSamError(f"{path}: not a SAM 2 checkpoint: entries that are not tensors: {examples(bad)}")
     return dict(state)
 
 
@@ -261,11 +260,8 @@ def check_sam2_state_dict(
     The message names the variant the file looks like when it is another one, and lists
     missing keys, unexpected keys and shape mismatches. Costs no weights (shapes only).
     """
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(key for key in set(expected) & set(state) if tuple(state[key].shape) != expected[key])
-    if not (missing or unexpected or mismatched):
+    differences = strict_load_problems({key: tuple(value.shape) for key, value in model.state_dict().items()}, state)
+    if not differences:
         return
     problems = []
     description = _describe(state)
@@ -275,14 +271,7 @@ def check_sam2_state_dict(
         like = _variant_like(description)
         if like is not None and like != variant:
             problems.append(f"looks like a {like} checkpoint but model.sam.variant is {variant}")
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
-    if mismatched:
-        shapes = [f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}" for key in mismatched]
-        problems.append(f"{len(mismatched)} shape mismatches ({examples(shapes, 2)})")
-    raise OdsSamError(f"{source}: does not match the SAM 2 model {variant}: " + "; ".join(problems))
+    raise OdsSamError(f"{source}: does not match the SAM 2 model {variant}: " + "; ".join(problems + differences))
 
 
 def resolve_sam2_checkpoint(variant: str, checkpoint: str | Path | None) -> Path | None:
