@@ -134,5 +134,5 @@ def test_the_sam2_config_is_the_kvasir_recipe_with_sam2_hiera_l():
     assert sam2.model.sam.variant == "sam2_hiera_l" in SAM2_VARIANTS
     assert sam2.model.sam.checkpoint is None  # no published digest: "auto" is refused, the file is passed by path
     kvasir = load_config(CONFIG_DIR / "kvasir.yaml")
-    sam2.name, sam2.model.sam.variant, sam2.model.sam.checkpoint = kvasir.name, "vit_h", "auto"
-    assert sam2 == kvasir
+    as_sam = {"name": kvasir.name, "model.sam.variant": "vit_h", "model.sam.checkpoint": "auto"}
+    assert with_overrides(sam2, as_sam) == kvasir

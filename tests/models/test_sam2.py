@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import REPO_ROOT, random_rgb, tiny_model_config
 
-from odssam.config import SamConfig
+from odssam.config import SamConfig, with_overrides
 from odssam.errors import OdsSamError
 from odssam.models.ods_sam import build_ods_sam
 from odssam.models.registry import SEGMENTER_VARIANTS, build_segmenter
@@ -96,9 +96,8 @@ def test_a_batch_equals_single_images(segmenter, images):
 
 
 def test_gradients_reach_every_prompt_encoder_parameter_and_no_frozen_one():
-    cfg = tiny_model_config()
-    cfg.sam = SamConfig(variant="sam2_hiera_micro", image_size=SIZE)
-    cfg.prompt_encoder.input_size = SIZE // 2
+    changes = {"sam.variant": "sam2_hiera_micro", "sam.image_size": SIZE, "prompt_encoder.input_size": SIZE // 2}
+    cfg = with_overrides(tiny_model_config(), changes, "model.")
     torch.manual_seed(0)
     model = build_ods_sam(cfg).train()
     assert not model.segmenter.training
