@@ -9,6 +9,11 @@ second, the speed-up over both baselines, and the error against the official flo
     python benchmarks/bench_sam_encoder.py                       # CUDA: vit_h, batch 8
     python benchmarks/bench_sam_encoder.py --device cpu          # CPU: tiny config, batch 2
     python benchmarks/bench_sam_encoder.py --tune --profile      # also sweep kernel tiles, profile
+    python benchmarks/bench_sam_encoder.py --segmenters vit_h,sam2_hiera_l   # SAM beside SAM 2
+
+``--segmenters`` instead times the whole ``encode`` of registered frozen segmenters (official
+modules, random weights; SAM 2's includes its high-resolution projections), in float32 and
+under bfloat16 autocast, and prints images per second for each.
 
 Relative-position tables and the absolute position embedding are drawn at random too (SAM
 initialises them to zero, which would leave the relative-position path untested).
@@ -222,6 +227,36 @@ def profile(fn, device: torch.device, path: Path | None, log, label: str) -> Non
         path.write_text(table)
 
 
+def time_segmenters(names: list[str], device: torch.device, batch: int, iters: int, image_size: int, log) -> list[dict]:
+    """Images per second of each segmenter's ``encode`` (official modules, random weights),
+    float32 and bfloat16 autocast; one row per segmenter and precision."""
+    from odssam.config import SamConfig
+    from odssam.models.registry import build_segmenter
+
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        segmenter = build_segmenter(SamConfig(variant=name, image_size=image_size, fast_encoder=False)).to(device)
+        images = torch.randn(batch, 3, image_size, image_size, device=device)
+        for precision, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
+            def encode():
+                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    return segmenter.encode(images)
+
+            ms = statistics.median(time_calls(encode, device, iters, 2))
+            rows.append({"name": f"{name} {precision}", "segmenter": name, "precision": precision,
+                         "ms_per_batch": ms, "img_per_s": batch * 1e3 / ms})
+            log(f"[segmenter] {name} {precision}: {ms:.2f} ms/batch ({batch * 1e3 / ms:.2f} img/s)")
+        del segmenter
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    log(f"\nencode at {image_size}x{image_size}, batch {batch}")
+    log(f"{'segmenter':32s} {'ms/batch':>9s} {'img/s':>8s}")
+    for row in rows:
+        log(f"{row['name']:32s} {row['ms_per_batch']:9.2f} {row['img_per_s']:8.2f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -238,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", action="store_true", help="sweep the Triton kernel tiles first")
     parser.add_argument("--profile", action="store_true", help="print the top kernels of each fast run")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and profiles")
+    parser.add_argument("--segmenters", default=None,
+                        help="comma-separated segmenter variants (e.g. vit_h,sam2_hiera_l): time each one's "
+                             "encode instead of the SAM encoder comparison")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input side for --segmenters (default: 1024 on CUDA, 256 on CPU)")
     parser.add_argument("--tune-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tune-configs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
     }
     log(f"[env] {json.dumps(env)}")
+
+    if args.segmenters:
+        names = [name.strip() for name in args.segmenters.split(",") if name.strip()]
+        image_size = args.image_size or (1024 if on_cuda else 256)
+        env.update(variant=None, segmenters=names, image_size=image_size)
+        results = time_segmenters(names, device, batch, iters, image_size, log)
+        if args.out is not None:
+            (args.out / "results.json").write_text(json.dumps({"env": env, "results": results}, indent=2))
+            (args.out / "log.txt").write_text("\n".join(lines) + "\n")
+        return 0
 
     if args.tune and fast_attention_kernels.triton_supported(device):
         tune_kernels(variant, batch, log)  # first, before this process touches a Triton kernel

@@ -50,18 +50,28 @@ ConfigT = TypeVar("ConfigT")  # a config dataclass: ExperimentConfig or one of i
 
 @dataclass(frozen=True)
 class SamConfig:
-    """The frozen Segment Anything Model.
+    """The frozen Segment Anything Model (SAM, or SAM 2 with the ``sam2`` extra installed).
 
     Attributes:
         variant: Registry name: ``vit_h`` (paper), ``vit_l``, ``vit_b``, or the small
-            random-weight test configs ``vit_tiny`` / ``vit_micro``.
+            random-weight test configs ``vit_tiny`` / ``vit_micro``. SAM 2:
+            ``sam2_hiera_t``, ``sam2_hiera_s``, ``sam2_hiera_b+``, ``sam2_hiera_l``, their
+            SAM 2.1 versions ``sam2.1_hiera_t`` ... ``sam2.1_hiera_l``, and the random-weight
+            test configs ``sam2_hiera_micro`` / ``sam2.1_hiera_micro``.
         checkpoint: Path to an official SAM checkpoint (``sam_vit_h_4b8939.pth`` ...),
             ``"auto"`` to use the cache or download it, or ``None`` for random weights.
-        image_size: Side of SAM's padded square input (1024 for the official models).
+            SAM 2 takes the official file by path (``sam2_hiera_large.pt`` ...); ``"auto"`` is
+            refused for it, since no digest of those files is published.
+        image_size: Side of SAM's padded square input (1024 for the official models; a
+            multiple of 32 for SAM 2).
         init_seed: Seed of the random initialisation used when there is no checkpoint, so
             a run trained on random SAM weights can be reloaded with the same weights.
         fast_encoder: Use the fused-attention image encoder on CUDA (same weights and
-            function as the official module, faster); the official module otherwise.
+            function as the official module, faster); the official module otherwise. SAM only.
+        dynamic_multimask: SAM 2 only. ``false`` (default): the decoder's single-mask token,
+            like the SAM path. ``true``: SAM 2's ``dynamic_multimask_via_stability`` (the
+            official image predictor's setting), which swaps in the best of the three
+            multimask outputs wherever the single mask is unstable: a data-dependent choice.
     """
 
     variant: str = checked("vit_h", choices=SAM_VARIANTS)
@@ -69,6 +79,7 @@ class SamConfig:
     image_size: int = checked(1024, at_least=16, at_most=MAX_IMAGE_SIZE, multiple_of=16)
     init_seed: int = seed_field()
     fast_encoder: bool = True
+    dynamic_multimask: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,16 @@ import torch
 
 from odssam.errors import OdsSamError
 from odssam.models.sam import SAM_REGISTRY
+from odssam.models.sam2 import SAM2_VARIANTS
 
 MODELS: dict[str, str] = {
     "ods_sam": "odssam.models.ods_sam:build_ods_sam",
 }
 
-SEGMENTER_VARIANTS: dict[str, str] = {variant: "odssam.models.sam:build_sam_segmenter" for variant in SAM_REGISTRY}
+SEGMENTER_VARIANTS: dict[str, str] = {
+    **{variant: "odssam.models.sam:build_sam_segmenter" for variant in SAM_REGISTRY},
+    **{variant: "odssam.models.sam2:build_sam2_segmenter" for variant in SAM2_VARIANTS},
+}
 
 PROMPT_ENCODERS: dict[str, str] = {
     "ods": "odssam.models.prompt_encoder:build_prompt_encoder",

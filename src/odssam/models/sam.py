@@ -21,7 +21,7 @@ from odssam.errors import OdsSamError
 from odssam.models.checkpoints import official_checkpoint_by_file_name, resolve_checkpoint
 from odssam.models.segmenter import Embedding, FrozenSegmenter, weights_fingerprint
 from odssam.models.transforms import PIXEL_MEAN, PIXEL_STD, PreprocessSpec
-from odssam.models.weights_io import describe_object, examples, read_weights_file
+from odssam.models.weights_io import describe_object, examples, read_weights_file, strict_load_problems
 
 PATCH_SIZE = 16
 PROMPT_EMBED_DIM = 256
@@ -214,10 +214,8 @@ def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: st
     a model built on the ``meta`` device, so it costs no weights.
     """
     expected = {key: tuple(value.shape) for key, value in sam.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(key for key in set(expected) & set(state) if tuple(state[key].shape) != expected[key])
-    if not (missing or unexpected or mismatched):
+    differences = strict_load_problems(expected, state)
+    if not differences:
         return
 
     model_description = describe_sam_state_dict(sam.state_dict())
@@ -236,14 +234,7 @@ def check_sam_state_dict(sam: Sam, state: Mapping[str, torch.Tensor], source: st
             problems.append(
                 f"it was made for image_size {file_size} but the model has image_size {model_size}"
             )
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
-    if mismatched:
-        shapes = [f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}" for key in mismatched]
-        problems.append(f"{len(mismatched)} shape mismatches ({examples(shapes, 2)})")
-    raise OdsSamError(f"{source}: does not match the SAM model: " + "; ".join(problems))
+    raise OdsSamError(f"{source}: does not match the SAM model: " + "; ".join(problems + differences))
 
 
 def _common_prefix_hiding_sam_keys(state: Mapping[str, torch.Tensor], expected: set[str]) -> str | None:

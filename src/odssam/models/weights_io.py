@@ -94,3 +94,24 @@ def read_weights_file(path: str | Path, what: str = "checkpoint", expected_size:
         raise OdsSamError(corrupt_message(path, error, expected_size)) from error
     except Exception as error:  # torch reports damage as RuntimeError, EOFError, KeyError...
         raise OdsSamError(corrupt_message(path, error, expected_size)) from error
+
+
+def strict_load_problems(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Why ``state`` would not load strictly into a model whose tensors have the ``expected`` shapes.
+
+    Returns:
+        Summaries of the missing keys, unexpected keys and shape mismatches (a few examples
+        each); empty when every key and shape matches.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(key for key in set(expected) & set(state) if tuple(state[key].shape) != tuple(expected[key]))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
+    if mismatched:
+        shapes = [f"{key}: file {tuple(state[key].shape)} vs model {tuple(expected[key])}" for key in mismatched]
+        problems.append(f"{len(mismatched)} shape mismatches ({examples(shapes, 2)})")
+    return problems
