@@ -61,7 +61,7 @@ from torch import nn
 from odssam.config import FeatureEncoderConfig
 from odssam.errors import OdsSamError
 from odssam.models.checkpoints import Digest, default_cache_dir, download_checkpoint, is_verified
-from odssam.models.weights_io import describe_object, examples, read_weights_file
+from odssam.models.weights_io import describe_object, examples, read_weights_file, strict_load_problems
 
 logger = logging.getLogger(__name__)
 
@@ -345,22 +345,14 @@ def load_feature_encoder_weights(encoder: nn.Module, weights: FeatureEncoderWeig
         OdsSamError: Naming the file and the missing, unexpected or mis-shaped keys.
     """
     expected = {key: value for key, value in encoder.state_dict().items() if key.startswith(weights.covers)}
-    missing = sorted(key for key in set(expected) - set(weights.state) if not key.endswith(OPTIONAL_SUFFIX))
-    unexpected = sorted(set(weights.state) - set(expected)) + sorted(weights.unmapped)
-    shared = set(expected) & set(weights.state)
-    mismatched = sorted(key for key in shared if tuple(weights.state[key].shape) != tuple(expected[key].shape))
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing keys ({examples(missing)})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
-        if mismatched:
-            shapes = [
-                f"{key}: file {tuple(weights.state[key].shape)} vs model {tuple(expected[key].shape)}"
-                for key in mismatched
-            ]
-            problems.append(f"{len(mismatched)} shape mismatches ({examples(shapes, 2)})")
+    # Optional entries (e.g. BatchNorm counters) may be absent; names that could not be mapped count as unexpected.
+    shapes = {
+        key: tuple(value.shape)
+        for key, value in expected.items()
+        if key in weights.state or not key.endswith(OPTIONAL_SUFFIX)
+    }
+    problems = strict_load_problems(shapes, {**dict.fromkeys(weights.unmapped), **weights.state})
+    if problems:
         raise OdsSamError(
             f"{weights.path}: {weights.layout} weights do not fit the feature encoder "
             f"({CONFIG_KEY}: backbone, neck_blocks, out_channels): " + "; ".join(problems)
