@@ -13,7 +13,7 @@ import torch
 from helpers import TINY_CONFIG, random_ellipse, read_pixels, save_image
 
 from odssam.cli.main import main
-from odssam.engine.checkpoint import load_checkpoint
+from odssam.checkpoint import load_checkpoint
 
 
 def write_split(folder: Path, count: int, rng: np.random.Generator) -> None:
