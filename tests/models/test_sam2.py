@@ -221,3 +221,14 @@ def test_images_of_any_size_are_stretched(segmenter):
     x, input_sizes, _ = sam_preprocess([picture], segmenter.preprocess_spec)
     assert x.shape == (1, 3, SIZE, SIZE) and input_sizes == [(SIZE, SIZE)]
     assert torch.allclose(x[0, 0], x[0, 0, 0, 0])  # a flat image stays flat: nothing padded
+
+
+def test_sam2_profiles_like_sam():
+    # Hiera's constructor reads tensor values: the shape-only profiler must still build it.
+    from odssam.models.profiling import profile_model
+
+    cfg = with_overrides(tiny_model_config(), {"sam": {"variant": "sam2_hiera_micro", "image_size": 256}})
+    report = profile_model(cfg)
+    frozen = {part["name"]: part for part in report["frozen"]}
+    assert frozen["model.image_encoder"]["flops"] > 0 and frozen["model.sam_mask_decoder"]["flops"] > 0
+    assert report["learnable"]["params"] == sum(p.numel() for p in build_ods_sam(cfg).prompt_encoder.parameters())

@@ -35,6 +35,7 @@ from torch import nn
 from odssam.errors import OdsSamError
 from odssam.models.checkpoints import resolve_checkpoint
 from odssam.models.segmenter import Embedding, FrozenSegmenter
+from odssam.models.shape_only import real_tensors
 from odssam.models.transforms import PreprocessSpec
 from odssam.models.weights_io import describe_object, examples, read_weights_file, strict_load_problems
 
@@ -198,8 +199,10 @@ def build_sam2_model(
     config = sam2_config(variant, image_size, dynamic_multimask)
     state = read_sam2_state_dict(checkpoint) if checkpoint is not None else None  # a bad file fails first
     # Randomly initialised even when a checkpoint follows: Hiera's constructor reads tensor
-    # values (drop-path rates), so it cannot be built on the meta device as SAM is.
-    model = instantiate(config.model, _recursive_=True)
+    # values (drop-path rates), so it cannot be built on the meta device as SAM is, nor on
+    # shape-only tensors (profiling): it is built with real ones there too.
+    with real_tensors():
+        model = instantiate(config.model, _recursive_=True)
     if state is not None:
         check_sam2_state_dict(model, state, checkpoint, variant)
         model.load_state_dict(state, strict=True)
