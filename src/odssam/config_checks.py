@@ -232,13 +232,15 @@ def _rules(cls: type) -> dict[str, Rule]:
 
 def check_consistency(config: Any) -> list[str]:
     """Problems between fields of a built :class:`~odssam.config.ExperimentConfig`, ``ModelConfig``
-    or ``PromptEncoderConfig`` (other sections have no cross-field rules)."""
-    from odssam.config import ExperimentConfig, ModelConfig, PromptEncoderConfig
+    or ``PromptEncoderConfig`` (other sections have no cross-field rules).
 
-    experiment = config if isinstance(config, ExperimentConfig) else None
+    Sections are recognised by their fields, so this module does not import :mod:`odssam.config`
+    (which imports it).
+    """
+    experiment = config if hasattr(config, "train") and hasattr(config, "model") else None
     model = experiment.model if experiment is not None else config
-    prompt_encoder = model.prompt_encoder if isinstance(model, ModelConfig) else model
-    problems = _prompt_encoder_problems(prompt_encoder) if isinstance(prompt_encoder, PromptEncoderConfig) else []
+    prompt_encoder = getattr(model, "prompt_encoder", model)
+    problems = _prompt_encoder_problems(prompt_encoder) if hasattr(prompt_encoder, "odconv") else []
     if experiment is not None:
         problems += _training_problems(experiment)
     return problems
