@@ -138,7 +138,9 @@ if triton is not None:
 
     # ------------------------------------------------------------------ shared by the kernels
     # Every kernel is one program per (block of BLOCK_D channels, batch element) that walks
-    # the sequence in chunks of BLOCK_L steps; these helpers are its common pieces.
+    # the sequence in chunks of BLOCK_L steps; these helpers are its common pieces. Keep the
+    # order of the floating-point operations when moving code: the compiler fuses multiplies
+    # and adds into FMAs by that order, so a reordering changes gradients in the last bits.
 
     @triton.jit
     def _program_tiles(
@@ -190,16 +192,16 @@ if triton is not None:
         return raw, tl.where(t_mask[None, :], dt, 0.0)
 
     @triton.jit
-    def _chunk_inputs(
-        u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
-        BLOCK_L: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ):
-        # The chunk's steps t, their mask, u, delta + bias (raw) and the discretised delta.
+    def _chunk_step_masks(BLOCK_L: tl.constexpr):
+        # A chunk's step indices (BLOCK_L,) and (1, BLOCK_L) masks of its first and last step.
+        steps = tl.arange(0, BLOCK_L)
+        return steps, (steps == 0)[None, :], (steps == BLOCK_L - 1)[None, :]
+
+    @triton.jit
+    def _chunk_steps(chunk, steps, seqlen, BLOCK_L: tl.constexpr):
+        # The chunk's time steps t and which of them lie inside the sequence.
         t = chunk * BLOCK_L + steps
-        t_mask = t < seqlen
-        u = _load_rows(u_ptr, row_offs, t, t_mask)
-        raw, dt = _load_delta(delta_ptr, row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
-        return t, t_mask, u, raw, dt
+        return t, t < seqlen
 
     @triton.jit
     def _finish_backward_chunk(
@@ -271,12 +273,11 @@ if triton is not None:
 
     @triton.jit
     def _scan_forward_chunk(
-        A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, steps, cols, dt, dtu, h, y,
-        N: tl.constexpr, BLOCK_L: tl.constexpr, UNROLL: tl.constexpr,
+        A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, first, last, cols, dt, dtu, h, y,
+        N: tl.constexpr, UNROLL: tl.constexpr,
     ):
-        # Advances all N states over one chunk, one after the other; returns (h, y).
-        first = (steps == 0)[None, :]
-        last = (steps == BLOCK_L - 1)[None, :]
+        # Advances all N states over one chunk, one after the other; returns (h, y). first,
+        # last: (1, BLOCK_L) masks of the chunk's first and last step.
         # Unrolling lets the states' scans overlap but keeps them all live at once.
         if UNROLL:
             for n in tl.static_range(N):
@@ -294,9 +295,9 @@ if triton is not None:
         u, dy, dt, dt_next, dtu, h, g, dA_acc, du, ddt, N: tl.constexpr, ATOMIC_BC: tl.constexpr,
     ):
         # Recomputes state n over one chunk, runs its adjoint backwards, adds its gradients.
+        g_n = _column(g, cols, n)
         a_nat, a_n, B_n, C_n, dBu, x = _state_over_chunk(
             n, A_ptr, BC_offs, B_ptr, C_ptr, d_offs, t_mask, first, cols, dt, dtu, h, N)
-        g_n = _column(g, cols, n)
         decay_next = tl.exp2(dt_next * a_n[:, None])
         out_grad = dy * C_n[None, :]
         out_grad = tl.where(last, out_grad + decay_next * g_n[:, None], out_grad)
@@ -318,15 +319,14 @@ if triton is not None:
 
     @triton.jit
     def _scan_backward_chunk(
-        A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, steps, cols,
-        u, dy, dt, dt_next, h, g, dA_acc, du,
+        A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, first, last, cols,
+        u, dy, dt, dt_next, h, skip, g, dA_acc,
         N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, ATOMIC_BC: tl.constexpr, UNROLL: tl.constexpr,
     ):
         # Backward pass of one chunk, state after state. g: the adjoint entering the chunk
         # from the next one. Returns (g, dA_acc, du, ddt).
-        first = (steps == 0)[None, :]
-        last = (steps == BLOCK_L - 1)[None, :]
         dtu = dt * u
+        du = skip[:, None] * dy
         ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         if UNROLL:
             for n in tl.static_range(N):
@@ -378,7 +378,7 @@ if triton is not None:
     @triton.jit
     def _sequential_backward_chunk(
         A_nat, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, chunk, t_mask, steps, cols,
-        u, dy, dt, h, w, dA_acc, du,
+        u, dy, dt, h, skip, w, dA_acc,
         N: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
         ATOMIC_BC: tl.constexpr, KEEP_DECAYS: tl.constexpr,
     ):
@@ -404,6 +404,7 @@ if triton is not None:
             if KEEP_DECAYS:
                 decays = decays + (decay,)
 
+        du = skip[:, None] * dy
         ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         dB = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
         dC = tl.zeros([BLOCK_L, NP], dtype=tl.float32)
@@ -451,27 +452,28 @@ if triton is not None:
     ):
         n_chunks = tl.cdiv(seqlen, BLOCK_L)
         # States are kept at the start of every SAVE_STRIDE-th chunk (a backward chunk).
-        _, _, d_offs, cols, row_offs, batch_group, state_offs = _program_tiles(
+        pid_d, pid_b, d_offs, cols, row_offs, batch_group, state_offs = _program_tiles(
             seqlen, dim, groups, dims_per_group, tl.cdiv(n_chunks, SAVE_STRIDE), N, NP, BLOCK_D)
         bc_base = batch_group * N * seqlen  # (batch, group)'s B and C, in either layout
         skip, bias = _load_skip_and_bias(D_ptr, bias_ptr, d_offs, BLOCK_D, HAS_D, HAS_BIAS)
         if SEQUENTIAL:
             A_nat = _load_A(A_ptr, d_offs, cols, N)
-        steps = tl.arange(0, BLOCK_L)
+        steps, first, last = _chunk_step_masks(BLOCK_L)
         h = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         for chunk in range(n_chunks):
             if SAVE_STATES and chunk % SAVE_STRIDE == 0:
                 tl.store(states_ptr + state_offs + (chunk // SAVE_STRIDE) * N, h, mask=cols[None, :] < N)
-            t, t_mask, u, _, dt = _chunk_inputs(u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
-                                                BLOCK_L, HAS_BIAS, SOFTPLUS)
+            t, t_mask = _chunk_steps(chunk, steps, seqlen, BLOCK_L)
+            u = _load_rows(u_ptr, row_offs, t, t_mask)
+            raw, dt = _load_delta(delta_ptr, row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
             dtu = dt * u
             y = skip[:, None] * u
             if SEQUENTIAL:
                 h, y = _sequential_forward_chunk(A_nat, B_ptr, C_ptr, bc_base, seqlen, chunk, steps, cols, dt, dtu,
                                                  h, y, N, BLOCK_L)
             else:
-                h, y = _scan_forward_chunk(A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, steps, cols,
-                                           dt, dtu, h, y, N, BLOCK_L, UNROLL)
+                h, y = _scan_forward_chunk(A_ptr, B_ptr, C_ptr, bc_base, seqlen, d_offs, t, t_mask, first, last, cols,
+                                           dt, dtu, h, y, N, UNROLL)
             _store_rows(y_ptr, row_offs, t, t_mask, y)
 
     @triton.jit
@@ -496,7 +498,7 @@ if triton is not None:
         skip, bias = _load_skip_and_bias(D_ptr, bias_ptr, d_offs, BLOCK_D, HAS_D, HAS_BIAS)
         if SEQUENTIAL:
             A_nat = _load_A(A_ptr, d_offs, cols, N)
-        steps = tl.arange(0, BLOCK_L)
+        steps, first, last = _chunk_step_masks(BLOCK_L)
         # The adjoint carried from chunk to chunk (the scan's g, the sequential walk's w).
         carried = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
         dA_acc = tl.zeros([BLOCK_D, NP], dtype=tl.float32)
@@ -504,21 +506,22 @@ if triton is not None:
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         for rev in range(n_chunks):
             chunk = n_chunks - 1 - rev
-            t, t_mask, u, raw, dt = _chunk_inputs(u_ptr, delta_ptr, row_offs, chunk, steps, seqlen, bias,
-                                                  BLOCK_L, HAS_BIAS, SOFTPLUS)
+            t, t_mask = _chunk_steps(chunk, steps, seqlen, BLOCK_L)
+            u = _load_rows(u_ptr, row_offs, t, t_mask)
             dy = _load_rows(dy_ptr, row_offs, t, t_mask)
-            h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
-            du = skip[:, None] * dy
+            raw, dt = _load_delta(delta_ptr, row_offs, t, t_mask, bias, HAS_BIAS, SOFTPLUS)
             if SEQUENTIAL:
+                h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
                 carried, dA_acc, du, ddt = _sequential_backward_chunk(
                     A_nat, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, chunk, t_mask, steps, cols,
-                    u, dy, dt, h, carried, dA_acc, du, N, NP, BLOCK_D, BLOCK_L, ATOMIC_BC, KEEP_DECAYS)
+                    u, dy, dt, h, skip, carried, dA_acc, N, NP, BLOCK_D, BLOCK_L, ATOMIC_BC, KEEP_DECAYS)
             else:
                 # delta one step ahead: the adjoint at t is carried back by exp(delta_{t+1} A).
-                _, dt_next = _load_delta(delta_ptr, row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
+                raw_next, dt_next = _load_delta(delta_ptr, row_offs, t + 1, t + 1 < seqlen, bias, HAS_BIAS, SOFTPLUS)
+                h = tl.load(states_ptr + state_offs + chunk * N, mask=cols[None, :] < N, other=0.0)
                 carried, dA_acc, du, ddt = _scan_backward_chunk(
-                    A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, steps, cols,
-                    u, dy, dt, dt_next, h, carried, dA_acc, du, N, BLOCK_D, BLOCK_L, ATOMIC_BC, UNROLL)
+                    A_ptr, B_ptr, C_ptr, dB_ptr, dC_ptr, bc_base, dbc_base, seqlen, d_offs, t, t_mask, first, last,
+                    cols, u, dy, dt, dt_next, h, skip, carried, dA_acc, N, BLOCK_D, BLOCK_L, ATOMIC_BC, UNROLL)
             dD_acc, dbias_acc = _finish_backward_chunk(
                 du_ptr, ddelta_ptr, row_offs, t, t_mask, u, dy, raw, du, ddt, dD_acc, dbias_acc, SOFTPLUS)
         _add_channel_grads(dA_ptr, dD_ptr, dbias_ptr, d_offs, cols, dA_acc, dD_acc, dbias_acc, N, HAS_D, HAS_BIAS)
