@@ -48,7 +48,11 @@ def checkpoint_layout(payload: dict) -> dict:
 
 
 def version_1_last_pt(cfg: ExperimentConfig, model, optimizer, epoch: int, step: int) -> dict:
-    """``last.pt`` built the way the version-1 trainer built it, literal keys and all."""
+    """``last.pt`` built the way the version-1 trainer built it, literal keys and all.
+
+    Written out rather than calling ``odssam.checkpoint.capture_rng_state``: a later change
+    there must not change the old layout this test stands for.
+    """
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     return {
