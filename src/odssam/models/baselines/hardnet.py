@@ -16,6 +16,7 @@ left out (AutoSAM computes that stage and never uses it; here the decoder reads 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -51,15 +52,12 @@ HARDNET_SPECS: dict[str, HarDNetSpec] = {
         block_layers=(8, 16, 16, 16, 16, 4),
         pooled=(True, False, True, False, True, False),
     ),
-    # Same structure at toy size, for tests.
-    "hardnet_tiny": HarDNetSpec(
-        stem_channels=(8, 16),
-        stage_channels=(16, 24, 32, 40, 48, 64),
-        growth_rates=(4, 4, 6, 6, 8, 8),
-        block_layers=(2, 2, 2, 2, 2, 2),
-        pooled=(True, False, True, False, True, False),
-    ),
 }
+# Same structure at toy size, for tests.
+HARDNET_SPECS["hardnet_tiny"] = dataclasses.replace(
+    HARDNET_SPECS["hardnet85"], stem_channels=(8, 16), stage_channels=(16, 24, 32, 40, 48, 64),
+    growth_rates=(4, 4, 6, 6, 8, 8), block_layers=(2,) * 6,
+)
 
 
 def conv_bn_relu6(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
