@@ -105,4 +105,6 @@ def test_forward_on_a_generated_image(name, capsys):
     settings = ["model.sam.variant=vit_micro", "model.sam.image_size=256", "model.prompt_encoder.input_size=128",
                 f"model.name={name}", *BASELINES[name][0]]
     assert main(with_settings(["forward", "--device", "cpu"], settings)) == 0, capsys.readouterr().err
-    assert "probability map 400x300" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "probability map 400x300" in out
+    assert f"model {name}: {BASELINES[name][1].__name__}" in out
