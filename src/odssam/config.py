@@ -186,17 +186,35 @@ class ODConvConfig:
 
 
 @dataclass(frozen=True)
+class AutoSamConfig:
+    """The ``autosam`` baseline's prompt network (:mod:`odssam.models.baselines.autosam`).
+
+    Attributes:
+        backbone: ``hardnet85`` (AutoSAM's) or ``hardnet_tiny`` for tests.
+        top_channels: Width of the decoder's first up block (stride 32 -> 16). The next two
+            keep AutoSAM's widths, those of their skip features (320 and 192 for HarDNet-85).
+            1440 makes the network Table 7's 88.6 M parameters; 720 (the skip's width, like
+            the other blocks) gives 59.2 M.
+    """
+
+    backbone: str = checked("hardnet85", choices=registry("odssam.models.baselines.hardnet", "HARDNET_SPECS"))
+    top_channels: int = checked(1440, at_least=1, at_most=8192)
+
+
+@dataclass(frozen=True)
 class PromptEncoderConfig:
     """The learned prompt encoder: feature encoder + SSMODC.
 
     Attributes:
         name: Registry name of the prompt network (:data:`odssam.models.registry.PROMPT_ENCODERS`):
-            ``ods`` (the paper's feature encoder + SSMODC).
+            ``ods`` (the paper's feature encoder + SSMODC); the baselines' ``noprompt`` and
+            ``autosam`` (set by ``model.name``, see :class:`ModelConfig`).
         input_size: Side of the (halved, padded) image fed to the feature encoder.
         use_dwconv: Depthwise-separable conv at the start of SSMODC.
         use_ssm: OD-SSM branch (Table 4 ablation).
         use_odconv: ODConv branch (Table 4 ablation).
         residual: ``P = F + SSMODC(F)`` (paper); ``False`` gives ``P = SSMODC(F)``.
+        autosam: The ``autosam`` prompt network (read by that one only).
     """
 
     input_size: int = checked(512, at_least=8, at_most=MAX_IMAGE_SIZE, multiple_of=8)
@@ -208,6 +226,7 @@ class PromptEncoderConfig:
     use_ssm: bool = True
     use_odconv: bool = True
     residual: bool = True
+    autosam: AutoSamConfig = field(default_factory=AutoSamConfig)
 
 
 @dataclass(frozen=True)
@@ -215,7 +234,10 @@ class ModelConfig:
     """The model: ``name`` picks the builder (:data:`odssam.models.registry.MODELS`).
 
     Attributes:
-        name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt).
+        name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt),
+            or a baseline on the same frozen segmenter: ``sam_noprompt`` (one learned dense
+            embedding) or ``autosam`` (AutoSAM's HarDNet-85 encoder-decoder). A baseline
+            sets ``prompt_encoder.name`` itself (``noprompt`` / ``autosam``).
         sam: The frozen segmenter (SAM or SAM 2).
         prompt_encoder: The learned dense prompt encoder.
     """

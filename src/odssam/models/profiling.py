@@ -95,7 +95,7 @@ def profile_prompt_encoder(encoder: nn.Module, cfg: ModelConfig) -> PartProfile:
         total, per_module = _flops_by_module(encoder, x)
     grid = pcfg.input_size // 8
     scan = 0
-    if pcfg.use_ssm:
+    if pcfg.use_ssm and any(isinstance(module, od_ssm.SS2D) for module in encoder.modules()):  # not in baselines
         scan = pcfg.ssm.num_layers * od_ssm.ss2d_scan_flops(1, grid, grid, pcfg.ssm, d_model=pcfg.feature_encoder.out_channels)
     root = type(encoder).__name__
     children = []

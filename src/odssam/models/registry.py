@@ -24,6 +24,8 @@ from odssam.models.sam2 import SAM2_VARIANTS
 
 MODELS: dict[str, str] = {
     "ods_sam": "odssam.models.ods_sam:build_ods_sam",
+    "sam_noprompt": "odssam.models.baselines.noprompt:build_sam_noprompt",
+    "autosam": "odssam.models.baselines.autosam:build_autosam",
 }
 
 SEGMENTER_VARIANTS: dict[str, str] = {
@@ -33,6 +35,8 @@ SEGMENTER_VARIANTS: dict[str, str] = {
 
 PROMPT_ENCODERS: dict[str, str] = {
     "ods": "odssam.models.prompt_encoder:build_prompt_encoder",
+    "noprompt": "odssam.models.baselines.noprompt:build_noprompt_encoder",
+    "autosam": "odssam.models.baselines.autosam:build_autosam_encoder",
 }
 
 
