@@ -1,0 +1,1 @@
+"""Baselines without SAM, trained, evaluated, predicted and exported by the same commands (issue 17)."""
