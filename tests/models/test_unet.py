@@ -9,7 +9,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from odssam.config import ModelConfig, TrainConfig, load_config, with_overrides
+from odssam.checkpoint import resumable_model_config
+from odssam.config import ModelConfig, TrainConfig, load_config, to_dict, with_overrides
 from odssam.engine.run_setup import trains_on_cache
 from odssam.errors import OdsSamError
 from odssam.models.baselines.unet import UnetBaseline, decoder_channels
@@ -171,3 +172,9 @@ def test_profile_counts_everything_as_learnable():
     assert sum(child["params"] for child in children.values()) == learnable["params"]
     assert children["encoder"]["flops"] > 0 and children["decoder"]["flops"] > 0
     assert "unet profile: no frozen segmenter, input at 64" in format_profile(report)
+
+
+def test_resuming_compares_the_model_config_without_the_starting_weights():
+    started = to_dict(unet_config(**{"unet.weights": "/elsewhere/resnet.pth"}))
+    assert resumable_model_config(started) == resumable_model_config(to_dict(unet_config()))
+    assert resumable_model_config(started) != resumable_model_config(to_dict(unet_config(**{"unet.input_size": 96})))
