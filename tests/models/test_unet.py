@@ -178,3 +178,15 @@ def test_resuming_compares_the_model_config_without_the_starting_weights():
     started = to_dict(unet_config(**{"unet.weights": "/elsewhere/resnet.pth"}))
     assert resumable_model_config(started) == resumable_model_config(to_dict(unet_config()))
     assert resumable_model_config(started) != resumable_model_config(to_dict(unet_config(**{"unet.input_size": 96})))
+
+
+def test_bf16_autocast_inference_follows_fp32():
+    # The precision CUDA runs use by default (train.precision: auto), here on the CPU.
+    from odssam.inference.batch import predict_probabilities
+
+    model = build_tiny().eval()
+    images = [torch.randint(0, 256, (48, 40, 3), dtype=torch.uint8).numpy()]
+    full = predict_probabilities(model, images)[0]
+    half = predict_probabilities(model, images, amp_dtype=torch.bfloat16)[0]
+    assert half.shape == full.shape == (48, 40)
+    assert abs(half - full).max() < 0.05
