@@ -230,6 +230,38 @@ class PromptEncoderConfig:
 
 
 @dataclass(frozen=True)
+class UnetConfig:
+    """The ``unet`` baseline: a U-Net without SAM (``segmentation_models_pytorch``, extra ``baselines``).
+
+    Everything trains; images are resized to ``input_size`` and normalised with the ImageNet
+    mean and standard deviation (those of the encoder's ImageNet weights, and SAM's).
+
+    Attributes:
+        encoder: timm model name of the encoder (smp's ``tu-`` encoders): ``resnet34``
+            (default, the usual U-Net polyp baseline), ``efficientnet_b0``, any timm CNN that
+            has ``features_only``; ``test_resnet`` is timm's tiny test model.
+        weights: Starting weights of the encoder: ``None`` (random), a path to an ImageNet
+            state dict of that timm model (``.safetensors``/``.pth``/``.bin``; torchvision's
+            ResNet files use the same names; the classifier is ignored), or ``"auto"``, which
+            is refused: odssam records no digest of timm's pretrained files and does not
+            download weights it cannot verify (the message names the file to fetch).
+        input_size: Side ``S`` of the square input and of the logits: 352 (default), the
+            polyp protocol of PraNet that U-Net baselines are compared under; a multiple of
+            32 (five 2x downsamplings).
+        resize: ``stretch`` (default: resized to S x S, as the PraNet protocol) or
+            ``longest_side`` (aspect kept, zero-padded, as SAM).
+        decoder_width: Channels of the first decoder stage, halved at each of the four next
+            (256: smp's default 256, 128, 64, 32, 16).
+    """
+
+    encoder: str = checked("resnet34", nonempty=True)
+    weights: str | None = None
+    input_size: int = checked(352, at_least=32, at_most=MAX_IMAGE_SIZE, multiple_of=32)
+    resize: str = checked("stretch", choices=registry("odssam.models.transforms", "RESIZE_MODES"))
+    decoder_width: int = checked(256, at_least=16, at_most=4096, multiple_of=16)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The model: ``name`` picks the builder (:data:`odssam.models.registry.MODELS`).
 
@@ -237,14 +269,17 @@ class ModelConfig:
         name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt),
             or a baseline on the same frozen segmenter: ``sam_noprompt`` (one learned dense
             embedding) or ``autosam`` (AutoSAM's HarDNet-85 encoder-decoder). A baseline
-            sets ``prompt_encoder.name`` itself (``noprompt`` / ``autosam``).
+            sets ``prompt_encoder.name`` itself (``noprompt`` / ``autosam``). ``unet`` is a
+            baseline without SAM (:class:`UnetConfig`).
         sam: The frozen segmenter (SAM or SAM 2).
         prompt_encoder: The learned dense prompt encoder.
+        unet: The ``unet`` baseline (read only when ``name`` is ``unet``).
     """
 
     name: str = checked("ods_sam", choices=registry("odssam.models.registry", "MODELS"))
     sam: SamConfig = field(default_factory=SamConfig)
     prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
+    unet: UnetConfig = field(default_factory=UnetConfig)
 
 
 @dataclass(frozen=True)

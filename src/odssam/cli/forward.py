@@ -58,11 +58,14 @@ def run(args) -> int:
     built = time.perf_counter()
     prob = predict_probabilities(model, [image])[0]
     done = time.perf_counter()
-    weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
-    print(f"SAM {cfg.model.sam.variant}: {weights}")
+    if model.segmenter is None:  # a baseline without SAM
+        print(f"{cfg.model.name} (no SAM) starts from: {model.trainable.weights_description}")
+    else:
+        weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
+        print(f"SAM {cfg.model.sam.variant}: {weights}")
+        print(f"feature encoder starts from: {model.trainable.weights_description}")
     learnable = sum(p.numel() for p in model.trainable_parameters())
     print(f"model {cfg.model.name}: {type(model.trainable).__name__}, {learnable / 1e6:.3f} M learnable parameters")
-    print(f"feature encoder starts from: {model.trainable.weights_description}")
     print(f"input {image.shape[1]}x{image.shape[0]} -> probability map {prob.shape[1]}x{prob.shape[0]}")
     print(
         f"probability min {prob.min():.4f} mean {prob.mean():.4f} max {prob.max():.4f}; "

@@ -1,10 +1,14 @@
-"""Baselines on the same frozen segmenter as ODS-SAM: only the learned dense prompt differs.
+"""Baselines, trained, evaluated, predicted and exported by the same commands as ODS-SAM.
+
+On the same frozen segmenter (only the learned dense prompt differs):
 
 * ``model.name: sam_noprompt`` (:mod:`.noprompt`): one learned dense embedding.
 * ``model.name: autosam`` (:mod:`.autosam`): AutoSAM's HarDNet-85 encoder-decoder.
 
 Each is an :class:`~odssam.models.ods_sam.OdsSam` with another prompt encoder, so training,
 evaluation, prediction, export and profiling treat them as ODS-SAM.
+
+Without a frozen segmenter: ``model.name: unet`` (:mod:`.unet`), a U-Net on a timm encoder.
 """
 
 from __future__ import annotations
