@@ -27,7 +27,7 @@ from odssam.engine.targets import loss_resolution, target_size
 from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
 from odssam.models.registry import build_model
-from odssam.utils.atomic import atomic_write_text
+from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class RunFolder:
     def of(cls, cfg: ExperimentConfig, run_dir: str | Path | None) -> RunFolder:
         """``run_dir``, or ``<train.output_dir>/<train.run_name or name>`` by default."""
         return cls(Path(run_dir or Path(cfg.train.output_dir) / (cfg.train.run_name or cfg.name)))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
 
     @property
     def last(self) -> Path:
@@ -101,12 +105,34 @@ def allow_tf32(device: torch.device) -> None:
 
 
 def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
-    """``last.pt`` of the run to resume, or ``None`` for a fresh start in a folder holding no run."""
+    """``last.pt`` of the run to resume, or ``None`` to start from epoch 0.
+
+    The run folder is created and proved writable first, and rank 0 removes the temporary
+    files of atomic writes that a killed run left in it. A run to resume that was killed
+    before its first checkpoint (``config.yaml`` but no ``last.pt``) starts from epoch 0,
+    as a fresh run would.
+
+    Raises:
+        OdsSamError: An unwritable run folder, a fresh start in a folder holding a run, or
+            nothing to resume.
+    """
+    folder = ctx.folder
+    check_writable_folder(folder.path, "run folder")
+    if ctx.is_main:
+        removed = remove_orphan_temp_files(folder.path) + remove_orphan_temp_files(folder.split_record.parent)
+        if removed:
+            ctx.say(f"removed {len(removed)} unfinished temporary file(s) of an interrupted run in {folder.path}")
     if ctx.resume:
-        return load_resumable_checkpoint(ctx.folder.last, ctx.cfg.model)
-    if ctx.folder.last.exists():
+        if folder.last.exists():
+            return load_resumable_checkpoint(folder.last, ctx.cfg.model)
+        if folder.config.is_file():
+            ctx.say(f"note: {folder.path} holds no last.pt (the run stopped before its first checkpoint): "
+                    "starting it from epoch 0")
+            return None
+        raise OdsSamError(f"{folder.path}: nothing to resume (no last.pt, no config.yaml); start it without --resume")
+    if folder.last.exists():
         raise OdsSamError(
-            f"{ctx.folder.path} already holds a run (last.pt): pass --resume to continue it, "
+            f"{folder.path} already holds a run (last.pt): pass --resume to continue it, "
             "or choose another train.run_name / train.output_dir"
         )
     return None
@@ -176,7 +202,7 @@ def prepare_data(ctx: RunContext) -> TrainingData:
     val_set = build_split(dcfg, "val", recorded_split) if dcfg.val_count > 0 else None
     if ctx.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder.path / "config.yaml", yaml.safe_dump(to_dict(ctx.cfg), sort_keys=False))
+        atomic_write_text(folder.config, yaml.safe_dump(to_dict(ctx.cfg), sort_keys=False))
         write_json_atomic(folder.split_record, train_set.split_record())
     if val_set is not None:
         ctx.say(f"data: {dcfg.dataset} train {len(train_set)} images, val {len(val_set)} images (select best.pt)")
