@@ -66,6 +66,21 @@ def is_write_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in WRITE_ERRNOS
 
 
+def _refused_write(error: BaseException) -> OSError | None:
+    """The write error behind ``error``, if any: itself or one it was raised while handling.
+
+    A writer may hide the disk's error behind its own: ``torch.save`` answers a full disk
+    with a ``RuntimeError`` from finishing its zip archive, raised while handling the ``OSError``.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if is_write_error(error):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def write_error(path: str | os.PathLike, error: OSError) -> OdsSamError:
     """The one-line error for a write to ``path`` that the filesystem refused with ``error``."""
     kept = "the previous file is unchanged" if Path(path).exists() else "nothing was written"
@@ -111,8 +126,9 @@ def atomic_open(path: str | os.PathLike, *, suffix: str = TEMP_SUFFIX, fsync: bo
             Path(temp_name).unlink(missing_ok=True)
         except OSError:  # e.g. the filesystem went read-only: the original error matters more
             pass
-        if is_write_error(error):
-            raise write_error(path, error) from error
+        refused = _refused_write(error) if isinstance(error, Exception) and not isinstance(error, OdsSamError) else None
+        if refused is not None:
+            raise write_error(path, refused) from error
         raise
 
 
