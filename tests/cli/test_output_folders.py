@@ -82,7 +82,7 @@ def test_a_refused_write_outside_atomic_writes_is_one_line_exit_2(monkeypatch, c
     monkeypatch.setattr(odssam.cli.profile, "run", disk_full)
     assert main(["profile"]) == 2
     line = _one_error_line(capsys.readouterr().err, "profile")
-    assert line == "odssam profile: error: cannot write runs/x/tensorboard/events: No space left on device"
+    assert line == "odssam profile: error: runs/x/tensorboard/events: No space left on device"
 
 
 # --------------------------------------------------------------------------- unwritable output folders

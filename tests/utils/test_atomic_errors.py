@@ -96,10 +96,14 @@ def test_other_errors_in_the_block_pass_through_unchanged(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_writable_folder_is_created_and_left_without_a_probe(tmp_path):
+def test_the_write_check_leaves_nothing_behind(tmp_path):
     folder = tmp_path / "a" / "b"
     assert check_writable_folder(folder) == folder
-    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the folders it created are gone again
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "old.txt").write_text("x")
+    check_writable_folder(tmp_path / "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["old.txt"]
 
 
 def test_unwritable_folder_is_one_error_naming_it(tmp_path, monkeypatch):

@@ -90,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"odssam {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - the last line of defence: an exit code, not a bare traceback
-        if is_write_error(error):  # a write outside odssam's atomic writes (e.g. TensorBoard, ONNX)
-            print(f"odssam {args.command}: error: cannot write {error.filename or 'a file'}: {error.strerror}",
-                  file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a documented exit code
+        if is_write_error(error):  # a full or read-only disk met outside odssam's atomic writes (TensorBoard, ONNX)
+            print(f"odssam {args.command}: error: {error.filename or 'a file'}: {error.strerror}", file=sys.stderr)
             return 2
         traceback.print_exc()
         print(f"odssam {args.command}: crashed ({type(error).__name__}: {error}); this is a bug in odssam: "

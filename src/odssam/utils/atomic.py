@@ -108,7 +108,9 @@ def atomic_open(path: str | os.PathLike, *, suffix: str = TEMP_SUFFIX, fsync: bo
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name[:_TEMP_PREFIX_CHARS]}.", suffix=suffix, dir=path.parent)
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f".{path.name[:_TEMP_PREFIX_CHARS]}.", suffix=suffix, dir=path.parent
+        )
     except OSError as error:
         if is_write_error(error):
             raise write_error(path, error) from error
@@ -167,10 +169,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
 
 
 def check_writable_folder(folder: str | os.PathLike, role: str = "output folder") -> Path:
-    """Create ``folder`` if missing and prove it writable by writing and removing a probe file.
+    """Prove that ``folder`` can be written: create it, write and remove a probe file.
 
     Commands call this before any long work, so an unwritable destination fails at once
-    rather than after hours of computation.
+    rather than after hours of computation. The check leaves nothing behind: folders it had
+    to create are removed again (the writers create them when they write), so a command
+    that fails later leaves no empty output folder.
 
     Args:
         folder: The folder a command will write into.
@@ -185,6 +189,7 @@ def check_writable_folder(folder: str | os.PathLike, role: str = "output folder"
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OdsSamError(f"{role} {folder} is a file, not a folder")
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Named like atomic_open's temporary files, so a probe left by a kill is cleaned up too.
@@ -197,6 +202,12 @@ def check_writable_folder(folder: str | os.PathLike, role: str = "output folder"
             Path(probe).unlink(missing_ok=True)
     except OSError as error:
         raise OdsSamError(f"{role} {folder} is not writable: {error.strerror or error}") from error
+    finally:
+        for created in missing:
+            try:
+                created.rmdir()
+            except OSError:  # not created by us after all, or no longer empty (another writer)
+                break
     return folder
 
 
