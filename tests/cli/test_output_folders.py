@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -179,17 +180,23 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_afresh(da
         assert main(_train_args(f"data.root={dataset}", f"train.output_dir={tmp_path / 'killed'}", "train.epochs=1")) == 130
     run = tmp_path / "killed" / "tiny"
     assert (run / "config.yaml").is_file() and not (run / "last.pt").exists()
-    # What a kill during the first checkpoint's write leaves: temporary files of atomic writes.
-    orphans = [run / ".last.pt.x1y2z3_q.tmp", run / "splits" / ".split.json.abcdefgh.tmp"]
-    for orphan in orphans:
-        orphan.write_bytes(b"half a file")
+    # What a kill during the first checkpoint's write leaves: temporary files of atomic writes;
+    # in the embedding cache, which other runs share, only those untouched for a while go.
+    orphans = [run / ".last.pt.x1y2z3_q.tmp", run / "splits" / ".split.json.abcdefgh.tmp",
+               tmp_path / "killed" / ".embedding-cache" / "v1" / "embedding" / "ab" / ".ab12.npy.abcdefgh.tmp"]
+    live = orphans[-1].with_name(".ab34.npy.abcdefgh.tmp")  # maybe another run's write in progress
+    for temp in (*orphans, live):
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(b"half a file")
+    an_hour_ago = time.time() - 3600
+    os.utime(orphans[-1], (an_hour_ago, an_hour_ago))
     capsys.readouterr()
 
     assert main(["train", "--resume", str(run), "--device", "cpu", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"note: {run} holds no last.pt (the run stopped before its first checkpoint): starting it from epoch 0" in out
-    assert f"removed 2 unfinished temporary file(s) of an interrupted run in {run}" in out
-    assert not any(orphan.exists() for orphan in orphans)
+    assert "removed 3 unfinished temporary file(s) left by interrupted writes" in out
+    assert not any(orphan.exists() for orphan in orphans) and live.exists()
     assert [r["train_loss"] for r in _history(run)] == [r["train_loss"] for r in _history(fresh)]
     resumed, straight = load_checkpoint(run / "last.pt"), load_checkpoint(fresh / "last.pt")
     assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (1, 2)

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import time
 
 import pytest
 import torch
@@ -144,3 +145,16 @@ def test_orphan_temp_files_are_removed_and_nothing_else(tmp_path):
     assert sorted(p.name for p in removed) == sorted(orphans)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["splits"])
     assert remove_orphan_temp_files(tmp_path / "missing") == []
+
+
+def test_orphans_in_sub_folders_and_only_old_ones_when_asked(tmp_path):
+    old, fresh = tmp_path / "v1" / "ab" / ".k1.npy.abcdefgh.tmp", tmp_path / "v1" / "cd" / ".k2.npy.abcdefgh.tmp"
+    for temp in (old, fresh):
+        temp.parent.mkdir(parents=True)
+        temp.write_bytes(b"x")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert remove_orphan_temp_files(tmp_path) == []  # not recursive by default
+    assert remove_orphan_temp_files(tmp_path, recursive=True, older_than_s=600) == [old]
+    assert fresh.exists() and not old.exists()
+    assert remove_orphan_temp_files(tmp_path, recursive=True) == [fresh]

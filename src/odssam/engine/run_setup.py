@@ -119,9 +119,7 @@ def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
     folder = ctx.folder
     check_writable_folder(folder.path, "run folder")
     if ctx.is_main:
-        removed = remove_orphan_temp_files(folder.path) + remove_orphan_temp_files(folder.split_record.parent)
-        if removed:
-            ctx.say(f"removed {len(removed)} unfinished temporary file(s) of an interrupted run in {folder.path}")
+        _remove_orphan_temp_files(ctx)
     if ctx.resume:
         if folder.last.exists():
             return load_resumable_checkpoint(folder.last, ctx.cfg.model)
@@ -136,6 +134,32 @@ def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
             "or choose another train.run_name / train.output_dir"
         )
     return None
+
+
+# A temporary file of the shared embedding cache untouched this long was left by a killed
+# process: a live one is written to until it is renamed, a moment later.
+STALE_CACHE_TEMP_SECONDS = 600
+
+
+def _remove_orphan_temp_files(ctx: RunContext) -> None:
+    """Delete the temporary files of atomic writes that killed processes left behind.
+
+    In the run folder (only this run writes there) all of them; in the embedding cache,
+    which concurrent runs share, those older than :data:`STALE_CACHE_TEMP_SECONDS`.
+    """
+    folder = ctx.folder
+    removed = remove_orphan_temp_files(folder.path) + remove_orphan_temp_files(folder.split_record.parent)
+    if ctx.cfg.train.cache_embeddings:
+        removed += remove_orphan_temp_files(
+            embedding_cache_dir(ctx), recursive=True, older_than_s=STALE_CACHE_TEMP_SECONDS
+        )
+    if removed:
+        ctx.say(f"removed {len(removed)} unfinished temporary file(s) left by interrupted writes")
+
+
+def embedding_cache_dir(ctx: RunContext) -> Path:
+    """``train.cache_dir``, or ``.embedding-cache`` beside the run folder (shared by the runs there)."""
+    return Path(ctx.cfg.train.cache_dir) if ctx.cfg.train.cache_dir else ctx.folder.path.parent / ".embedding-cache"
 
 
 @dataclass(frozen=True)
@@ -255,7 +279,7 @@ def prepare_embedding_cache(
     tcfg, model = ctx.cfg.train, net.model
     if not tcfg.cache_embeddings:
         return EmbeddingCaches()
-    cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else ctx.folder.path.parent / ".embedding-cache"
+    cache_dir = embedding_cache_dir(ctx)
     params = CacheParams(
         net.fingerprint, model.image_size, model.prompt_input_size, targets.size, tcfg.cache_dtype,
         embedding_parts=len(model.segmenter.embedding_shapes()), resize=model.preprocess_spec.resize,

@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -216,12 +218,20 @@ def is_orphan_temp_name(name: str) -> bool:
     return _TEMP_NAME.fullmatch(name) is not None
 
 
-def remove_orphan_temp_files(folder: str | os.PathLike) -> list[Path]:
+def remove_orphan_temp_files(
+    folder: str | os.PathLike, *, recursive: bool = False, older_than_s: float = 0.0
+) -> list[Path]:
     """Delete the temporary files of atomic writes that a killed process left in ``folder``.
 
-    Only names :func:`is_orphan_temp_name` recognises are touched, in ``folder`` itself (not
-    its sub-folders). Call it only where no other process is writing (e.g. a run folder as
-    its run starts): a live write's temporary file looks the same.
+    Only names :func:`is_orphan_temp_name` recognises are touched. A live write's temporary
+    file looks the same, so call it where no other process writes, or give ``older_than_s``:
+    a live temporary file is written to (its modification time moves) until it is renamed
+    a moment later, so one untouched for minutes was left by a killed process.
+
+    Args:
+        folder: Where to look (a missing folder holds nothing).
+        recursive: Also look in every sub-folder.
+        older_than_s: Only files last modified at least this many seconds ago.
 
     Returns:
         The files removed.
@@ -229,12 +239,21 @@ def remove_orphan_temp_files(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    if recursive:
+        candidates = (Path(parent) / name for parent, _, names in os.walk(folder) for name in names)
+    else:
+        candidates = (entry for entry in folder.iterdir())
+    newest = time.time() - older_than_s
     removed = []
-    for entry in folder.iterdir():
-        if is_orphan_temp_name(entry.name) and entry.is_file() and not entry.is_symlink():
-            try:
-                entry.unlink()
-            except FileNotFoundError:
+    for entry in candidates:
+        if not is_orphan_temp_name(entry.name):
+            continue
+        try:
+            details = entry.lstat()
+            if not stat.S_ISREG(details.st_mode) or (older_than_s and details.st_mtime > newest):
                 continue
-            removed.append(entry)
+            entry.unlink()
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+        removed.append(entry)
     return removed
