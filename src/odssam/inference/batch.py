@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-# The one place where inference applies a precision.
 from odssam.errors import OdsSamError
+# The one place where inference applies a precision.
 from odssam.utils.device import autocast
 from odssam.models.transforms import PreprocessSpec, sam_preprocess
 
