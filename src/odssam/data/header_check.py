@@ -8,7 +8,8 @@ any of them would stop the run:
 - the image and its mask are regular files whose headers can be read;
 - neither ends early: a PNG reaches its ``IEND`` chunk with valid CRCs, a JPEG has its
   end-of-image marker, a TIFF's first-page strips lie inside the file, a BMP is as long as
-  its header says; an XML annotation (MoNuSeg) parses, with valid vertices;
+  its header says (a file failing this is decoded to decide); an XML annotation
+  (MoNuSeg) parses, with valid vertices;
 - the mask is as large as the image;
 - the image fits the model's input (:meth:`PreprocessSpec.size_problem`).
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from odssam.data.image_io import JPEG_EXTENSIONS, TIFF_EXTENSIONS, file_kind_problem
+from odssam.data.image_io import JPEG_EXTENSIONS, TIFF_EXTENSIONS, file_kind_problem, read_image
 from odssam.data.index import Entry, Issue
 from odssam.data.polygons import read_polygons
 from odssam.errors import OdsSamError
@@ -80,29 +81,44 @@ def _check_mask(entry: Entry, height: int, width: int) -> None:
 def header_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file from its header, after checking that the file is whole.
 
+    A file whose end looks wrong is decoded to decide, so a file passes exactly when
+    decoding it would (PIL reads a PNG that lost its ``IEND`` chunk, for one).
+
     Raises:
         OdsSamError: If the file is not a regular file, its header cannot be read, or its
-            data ends early; the message names the file.
+            data cannot be decoded; the message names the file.
     """
     path = Path(path)
     _require_regular(path)
-    if path.suffix.lower() in TIFF_EXTENSIONS:
-        return _tiff_size(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            image_format = image.format
-            if image_format == "PNG":
-                image.verify()  # every chunk's CRC up to IEND, nothing decompressed
-    except OdsSamError:
-        raise
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files
-        raise OdsSamError(f"{path}: not a readable image ({error})") from error
-    if image_format == "JPEG" or path.suffix.lower() in JPEG_EXTENSIONS:
-        _require_jpeg_end(path)
-    elif image_format == "BMP":
-        _require_bmp_length(path)
+        height, width, damage = _header(path)
+    except Exception as error:  # noqa: BLE001 - PIL and tifffile raise many types for bad files
+        damage = f"unreadable header ({error})"
+    if damage is not None:
+        try:
+            height, width = read_image(path).shape[:2]  # masks too: any layout becomes HxWx3
+        except OdsSamError as error:
+            raise OdsSamError(f"{error} [{damage}]") from error
     return height, width
+
+
+def _header(path: Path) -> tuple[int, int, str | None]:
+    """``(height, width, why the file looks damaged or None)`` from the header and the file's end."""
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        return _tiff_header(path)
+    with Image.open(path) as image:
+        width, height = image.size
+        image_format = image.format
+        if image_format == "PNG":
+            try:
+                image.verify()  # every chunk's CRC up to IEND, nothing decompressed
+            except Exception as error:  # noqa: BLE001
+                return height, width, f"PNG chunks: {error}"
+    if image_format == "JPEG" or path.suffix.lower() in JPEG_EXTENSIONS:
+        return height, width, _jpeg_end_problem(path)
+    if image_format == "BMP":
+        return height, width, _bmp_length_problem(path)
+    return height, width, None
 
 
 def _require_regular(path: Path) -> None:
@@ -111,37 +127,30 @@ def _require_regular(path: Path) -> None:
         raise OdsSamError(f"{path}: {problem}")
 
 
-def _require_jpeg_end(path: Path) -> None:
+def _jpeg_end_problem(path: Path) -> str | None:
     with open(path, "rb") as stream:
         stream.seek(max(0, os.fstat(stream.fileno()).st_size - _JPEG_TAIL))
-        if _JPEG_END not in stream.read():
-            raise OdsSamError(f"{path}: truncated JPEG (no end-of-image marker)")
+        return None if _JPEG_END in stream.read() else "no JPEG end-of-image marker"
 
 
-def _require_bmp_length(path: Path) -> None:
+def _bmp_length_problem(path: Path) -> str | None:
     with open(path, "rb") as stream:
         declared = int.from_bytes(stream.read(6)[2:6], "little")  # bfSize; 0 when a writer omits it
         actual = os.fstat(stream.fileno()).st_size
-    if declared > actual:
-        raise OdsSamError(f"{path}: truncated BMP ({actual} of the {declared} bytes its header declares)")
+    return f"{actual} of the {declared} bytes its BMP header declares" if declared > actual else None
 
 
-def _tiff_size(path: Path) -> tuple[int, int]:
+def _tiff_header(path: Path) -> tuple[int, int, str | None]:
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            page = tiff.pages[0]
-            height, width = int(page.imagelength), int(page.imagewidth)
-            ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
-            size = os.path.getsize(path)
-    except Exception as error:  # noqa: BLE001 - tifffile raises many types for bad files
-        raise OdsSamError(f"{path}: not a readable TIFF ({error})") from error
-    if height <= 0 or width <= 0:
-        raise OdsSamError(f"{path}: no image data in the first page")
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages[0]
+        height, width = int(page.imagelength), int(page.imagewidth)
+        ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
+    size = os.path.getsize(path)
     if ends and max(ends) > size:
-        raise OdsSamError(f"{path}: truncated TIFF (its image data ends at byte {max(ends)} of {size})")
-    return height, width
+        return height, width, f"TIFF image data ends at byte {max(ends)} of {size}"
+    return height, width, None if height > 0 and width > 0 else "no image size in the first TIFF page"
 
 
 def _without_path(error: OdsSamError, path: Path | str) -> str:
