@@ -83,10 +83,11 @@ def test_a_file_with_a_damaged_end_passes_exactly_when_it_decodes(tmp_path, rng,
     if readable:
         assert header_size(path) == read_image(path).shape[:2] == (40, 40)
         return
-    with pytest.raises(OdsSamError, match=r"a.png: cannot decode image data .*\[PNG chunks: "):
+    with pytest.raises(OdsSamError, match="a.png: cannot decode image data") as raised:
         header_size(path)
-    with pytest.raises(OdsSamError, match="a.png: cannot decode image data"):
+    with pytest.raises(OdsSamError, match="a.png: cannot decode image data") as decoding:
         read_image(path)
+    assert str(raised.value) == str(decoding.value)
 
 
 def test_jpeg_padding_after_its_end_marker_is_fine(tmp_path, rng):

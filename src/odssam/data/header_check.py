@@ -95,10 +95,8 @@ def header_size(path: str | Path) -> tuple[int, int]:
     except Exception as error:  # noqa: BLE001 - PIL and tifffile raise many types for bad files
         damage = f"unreadable header ({error})"
     if damage is not None:
-        try:
-            height, width = read_image(path).shape[:2]  # masks too: any layout becomes HxWx3
-        except OdsSamError as error:
-            raise OdsSamError(f"{error} [{damage}]") from error
+        # Decoding decides, and names the file when it fails: the message data check gives.
+        height, width = read_image(path).shape[:2]  # masks too: any layout becomes HxWx3
     return height, width
 
 

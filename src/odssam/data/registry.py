@@ -16,7 +16,7 @@ from odssam.data.datasets.mvtec import CATEGORIES as MVTEC_CATEGORIES
 from odssam.data.datasets.mvtec import index_mvtec
 from odssam.data.datasets.pranet import TEST_SETS as PRANET_TEST_SETS
 from odssam.data.datasets.pranet import index_pranet
-from odssam.data.index import DatasetIndex, Entry, IndexOptions
+from odssam.data.index import DatasetIndex, Entry, IndexOptions, Issue
 from odssam.data.splits import SPLIT_NAMES, hold_out_validation, read_split_file
 from odssam.errors import OdsSamError
 
@@ -212,6 +212,7 @@ def build_dataset(
     val_count: int = 0,
     split_file: str | Path | None = None,
     skip_missing: bool = False,
+    listing_errors: list[Issue] | None = None,
 ) -> SegmentationDataset:
     """Build one split of a registered dataset.
 
@@ -234,6 +235,9 @@ def build_dataset(
         skip_missing: With ``split_file``: entries of ``split`` that the folder no longer
             holds (or holds with listing problems, e.g. a mask gone) are left out and
             described in the dataset's ``unavailable`` instead of refusing the split.
+        listing_errors: If given, problems found while listing the folder (a mask
+            missing ...) are appended to it instead of raised, and the split holds the
+            entries listed without problems (the check before training).
 
     Returns:
         A ``torch.utils.data.Dataset`` of :class:`~odssam.data.sample.Sample`.
@@ -251,8 +255,11 @@ def build_dataset(
     index = index_dataset(name, root, category, options)
     base_split = "test" if split == "test" else "train"
     tolerated = skip_missing and split_file is not None
-    if not tolerated:
-        _raise_for_errors(index, None if index.shared_pool or split_file else base_split, root)
+    error_scope = None if index.shared_pool or split_file else base_split
+    if listing_errors is not None:
+        listing_errors.extend(index.errors(error_scope))
+    elif not tolerated:
+        _raise_for_errors(index, error_scope, root)
     if base_split not in index.splits:
         if name == "pranet" and base_split == "test":
             raise OdsSamError(

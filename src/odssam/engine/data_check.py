@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from odssam.config import ExperimentConfig
 from odssam.data.header_check import entry_issues
+from odssam.data.index import Issue
 from odssam.data.registry import EmptySplitError
 from odssam.engine.setup import build_split
 from odssam.errors import OdsSamError
@@ -40,35 +41,44 @@ def checked_splits(
         OdsSamError: Listing every problem of every split, each with its file.
     """
     dcfg, started = cfg.data, time.perf_counter()
-    problems: list[str] = []
+    problems: dict[str, str] = {}  # problem -> the split it was found in first
 
-    def built(split: str, category: str | None = None, split_file=None):
+    def found(label: str, problem) -> None:
+        problems.setdefault(str(problem), label)  # a listing's problems come again with each split it holds
+
+    def built(label: str, split: str, category: str | None = None, split_file=None):
+        listing: list[Issue] = []
         try:
-            return build_split(dcfg, split, split_file, category=category)
+            dataset = build_split(dcfg, split, split_file, category=category, listing_errors=listing)
         except EmptySplitError as error:
+            dataset = None
             if split != "test":  # an empty test set is skipped by the final evaluation
-                problems.append(str(error))
+                found(label, error)
         except OdsSamError as error:
-            problems.append(str(error))
-        return None
+            dataset = None
+            found(label, error)
+        for issue in listing:
+            found(label, issue)
+        return dataset
 
-    splits = {"train": built("train", split_file=recorded_split)}
+    splits = {"train": built("train", "train", split_file=recorded_split)}
     if dcfg.val_count > 0:
-        splits["val"] = built("val", split_file=recorded_split)
+        splits["val"] = built("val", "val", split_file=recorded_split)
     if cfg.train.final_eval:
         for name in dcfg.test_sets or [None]:
-            splits[f"test {name}" if name else "test"] = built("test", name)
+            label = f"test {name}" if name else "test"
+            splits[label] = built(label, "test", name)
     input_spec = spec if dcfg.image_size is None else None
     checked = 0
     for label, dataset in splits.items():
         for entry in dataset.entries if dataset is not None else []:
-            problems += [f"{label}: {issue}" for issue in entry_issues(entry, label, input_spec)]
+            for issue in entry_issues(entry, label, input_spec):
+                found(label, issue)
             checked += 1
-    problems = list(dict.fromkeys(problems))  # the train and val splits share a listing's problems
     if problems:
         raise OdsSamError(
             f"the data of this run has {len(problems)} problem(s); nothing was trained:\n  "
-            + "\n  ".join(problems)
+            + "\n  ".join(f"{label}: {problem}" for problem, label in problems.items())
             + f"\n(`odssam data check --dataset {dcfg.dataset} --root {dcfg.root}` decodes every file)"
         )
     say(f"data check: {checked} images of {', '.join(splits)} in {time.perf_counter() - started:.1f} s")

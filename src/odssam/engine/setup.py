@@ -47,8 +47,7 @@ def monitor_direction(tcfg) -> bool:
 
 
 def build_split(
-    dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None,
-    skip_missing: bool = False,
+    dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None, **options
 ):
     """The dataset of one split as ``data`` configures it.
 
@@ -58,7 +57,8 @@ def build_split(
         split_file: A split record written by an earlier run (``splits/split.json``): a
             resumed run then sees exactly the same samples, e.g. MVTec AD's seeded split.
         category: Overrides ``data.category`` (a PraNet test set, an MVTec AD category).
-        skip_missing: Leave out ``split_file`` entries the folder lacks (``odssam eval --skip-missing``).
+        options: More arguments of :func:`odssam.data.build_dataset` (``skip_missing``,
+            ``listing_errors``).
     """
     from odssam.data import build_dataset
 
@@ -73,7 +73,7 @@ def build_split(
         test_fraction=dcfg.test_fraction,
         val_count=dcfg.val_count,
         split_file=split_file,
-        skip_missing=skip_missing,
+        **options,
     )
 
 
