@@ -91,17 +91,17 @@ def header_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     _require_regular(path)
     try:
-        height, width, damage = _header(path)
-    except Exception as error:  # noqa: BLE001 - PIL and tifffile raise many types for bad files
-        damage = f"unreadable header ({error})"
-    if damage is not None:
+        height, width, whole = _header(path)
+    except Exception:  # noqa: BLE001 - PIL and tifffile raise many types for bad headers
+        whole = False
+    if not whole:
         # Decoding decides, and names the file when it fails: the message data check gives.
         height, width = read_image(path).shape[:2]  # masks too: any layout becomes HxWx3
     return height, width
 
 
-def _header(path: Path) -> tuple[int, int, str | None]:
-    """``(height, width, why the file looks damaged or None)`` from the header and the file's end."""
+def _header(path: Path) -> tuple[int, int, bool]:
+    """``(height, width, whether the file's end looks whole)`` from the header and the end."""
     if path.suffix.lower() in TIFF_EXTENSIONS:
         return _tiff_header(path)
     with Image.open(path) as image:
@@ -110,13 +110,13 @@ def _header(path: Path) -> tuple[int, int, str | None]:
         if image_format == "PNG":
             try:
                 image.verify()  # every chunk's CRC up to IEND, nothing decompressed
-            except Exception as error:  # noqa: BLE001
-                return height, width, f"PNG chunks: {error}"
+            except Exception:  # noqa: BLE001
+                return height, width, False
     if image_format == "JPEG" or path.suffix.lower() in JPEG_EXTENSIONS:
-        return height, width, _jpeg_end_problem(path)
+        return height, width, _jpeg_has_end(path)
     if image_format == "BMP":
-        return height, width, _bmp_length_problem(path)
-    return height, width, None
+        return height, width, _bmp_has_length(path)
+    return height, width, True
 
 
 def _require_regular(path: Path) -> None:
@@ -125,30 +125,27 @@ def _require_regular(path: Path) -> None:
         raise OdsSamError(f"{path}: {problem}")
 
 
-def _jpeg_end_problem(path: Path) -> str | None:
+def _jpeg_has_end(path: Path) -> bool:
     with open(path, "rb") as stream:
         stream.seek(max(0, os.fstat(stream.fileno()).st_size - _JPEG_TAIL))
-        return None if _JPEG_END in stream.read() else "no JPEG end-of-image marker"
+        return _JPEG_END in stream.read()
 
 
-def _bmp_length_problem(path: Path) -> str | None:
+def _bmp_has_length(path: Path) -> bool:
     with open(path, "rb") as stream:
         declared = int.from_bytes(stream.read(6)[2:6], "little")  # bfSize; 0 when a writer omits it
-        actual = os.fstat(stream.fileno()).st_size
-    return f"{actual} of the {declared} bytes its BMP header declares" if declared > actual else None
+        return declared <= os.fstat(stream.fileno()).st_size
 
 
-def _tiff_header(path: Path) -> tuple[int, int, str | None]:
+def _tiff_header(path: Path) -> tuple[int, int, bool]:
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages[0]
         height, width = int(page.imagelength), int(page.imagewidth)
         ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
-    size = os.path.getsize(path)
-    if ends and max(ends) > size:
-        return height, width, f"TIFF image data ends at byte {max(ends)} of {size}"
-    return height, width, None if height > 0 and width > 0 else "no image size in the first TIFF page"
+    whole = not ends or max(ends) <= os.path.getsize(path)  # every strip of the first page inside the file
+    return height, width, whole and height > 0 and width > 0
 
 
 def _without_path(error: OdsSamError, path: Path | str) -> str:
