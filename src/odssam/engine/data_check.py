@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from odssam.config import ExperimentConfig
 from odssam.data.header_check import entry_issues
@@ -20,6 +21,8 @@ from odssam.data.registry import EmptySplitError
 from odssam.engine.setup import build_split
 from odssam.errors import OdsSamError
 from odssam.models.transforms import PreprocessSpec
+
+_READERS = 8  # threads reading headers
 
 
 def checked_splits(
@@ -69,17 +72,19 @@ def checked_splits(
             label = f"test {name}" if name else "test"
             splits[label] = built(label, "test", name)
     input_spec = spec if dcfg.image_size is None else None
-    checked = 0
-    for label, dataset in splits.items():
-        for entry in dataset.entries if dataset is not None else []:
-            for issue in entry_issues(entry, label, input_spec):
+    work = [(label, entry) for label, dataset in splits.items() if dataset is not None for entry in dataset.entries]
+    # Threads overlap the file reads (a network or cold disk waits on each header), in order.
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        for (label, _), issues in zip(work, pool.map(lambda item: entry_issues(item[1], item[0], input_spec), work)):
+            for issue in issues:
                 found(label, issue)
-            checked += 1
+    checked = len(work)
     if problems:
         raise OdsSamError(
             f"the data of this run has {len(problems)} problem(s); nothing was trained:\n  "
             + "\n  ".join(f"{label}: {problem}" for problem, label in problems.items())
             + f"\n(`odssam data check --dataset {dcfg.dataset} --root {dcfg.root}` decodes every file)"
         )
-    say(f"data check: {checked} images of {', '.join(splits)} in {time.perf_counter() - started:.1f} s")
+    read = ", ".join(label for label, dataset in splits.items() if dataset is not None)
+    say(f"data check: {checked} images of {read} in {time.perf_counter() - started:.1f} s")
     return splits["train"], splits.get("val")
