@@ -82,10 +82,11 @@ class _StageSamples:
     def __call__(self, items: list) -> HostBatch:
         samples, skipped = [], []
         for item in items:
-            problem = None if isinstance(item, SkippedSample) else self.spec.size_problem(*item.image.shape[:2])
             if isinstance(item, SkippedSample):
                 skipped.append(item)
-            elif problem is not None:
+                continue
+            problem = self.spec.size_problem(*item.image.shape[:2])  # the resize would fail the whole batch
+            if problem is not None:
                 skipped.append(SkippedSample(item.name, f"{item.path}: {problem}"))
             else:
                 samples.append(item)
