@@ -183,16 +183,18 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
 
 
 def _feed_digest(hasher, where: str, value: Any) -> None:
+    """Add ``value``, found at ``where`` in the payload, to ``hasher`` (depth first, in stored order)."""
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous()
         hasher.update(f"{where}:tensor:{str(tensor.dtype)}:{tuple(tensor.shape)}\n".encode())
         hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
     elif isinstance(value, Mapping):
-        hasher.update(f"{where}:{type(value).__name__}:{len(value)}\n".encode())
+        # Container kinds, not type names: an OrderedDict and a dict of the same entries are equal.
+        hasher.update(f"{where}:mapping:{len(value)}\n".encode())
         for key, item in value.items():
             _feed_digest(hasher, f"{where}/{key!r}", item)
     elif isinstance(value, (list, tuple)):
-        hasher.update(f"{where}:{type(value).__name__}:{len(value)}\n".encode())
+        hasher.update(f"{where}:sequence:{len(value)}\n".encode())
         for index, item in enumerate(value):
             _feed_digest(hasher, f"{where}[{index}]", item)
     else:
