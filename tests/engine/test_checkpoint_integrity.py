@@ -294,3 +294,16 @@ def test_a_diverging_cli_run_exits_2_with_one_line(tiny_config, monkeypatch, cap
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("odssam train: error: training stopped: the model's outputs") and err.count("\n") == 1
+
+
+def test_the_divergence_message_names_a_damaged_last_checkpoint_instead_of_failing(tmp_path):
+    from odssam.engine.epoch import diverged_message
+    from odssam.engine.run_setup import RunFolder
+
+    folder = RunFolder(tmp_path)
+    save_checkpoint(folder.last, small_payload())
+    assert f"the last good checkpoint is {folder.last} (epoch 1)" in diverged_message("the loss became nan", folder)
+    folder.last.write_bytes(folder.last.read_bytes()[:100])
+    message = diverged_message("the loss became nan", folder)
+    assert message.startswith("training stopped: the loss became nan; no usable checkpoint is left")
+    assert f"{folder.last}: not a readable checkpoint" in message

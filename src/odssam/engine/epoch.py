@@ -151,7 +151,7 @@ def diverged_message(what: str, folder: RunFolder) -> str:
         try:
             kept = f"the last good checkpoint is {folder.last} (epoch {load_checkpoint(folder.last)['epoch']})"
         except OdsSamError as error:
-            kept = f"and no usable checkpoint is left ({error})"
+            kept = f"no usable checkpoint is left ({error})"
     else:
         kept = f"no checkpoint was written yet in {folder.path}"
     return (
