@@ -110,7 +110,8 @@ def test_flips_in_the_tiny_models_checkpoint_never_load_other_weights(tiny_model
 def test_the_digest_covers_values_and_shapes_and_old_files_without_one_still_load(tmp_path):
     payload = small_payload()
     changed_value = {**payload, "epoch": 2}
-    reshaped = {**payload, "prompt_encoder": {**payload["prompt_encoder"], "conv.weight": payload["prompt_encoder"]["conv.weight"].reshape(3, 4)}}
+    weights = payload["prompt_encoder"]
+    reshaped = {**payload, "prompt_encoder": {**weights, "conv.weight": weights["conv.weight"].reshape(3, 4)}}
     assert len({payload_digest(payload), payload_digest(changed_value), payload_digest(reshaped)}) == 3
     assert payload_digest(payload) == payload_digest({**payload, "digest": "anything"})
 
@@ -130,7 +131,9 @@ def odd_payloads() -> dict[str, object]:
     return {
         "a list": ([payload], "holds a list, not a dict"),
         "config as text": ({**payload, "config": "name: small"}, "entry 'config' must be a mapping"),
-        "weights as a list": ({**payload, "prompt_encoder": [torch.zeros(2)]}, "entry 'prompt_encoder' must be a mapping"),
+        "weights as a list": (
+            {**payload, "prompt_encoder": [torch.zeros(2)]}, "entry 'prompt_encoder' must be a mapping"
+        ),
         "a weight as a list": (
             {**payload, "prompt_encoder": {"conv.weight": [1.0, 2.0]}},
             r"entry 'prompt_encoder\['conv.weight'\]' must be a tensor, got list",
@@ -199,15 +202,19 @@ def test_nan_weights_are_refused_by_odssam_load_naming_the_tensor(nan_checkpoint
         odssam.load(path, device="cpu")
 
 
+def reader_command(command: str, checkpoint: Path, folder_dataset: Path, output: Path) -> list[str]:
+    """Arguments of an ``odssam`` command that reads ``checkpoint`` first (on the CPU)."""
+    return {
+        "predict": ["predict", str(folder_dataset / "test" / "images"), "--output", str(output / "p")],
+        "eval": ["eval", "--dataset", "folder", "--root", str(folder_dataset), "--device", "cpu"],
+        "export": ["export", "--output", str(output / "m.onnx")],
+    }[command] + ["--checkpoint", str(checkpoint)]
+
+
 @pytest.mark.parametrize("command", ["predict", "eval", "export"])
 def test_nan_weights_are_refused_by_every_command(command, nan_checkpoint, folder_dataset, tmp_path, capsys):
     path, name = nan_checkpoint
-    args = {
-        "predict": ["predict", "--checkpoint", str(path), str(folder_dataset / "test" / "images"), "--output", str(tmp_path / "p")],
-        "eval": ["eval", "--checkpoint", str(path), "--dataset", "folder", "--root", str(folder_dataset), "--device", "cpu"],
-        "export": ["export", "--checkpoint", str(path), "--output", str(tmp_path / "m.onnx")],
-    }[command]
-    assert main(args) == 2
+    assert main(reader_command(command, path, folder_dataset, tmp_path)) == 2
     err = capsys.readouterr().err
     assert f"weight '{name}' holds NaN or infinite values" in err and str(path) in err
     assert "Traceback" not in err
@@ -221,15 +228,12 @@ def test_nan_outputs_are_refused_in_the_inference_path(huge_weights_checkpoint, 
     with pytest.raises(NonFiniteOutput, match="NaN or infinite"):
         predict_probabilities(model, [random_rgb(np.random.default_rng(0), 40, 56)])
 
-    output = tmp_path / "predictions"
-    images = [str(folder_dataset / "test" / "images")]
-    assert main(["predict", "--checkpoint", str(huge_weights_checkpoint), *images, "--output", str(output)]) == 2
-    err = capsys.readouterr().err
-    assert "the model's output holds NaN or infinite values" in err and "Traceback" not in err
-    assert not (output / "predictions.csv").exists() or "nan" not in (output / "predictions.csv").read_text()
-    eval_args = ["--dataset", "folder", "--root", str(folder_dataset), "--device", "cpu"]
-    assert main(["eval", "--checkpoint", str(huge_weights_checkpoint), *eval_args]) == 2
-    assert "the model's output holds NaN or infinite values" in capsys.readouterr().err
+    for command in ("predict", "eval"):
+        assert main(reader_command(command, huge_weights_checkpoint, folder_dataset, tmp_path)) == 2, command
+        err = capsys.readouterr().err
+        assert "the model's output holds NaN or infinite values" in err and "Traceback" not in err, command
+    table = tmp_path / "p" / "predictions.csv"
+    assert not table.exists() or "nan" not in table.read_text()
 
 
 def test_odd_payloads_are_refused_by_every_reader(tiny_config, folder_dataset, tmp_path, capsys):
@@ -239,12 +243,8 @@ def test_odd_payloads_are_refused_by_every_reader(tiny_config, folder_dataset, t
     message = "entry 'config' must be a mapping (the experiment config), got str"
     with pytest.raises(OdsSamError, match=re.escape(message)):
         odssam.load(path, device="cpu")
-    for args in (
-        ["predict", "--checkpoint", str(path), str(folder_dataset / "test" / "images"), "--output", str(tmp_path / "p")],
-        ["eval", "--checkpoint", str(path), "--dataset", "folder", "--root", str(folder_dataset)],
-        ["export", "--checkpoint", str(path), "--output", str(tmp_path / "m.onnx")],
-        ["train", "--resume", str(path.parent), "--no-progress"],
-    ):
+    readers = [reader_command(command, path, folder_dataset, tmp_path) for command in ("predict", "eval", "export")]
+    for args in [*readers, ["train", "--resume", str(path.parent), "--no-progress"]]:
         assert main(args) == 2, args[0]
         err = capsys.readouterr().err
         assert message in err and str(path) in err and "Traceback" not in err, args[0]
@@ -273,14 +273,16 @@ def test_weights_that_become_inf_after_a_finite_loss_stop_the_run(tiny_config, m
 
     monkeypatch.setattr(torch.optim.Adam, "step", overflowing_step)
     cfg = with_overrides(tiny_config, {"train.max_steps": 1, "train.final_eval": False})
-    with pytest.raises(TrainingDiverged, match=r"weight '.+' became NaN or infinite in epoch 1 \(by step 1\); no checkpoint"):
+    expected = r"weight '.+' became NaN or infinite in epoch 1 \(by step 1\); no checkpoint"
+    with pytest.raises(TrainingDiverged, match=expected):
         train(cfg, progress=False)
     assert not (Path(tiny_config.train.output_dir) / "tiny" / "last.pt").exists()
 
 
 def test_outputs_that_overflow_in_validation_stop_the_run_with_the_divergence_message(tiny_config):
     # lr 1e30: finite weights, but their products overflow: the validation outputs are NaN.
-    with pytest.raises(TrainingDiverged, match="outputs on the validation images became NaN or infinite; no checkpoint"):
+    expected = "outputs on the validation images became NaN or infinite; no checkpoint"
+    with pytest.raises(TrainingDiverged, match=expected):
         train(diverging(tiny_config, 1e30, **{"data.val_count": 2}), progress=False)
 
 
@@ -289,7 +291,8 @@ def test_a_diverging_cli_run_exits_2_with_one_line(tiny_config, monkeypatch, cap
 
     train_as_configured = trainer.train
     monkeypatch.setattr(trainer, "train", lambda cfg, **kwargs: train_as_configured(diverging(cfg, 1e30), **kwargs))
-    settings = [f"data.root={tiny_config.data.root}", f"train.output_dir={tiny_config.train.output_dir}", "data.val_count=2"]
+    train_cfg = tiny_config.train
+    settings = [f"data.root={tiny_config.data.root}", f"train.output_dir={train_cfg.output_dir}", "data.val_count=2"]
     args = ["train", "--config", str(TINY_CONFIG), *(f"--set={setting}" for setting in settings), "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
