@@ -79,10 +79,12 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
     """Train 1-based ``epoch``: every batch of the loader, or until ``train.max_steps``.
 
     Advances ``state.step``. Every :data:`LOG_INTERVAL` steps (and at the end) the loss is
-    summed over the processes, checked, and logged.
+    summed over the processes, checked, and logged. At the end the weights are checked too:
+    the last update can make them NaN after a finite loss, and then validation, the
+    checkpoint and the final evaluation would all see them.
 
     Raises:
-        TrainingDiverged: The loss became NaN or infinite.
+        TrainingDiverged: The loss or a weight became NaN or infinite.
     """
     tcfg, info, device = ctx.cfg.train, ctx.info, ctx.device
     model_values = parts.model.start_epoch(epoch - 1, tcfg)
@@ -111,7 +113,8 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
             # One sync per interval: cheap, and every rank reaches the same NaN verdict.
             window_loss = float(all_reduce_sum(window_sum, info).item()) / (window_steps * info.world_size)
             if not math.isfinite(window_loss):
-                raise TrainingDiverged(_diverged_message(window_loss, epoch, state.step, ctx.folder))
+                what = f"the loss became {window_loss} in epoch {epoch} (by step {state.step})"
+                raise TrainingDiverged(diverged_message(what, ctx.folder))
             logs.step_loss(window_loss, state.step)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{window_loss:.4f}", lr=f"{parts.optimizer.param_groups[0]['lr']:.2e}")
@@ -120,17 +123,38 @@ def train_one_epoch(ctx: RunContext, parts: TrainingParts, state: RunState, epoc
         if state.reached(tcfg.max_steps):
             break
     broadcast_buffers(parts.trainable, info)  # per-process BatchNorm statistics -> rank 0's
+    # After the broadcast, so every rank checks the same weights and reaches the same verdict.
+    bad_weight = first_non_finite(parts.trainable)
+    if bad_weight is not None:
+        what = f"weight '{bad_weight}' became NaN or infinite in epoch {epoch} (by step {state.step})"
+        raise TrainingDiverged(diverged_message(what, ctx.folder))
     train_loss = float(all_reduce_sum(loss_sum, info).item()) / (max(batches, 1) * info.world_size)
     seconds = time.perf_counter() - epoch_start
     return EpochStats(train_loss, seconds, images * info.world_size / max(seconds, 1e-9), model_values)
 
 
-def _diverged_message(loss: float, epoch: int, step: int, folder: RunFolder) -> str:
+def first_non_finite(module: torch.nn.Module) -> str | None:
+    """Name of the first floating-point parameter or buffer of ``module`` holding NaN or inf.
+
+    One device sync for all tensors (their verdicts are stacked on the device first).
+    """
+    named = [(name, tensor) for name, tensor in module.state_dict().items() if tensor.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
+    return next((name for (name, _), ok in zip(named, finite) if not ok), None)
+
+
+def diverged_message(what: str, folder: RunFolder) -> str:
+    """``what`` went wrong (e.g. "the loss became nan in epoch 2 (by step 6)") and which checkpoint is left."""
     if folder.last.exists():
-        kept = f"the last good checkpoint is {folder.last} (epoch {load_checkpoint(folder.last)['epoch']})"
+        try:
+            kept = f"the last good checkpoint is {folder.last} (epoch {load_checkpoint(folder.last)['epoch']})"
+        except OdsSamError as error:
+            kept = f"no usable checkpoint is left ({error})"
     else:
         kept = f"no checkpoint was written yet in {folder.path}"
     return (
-        f"training stopped: the loss became {loss} in epoch {epoch} (by step {step}); {kept}. "
+        f"training stopped: {what}; {kept}. "
         "Lower train.lr, or check the data for empty or corrupt masks"
     )

@@ -7,10 +7,11 @@ from typing import Any
 import torch
 
 from odssam.checkpoint import checkpoint_payload, save_checkpoint
-from odssam.engine.epoch import EpochStats, RunState
+from odssam.engine.epoch import EpochStats, RunState, TrainingDiverged, diverged_message
 from odssam.engine.evaluate import evaluate_cached, evaluate_dataset
 from odssam.engine.run_setup import EmbeddingCaches, RunContext, TrainingData
 from odssam.engine.training_parts import TrainingParts
+from odssam.inference.batch import NonFiniteOutput
 from odssam.metrics.result import MetricResult
 
 
@@ -20,12 +21,20 @@ def validation_due(ctx: RunContext, data: TrainingData, epoch: int, last_epoch: 
 
 
 def validate(ctx: RunContext, model: torch.nn.Module, data: TrainingData, caches: EmbeddingCaches) -> MetricResult:
-    """Score ``model`` on the validation images: from the embedding cache when there is one."""
+    """Score ``model`` on the validation images: from the embedding cache when there is one.
+
+    Raises:
+        TrainingDiverged: The model's outputs are NaN or infinite (weights grown too large).
+    """
     tcfg, num_workers = ctx.cfg.train, ctx.cfg.data.num_workers
     eval_args = dict(name="val", metrics=tcfg.metrics, batch_size=ctx.per_rank_batch, amp_dtype=ctx.amp_dtype)
-    if caches.val_records is not None:
-        return evaluate_cached(model, caches.cache, caches.val_records, num_workers=num_workers, **eval_args)
-    validation, _ = evaluate_dataset(model, data.val_set, num_workers=num_workers, **eval_args)
+    try:
+        if caches.val_records is not None:
+            return evaluate_cached(model, caches.cache, caches.val_records, num_workers=num_workers, **eval_args)
+        validation, _ = evaluate_dataset(model, data.val_set, num_workers=num_workers, **eval_args)
+    except NonFiniteOutput as error:
+        what = "the model's outputs on the validation images became NaN or infinite"
+        raise TrainingDiverged(diverged_message(what, ctx.folder)) from error
     return validation
 
 

@@ -36,6 +36,10 @@ Size = tuple[int, int]
 Batch = TypeVar("Batch")
 
 
+class NonFiniteOutput(OdsSamError):
+    """The model's probabilities hold NaN or infinite values (NaN/inf weights or input)."""
+
+
 @dataclass
 class HostImage:
     """One image staged on the host for :meth:`BatchInference.prepare`.
@@ -120,10 +124,24 @@ class PendingMaps:
         self._done = done
 
     def wait(self) -> list[np.ndarray]:
-        """Wait for the copies (CUDA) and return one HxW float32 array per image, in order."""
+        """Wait for the copies (CUDA) and return one HxW float32 array per image, in order.
+
+        Raises:
+            NonFiniteOutput: A map holds NaN or infinite values (checked here, on the host copy,
+                so the device is not made to wait): every caller (predict, eval, validation)
+                refuses them instead of writing ``max_score nan`` or failing in a metric.
+        """
         if self._done is not None:
             self._done.synchronize()
-        return [probability.numpy() for probability in self._maps]
+        maps = [probability.numpy() for probability in self._maps]
+        for index, probability in enumerate(maps):
+            # One pass: a sum is finite exactly when every value is (probabilities are <= 1).
+            if not np.isfinite(probability.sum(dtype=np.float64)):
+                raise NonFiniteOutput(
+                    f"the model's output holds NaN or infinite values (image {index + 1} of its batch): "
+                    "its weights or this input are not finite (a checkpoint of a diverged run?)"
+                )
+        return maps
 
 
 def maps_to_host(
