@@ -263,7 +263,7 @@ class Predictor:
         outcomes = prefetch_map(
             self._load, named, workers=self.num_workers, window=2 * batch_size + self.num_workers
         )
-        bar = progress_bar(None, desc="predict", total=total) if progress else None
+        bar = progress_bar(None, desc="predict", total=total, unit="img") if progress else None
         inference = self.inference
 
         def launch(pending: list[_Loaded | PredictionResult]) -> PendingMaps:
