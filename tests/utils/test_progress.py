@@ -88,7 +88,8 @@ def test_stopping_early_writes_where_it_stopped():
     for index in progress_bar(range(100), desc="epoch 1/1", stream=stream):
         if index == 14:
             break
-    assert stream.getvalue().splitlines()[-1].startswith("epoch 1/1: 14% 14/100 it")  # as tqdm: the item in hand is not counted
+    # As tqdm: the item in hand when the loop stops is not counted.
+    assert stream.getvalue().splitlines()[-1].startswith("epoch 1/1: 14% 14/100 it")
 
 
 def test_a_terminal_gets_a_tqdm_bar():

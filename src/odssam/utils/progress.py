@@ -53,7 +53,9 @@ def progress_bar(
         except ImportError:
             pass
         else:
-            return tqdm(iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=stream, **kwargs)
+            return tqdm(
+                iterable, desc=desc, total=total, leave=leave, unit=unit, dynamic_ncols=True, file=stream, **kwargs
+            )
     return PlainProgress(iterable, desc=desc, total=total, unit=unit, stream=stream)
 
 
