@@ -25,6 +25,7 @@ from odssam.inference.io import write_probability_png
 from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
 from odssam.models.transforms import PreprocessSpec
+from odssam.utils.large_on_cpu import eta_after_first_batch
 from odssam.utils.progress import progress_bar
 
 
@@ -88,6 +89,7 @@ def evaluate_dataset(
     loader = _loader(dataset, _StageSamples(inference.spec, inference.device), batch_size, num_workers, inference.device)
     if progress:
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
+    loader = eta_after_first_batch(loader, model, total_images=len(dataset), images_in=lambda batch: len(batch.images))
     kept: list[tuple] = []
     for batch, probabilities in one_in_flight(loader, lambda batch: inference.launch(batch.images)):
         for sample, probability in zip(batch.payload, probabilities):

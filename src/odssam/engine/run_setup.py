@@ -28,6 +28,7 @@ from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
 from odssam.models.registry import build_model
 from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
+from odssam.utils.large_on_cpu import warn_large_model_on_cpu
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def build_training_model(ctx: RunContext, resuming: bool) -> TrainingModel:
     random.seed(tcfg.seed)
     # A resumed run's weights come from last.pt: the feature encoder's starting file is not read.
     model = build_model(cfg.model, feature_encoder_weights=not resuming).to(device)
+    warn_large_model_on_cpu(model)
     trainable = model.trainable
     fingerprint = model.frozen_fingerprint()
     model.set_channels_last(device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last)
