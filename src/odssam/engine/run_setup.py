@@ -26,6 +26,7 @@ from odssam.engine.setup import build_split
 from odssam.engine.targets import loss_resolution, target_size
 from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
+from odssam.models.random_weights import random_sam_text
 from odssam.models.registry import build_model
 from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
 from odssam.utils.large_on_cpu import warn_large_model_on_cpu
@@ -200,7 +201,7 @@ def build_training_model(ctx: RunContext, resuming: bool) -> TrainingModel:
         ctx.say(f"{cfg.model.name}: {trainable_millions:.3f} M trainable parameters")
         ctx.say(f"{cfg.model.name} starts from: {starts_from}")
         return TrainingModel(model, trainable, fingerprint)
-    weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
+    weights = cfg.model.sam.checkpoint or random_sam_text(cfg.model.sam)
     ctx.say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
     ctx.say(f"prompt encoder: {trainable_millions:.3f} M trainable parameters")
     ctx.say(f"feature encoder starts from: {starts_from}")
