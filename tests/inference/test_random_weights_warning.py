@@ -51,7 +51,8 @@ def test_message_uses_the_training_wording_and_names_every_random_part(file_sam_
     sam_from_file, sam_file_cfg = load_model_from_checkpoint(file_sam_checkpoint)
     assert random_weights_message(sam_from_file, sam_file_cfg.model, trained=True) is None
     assert random_weights_message(sam_from_file, sam_file_cfg.model, trained=False) == (
-        "RANDOM weights: feature encoder (no model.prompt_encoder.feature_encoder.checkpoint): scores are not meaningful"
+        "RANDOM weights: feature encoder (no model.prompt_encoder.feature_encoder.checkpoint): "
+        "scores are not meaningful"
     )
     sam_from_file.trainable.feature_encoder_weights = "EfficientViT-SAM-L1 from efficientvit_sam_l1.pt"
     assert random_weights_message(sam_from_file, sam_file_cfg.model, trained=False) is None
@@ -59,7 +60,8 @@ def test_message_uses_the_training_wording_and_names_every_random_part(file_sam_
 
 def test_a_baseline_without_sam_names_its_own_random_part():
     unet_cfg = replace(tiny_model_config(), name="unet")
-    without_sam = SimpleNamespace(segmenter=None, trainable=SimpleNamespace(weights_description="random initialisation"))
+    trainable = SimpleNamespace(weights_description="random initialisation")
+    without_sam = SimpleNamespace(segmenter=None, trainable=trainable)
     assert random_weights_message(without_sam, unet_cfg, trained=True) is None
     assert random_weights_message(without_sam, unet_cfg, trained=False) == (
         "RANDOM weights: unet (no starting weights): scores are not meaningful"
