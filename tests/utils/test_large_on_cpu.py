@@ -113,3 +113,18 @@ def test_evaluation_and_the_training_cache_give_the_eta(posing_as_vit_h, tmp_pat
         build_embedding_cache(model, dataset, EmbeddingCache(tmp_path / "cache", params), batch_size=2)
     (eta,) = _warnings(caplog)  # training warned about memory when it built the model
     assert eta.endswith("for all 3 images")
+
+
+def test_training_warns_when_it_builds_the_model(posing_as_vit_h, tmp_path, monkeypatch, caplog, capsys):
+    from odssam.config import ExperimentConfig
+    from odssam.engine import run_setup
+    from odssam.engine.distributed import DistInfo
+
+    monkeypatch.setattr(run_setup, "build_model", lambda cfg, feature_encoder_weights: posing_as_vit_h)
+    cfg = ExperimentConfig(model=tiny_model_config())
+    ctx = run_setup.RunContext(cfg, DistInfo(), run_setup.RunFolder(tmp_path), None, False, False)
+    with caplog.at_level(logging.WARNING):
+        run_setup.build_training_model(ctx, resuming=False)
+    (memory,) = _warnings(caplog)
+    assert memory.startswith(MEMORY_WARNING)
+    assert "SAM vit_micro at 256px: RANDOM weights (init_seed 0): scores are not meaningful" in capsys.readouterr().out
