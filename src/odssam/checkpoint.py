@@ -365,6 +365,7 @@ def load_model_from_checkpoint(
         OdsSamError: Unreadable checkpoint, or SAM weights that differ from those the
             prompt encoder was trained with.
     """
+    from odssam.models.random_weights import warn_random_weights
     from odssam.models.registry import build_model
 
     payload = load_checkpoint(path)
@@ -388,6 +389,7 @@ def load_model_from_checkpoint(
         raise OdsSamError(f"{path}: prompt encoder weights do not fit the stored config: {error}") from error
     model = model.to(device).eval()
     model.set_channels_last(torch.device(device).type == "cuda")
+    warn_random_weights(model, cfg.model, trained=True)
     return model, cfg
 
 

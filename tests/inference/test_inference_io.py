@@ -9,6 +9,7 @@ import pytest
 from helpers import read_pixels, save_image
 from PIL import Image
 
+from odssam.data.synthetic import render_surface
 from odssam.errors import OdsSamError
 from odssam.inference import (
     Prediction,
@@ -16,6 +17,7 @@ from odssam.inference import (
     expand_inputs,
     mask_contour,
     overlay_image,
+    overlay_thickness,
     read_predictions_csv,
     to_rgb,
     write_mask_png,
@@ -114,6 +116,40 @@ def test_overlay_draws_the_contour_tints_inside_and_leaves_outside():
     assert tuple(out[5, 5]) == (178, 50, 50)
     np.testing.assert_array_equal(out[~mask], image[~mask])
     assert image[5, 5, 0] == 100  # the input is not modified
+
+
+@pytest.mark.parametrize("height, width", [(240, 320), (900, 1200)])
+def test_default_overlay_fills_the_mask_and_leaves_the_rest_of_the_image(height, width):
+    image, mask, _ = render_surface(np.random.default_rng(3), height, width, defect="blob")
+    assert mask.any()
+    out = overlay_image(image, mask)
+    assert (out[mask] != image[mask]).any(axis=-1).all()  # every mask pixel is marked
+    np.testing.assert_array_equal(out[~mask], image[~mask])
+    band = overlay_thickness(mask.shape)
+    contour = mask_contour(mask, band)
+    assert (out[contour] == (0, 255, 255)).all()
+    # Beyond the contour band the fill is translucent: the texture still shows through.
+    interior = mask & ~contour
+    assert interior.any() and np.unique(out[interior], axis=0).shape[0] > 1
+
+
+def test_overlay_contour_is_2_to_3_px_on_common_sizes_and_grows_on_large_images():
+    assert overlay_thickness((240, 320)) == 2
+    assert overlay_thickness((576, 720)) == 2  # an endoscopy frame
+    assert overlay_thickness((900, 1200)) == 3
+    assert overlay_thickness((3000, 4000)) == 10
+
+
+@pytest.mark.parametrize("surface", [(220, 120, 130), (150, 40, 50), (128, 128, 128), (180, 185, 190)])
+def test_default_overlay_reads_on_tissue_and_on_grey_metal(surface):
+    """Pink/red tissue and grey metal: the fill changes the pixel by a large step (the old red tint did not)."""
+    image = np.empty((40, 40, 3), np.uint8)
+    image[:] = surface
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 10:30] = True
+    out = overlay_image(image, mask)
+    change = np.abs(out[20, 20].astype(int) - image[20, 20].astype(int)).sum()
+    assert change >= 120, (surface, tuple(out[20, 20]))
 
 
 # --------------------------------------------------------------------------- writers

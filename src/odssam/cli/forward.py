@@ -47,6 +47,7 @@ def run(args) -> int:
 
     from odssam.data.image_io import read_image
     from odssam.inference.batch import predict_probabilities
+    from odssam.models.random_weights import warn_random_weights
     from odssam.models.registry import build_model
 
     cfg = config_from_args(args)
@@ -55,6 +56,7 @@ def run(args) -> int:
     image = read_image(args.image) if args.image else generated_image()
     start = time.perf_counter()
     model = build_model(cfg.model).to(device).eval()
+    warn_random_weights(model, cfg.model, trained=False)
     built = time.perf_counter()
     prob = predict_probabilities(model, [image])[0]
     done = time.perf_counter()

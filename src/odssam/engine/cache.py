@@ -48,6 +48,7 @@ from odssam.models.loss import masks_to_targets
 from odssam.inference.batch import BatchInference, HostBatch, stage_image
 from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write
+from odssam.utils.large_on_cpu import eta_after_first_batch
 from odssam.utils.progress import progress_bar
 
 CACHE_LAYOUT_VERSION = "v1"
@@ -378,6 +379,7 @@ def build_embedding_cache(
     )
     if progress and info.is_main:
         loader = progress_bar(loader, desc=description, total=len(loader))
+    loader = eta_after_first_batch(loader, model, total_images=len(shard), images_in=lambda b: len(b.images), announce=False)
     records: dict[int, CacheRecord] = {}
     kinds = cache.params.embedding_kinds + KINDS[1:]
     misses = {kind: 0 for kind in kinds}

@@ -34,6 +34,7 @@ from odssam.metrics.evaluator import Evaluator
 from odssam.metrics.result import MetricResult
 from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write_text
+from odssam.utils.large_on_cpu import eta_after_first_batch
 from odssam.utils.progress import progress_bar
 
 
@@ -151,6 +152,7 @@ def evaluate_dataset(
     loader = _loader(_SkippingUnreadable(dataset), stage, batch_size, num_workers, inference.device)
     if progress:
         loader = progress_bar(loader, desc=f"eval {name}", total=len(loader))
+    loader = eta_after_first_batch(loader, model, total_images=len(dataset), images_in=lambda batch: len(batch.images))
     kept: list[tuple] = []
     for batch, probabilities in one_in_flight(loader, lambda batch: inference.launch(batch.images)):
         samples, unreadable = batch.payload

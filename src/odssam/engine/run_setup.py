@@ -26,9 +26,11 @@ from odssam.engine.data_check import checked_splits
 from odssam.engine.targets import loss_resolution, target_size
 from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
+from odssam.models.random_weights import random_sam_text
 from odssam.models.registry import build_model
 from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
+from odssam.utils.large_on_cpu import warn_large_model_on_cpu
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ def build_training_model(ctx: RunContext, resuming: bool) -> TrainingModel:
     random.seed(tcfg.seed)
     # A resumed run's weights come from last.pt: the feature encoder's starting file is not read.
     model = build_model(cfg.model, feature_encoder_weights=not resuming).to(device)
+    warn_large_model_on_cpu(model)
     trainable = model.trainable
     fingerprint = model.frozen_fingerprint()
     model.set_channels_last(device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last)
@@ -199,7 +202,7 @@ def build_training_model(ctx: RunContext, resuming: bool) -> TrainingModel:
         ctx.say(f"{cfg.model.name}: {trainable_millions:.3f} M trainable parameters")
         ctx.say(f"{cfg.model.name} starts from: {starts_from}")
         return TrainingModel(model, trainable, fingerprint)
-    weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
+    weights = cfg.model.sam.checkpoint or random_sam_text(cfg.model.sam)
     ctx.say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
     ctx.say(f"prompt encoder: {trainable_millions:.3f} M trainable parameters")
     ctx.say(f"feature encoder starts from: {starts_from}")

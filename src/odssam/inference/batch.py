@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from odssam.errors import OdsSamError
+
 # The one place where inference applies a precision.
 from odssam.utils.device import autocast
 from odssam.models.transforms import PreprocessSpec, sam_preprocess

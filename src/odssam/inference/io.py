@@ -8,7 +8,7 @@ Per image, :class:`PredictionWriter` writes under the output folder::
 
     masks/<name>.png            binary mask (0/255), original size
     probabilities/<name>.png    probability map as 8-bit grey (or <name>.npy, float32)
-    overlays/<name>.png         the image with the mask contour (and a light tint) drawn on it
+    overlays/<name>.png         the image with the mask filled in translucent cyan and outlined
     predictions.csv             name, source, height, width, max_score, area_fraction
 
 Every file is written atomically (temporary file in the same folder, then renamed).
@@ -35,7 +35,10 @@ from odssam.utils.atomic import atomic_write_bytes
 
 PROBABILITY_FORMATS = ("png", "npy", "none")
 CSV_COLUMNS = ("name", "source", "height", "width", "max_score", "area_fraction")
-CONTOUR_COLOR = (255, 32, 32)
+# Cyan: the complement of the pink/red of tissue, and saturated enough to show on grey metal
+# (the figures' red prediction tint and green ground-truth outline do not read on endoscopy).
+CONTOUR_COLOR = (0, 255, 255)
+OVERLAY_FILL_ALPHA = 0.4
 _GLOB_CHARACTERS = set("*?[")
 
 
@@ -236,16 +239,18 @@ def overlay_image(
     mask: np.ndarray,
     color: tuple[int, int, int] = CONTOUR_COLOR,
     thickness: int | None = None,
-    fill_alpha: float = 0.25,
+    fill_alpha: float = OVERLAY_FILL_ALPHA,
 ) -> np.ndarray:
-    """Draw the contour of ``mask`` on ``image``, with a light tint inside.
+    """Fill ``mask`` on ``image`` with a translucent colour and draw its contour in that colour.
+
+    Pixels outside the mask are left as they are (the contour lies inside the mask).
 
     Args:
         image: HxWx3 uint8 RGB.
         mask: HxW bool of the same size.
-        color: Contour and tint colour.
-        thickness: Contour width in pixels (default: about 1/250 of the shorter side, at least 1).
-        fill_alpha: Opacity of the tint inside the mask (0 for the contour only).
+        color: Contour and fill colour (default: cyan).
+        thickness: Contour width in pixels (default: :func:`overlay_thickness`).
+        fill_alpha: Opacity of the fill inside the mask (0 for the contour only).
 
     Returns:
         HxWx3 uint8.
@@ -253,7 +258,7 @@ def overlay_image(
     if image.shape[:2] != mask.shape:
         raise ValueError(f"overlay: image {image.shape[:2]} and mask {mask.shape} differ in size")
     if thickness is None:
-        thickness = max(1, round(min(mask.shape) / 250))
+        thickness = overlay_thickness(mask.shape)
     colour = np.array(color, dtype=np.float32)
     out = image.copy()
     if fill_alpha > 0 and mask.any():
@@ -261,6 +266,11 @@ def overlay_image(
         out[mask] = np.rint((1 - fill_alpha) * inside + fill_alpha * colour).astype(np.uint8)
     out[mask_contour(mask, thickness)] = np.array(color, dtype=np.uint8)
     return out
+
+
+def overlay_thickness(size: tuple[int, int]) -> int:
+    """Contour width for an image of ``(height, width)``: 2 px up to a 750 px short side, then about 1/300 of it."""
+    return max(2, round(min(size) / 300))
 
 
 def write_overlay_png(image: np.ndarray, mask: np.ndarray, path: str | os.PathLike, **kwargs: Any) -> Path:

@@ -32,6 +32,7 @@ from odssam.inference.batch import BatchInference, HostImage, PendingMaps, one_i
 from odssam.inference.io import InputImage, to_rgb
 from odssam.inference.prefetch import prefetch_map
 from odssam.utils.device import PRECISIONS, resolve_device, resolve_precision  # noqa: F401 (re-exported)
+from odssam.utils.large_on_cpu import eta_after_first_batch, warn_large_model_on_cpu
 from odssam.utils.progress import progress_bar
 
 
@@ -152,6 +153,7 @@ class Predictor:
             num_workers = min(8 if self.device.type == "cuda" else 2, os.cpu_count() or 1)
         self.num_workers = max(0, int(num_workers))
         self.config = config
+        warn_large_model_on_cpu(self.model)
 
     @classmethod
     def from_checkpoint(
@@ -249,7 +251,8 @@ class Predictor:
                 or ``image_0000`` ...).
             keep_images: Attach the decoded image to each result (for overlays).
             progress: Show a progress bar.
-            total: Number of sources, for the progress bar (default: ``len(sources)`` if known).
+            total: Number of sources, for the progress bar and, for a large model on the CPU,
+                the ETA logged after the first batch (default: ``len(sources)`` if known).
 
         Yields:
             One :class:`PredictionResult` per source, in order.
@@ -263,16 +266,21 @@ class Predictor:
         outcomes = prefetch_map(
             self._load, named, workers=self.num_workers, window=2 * batch_size + self.num_workers
         )
-        bar = progress_bar(None, desc="predict", total=total) if progress else None
+        bar = progress_bar(None, desc="predict", total=total, unit="img") if progress else None
         inference = self.inference
 
         def launch(pending: list[_Loaded | PredictionResult]) -> PendingMaps:
             return inference.launch([item.staged for item in pending if isinstance(item, _Loaded)])
 
+        batches = self._batches(outcomes, batch_size)
+        if total is not None and total > batch_size:
+            batches = eta_after_first_batch(
+                batches, self.model, total_images=total, images_in=_loaded_count, announce=False  # said at load
+            )
         try:
             # One batch stays in flight: the GPU computes it while this thread turns the
             # previous batch's maps into results (and the workers decode the next images).
-            for pending, probabilities in one_in_flight(self._batches(outcomes, batch_size), launch):
+            for pending, probabilities in one_in_flight(batches, launch):
                 yield from self._results(pending, probabilities, keep_images, bar)
         finally:
             outcomes.close()
@@ -351,6 +359,10 @@ def _describe(error: Exception, source: Any) -> str:
     if isinstance(error, OdsSamError):  # decoding errors name the file already; size checks do not
         return str(error) if where in str(error) else f"{where}: {error}"
     return f"{where}: {type(error).__name__}: {error}"
+
+
+def _loaded_count(pending: list[_Loaded | PredictionResult]) -> int:
+    return sum(isinstance(item, _Loaded) for item in pending)
 
 
 def _advance(bar) -> None:
