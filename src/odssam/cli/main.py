@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "profile",
     "weights",
     "reproduce",
+    "compare",
 )
 
 
