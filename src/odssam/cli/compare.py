@@ -37,12 +37,15 @@ def add_parser(subparsers) -> None:
         help="name the method of run folder RUN (as given, or its folder name) NAME (repeatable); "
         "default: the model's name plus the model settings that differ between the runs",
     )  # fmt: skip
-    parser.add_argument("--images", type=int, default=4, metavar="N", help="test images per figure; 0: no figure (default 4)")
+    parser.add_argument(
+        "--images", type=int, default=4, metavar="N", help="test images per figure; 0: no figure (default 4)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the figure's choice of test images (default 0)")
     parser.add_argument("--no-speed", action="store_true", help="do not time the prediction (no img/s column)")
     parser.add_argument(
-        "--speed-images", type=int, default=32, metavar="N", help="images timed per method after a warm-up batch (default 32)"
-    )
+        "--speed-images", type=int, default=32, metavar="N",
+        help="images timed per method after a warm-up batch (default 32)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.set_defaults(func=run)

@@ -26,7 +26,7 @@ from odssam.reproduce.comparison import Cell, ComparisonTable, write_comparison
 from odssam.reproduce.methods import paper_rows
 from odssam.reproduce.paper_results import SOURCE, PaperFigure, all_figures
 from odssam.reproduce.report import random_weight_parts
-from odssam.reproduce.run_folders import FinishedRun, TestSetIdentity
+from odssam.reproduce.run_folders import FinishedRun, DataIdentity
 
 PARAMS_COLUMN = "Params (M)"
 FLOPS_COLUMN = "GFLOPs"
@@ -94,13 +94,13 @@ def group_methods(runs: list[FinishedRun], labels: list[str]) -> list[Method]:
     return list(methods.values())
 
 
-def check_same_test_data(methods: list[Method]) -> dict[str, TestSetIdentity]:
+def check_same_test_data(methods: list[Method]) -> dict[str, DataIdentity]:
     """Test set -> its identity, the same for every run scored on it.
 
     Raises:
         OdsSamError: Two runs scored on different test images under one test-set name.
     """
-    seen: dict[str, tuple[FinishedRun, TestSetIdentity]] = {}
+    seen: dict[str, tuple[FinishedRun, DataIdentity]] = {}
     for method in methods:
         for run in method.runs:
             for test_set, identity in run.test_sets.items():
@@ -225,7 +225,7 @@ def random_weights_banner(methods: list[Method]) -> str | None:
     return f"RANDOM WEIGHTS ({which}): not comparable to the paper"
 
 
-def runs_markdown(methods: list[Method], identities: dict[str, TestSetIdentity]) -> str:
+def runs_markdown(methods: list[Method], identities: dict[str, DataIdentity]) -> str:
     """Per run: method, test sets, epochs, training hours and device, final model; then the test data."""
     rows = []
     for method in methods:
@@ -234,8 +234,8 @@ def runs_markdown(methods: list[Method], identities: dict[str, TestSetIdentity])
             spent = f"{time.hours:.3f} h on {time.device or 'an unrecorded device'}" if time else "n/a"
             rows.append([method.label, ", ".join(run.results), str(run.epochs), spent, str(run.checkpoint)])
     data_rows = [
-        [name, identity.dataset, identity.root, str(identity.image_size or "-"), str(identity.count), identity.fingerprint]
-        for name, identity in identities.items()
+        [name, ident.dataset, ident.root, str(ident.image_size or "-"), str(ident.count), ident.fingerprint]
+        for name, ident in identities.items()
     ]
     return "\n\n".join([
         "## Runs",
@@ -247,7 +247,7 @@ def runs_markdown(methods: list[Method], identities: dict[str, TestSetIdentity])
 
 def write_compare_report(
     methods: list[Method],
-    identities: dict[str, TestSetIdentity],
+    identities: dict[str, DataIdentity],
     facts: dict[str, MethodFacts],
     out_dir: Path,
     speed_column: str | None,

@@ -28,7 +28,7 @@ from odssam.reproduce.runner import REPORT_FILE
 
 
 @dataclass(frozen=True)
-class TestSetIdentity:
+class DataIdentity:
     """The test images behind one column.
 
     Attributes:
@@ -45,7 +45,7 @@ class TestSetIdentity:
     fingerprint: str
     count: int
 
-    def difference(self, other: TestSetIdentity) -> str | None:
+    def difference(self, other: DataIdentity) -> str | None:
         """What differs from ``other`` in a few words, or ``None`` for the same test images."""
         for name in ("dataset", "root", "image_size", "fingerprint"):
             mine, theirs = getattr(self, name), getattr(other, name)
@@ -80,7 +80,7 @@ class FinishedRun:
     path: Path
     config: dict[str, Any]
     results: dict[str, dict[str, float]]
-    test_sets: dict[str, TestSetIdentity]
+    test_sets: dict[str, DataIdentity]
     checkpoint: Path
     training: TrainingTime | None
     epochs: int
@@ -109,15 +109,15 @@ def results_by_test_set(path: Path) -> dict[str, dict[str, float]]:
     return {result.name: dict(result.values) for result in results}
 
 
-def _identity(record: dict[str, Any], samples: list[str], label: str, path: Path) -> TestSetIdentity:
+def _identity(record: dict[str, Any], samples: list[str], label: str, path: Path) -> DataIdentity:
     if not isinstance(samples, list):
         raise OdsSamError(f"{path}: no list of test samples")
     digest = hashlib.sha256(json.dumps(sorted(map(str, samples))).encode()).hexdigest()[:12]
     protocol = record.get("protocol") or {}
-    return TestSetIdentity(label, str(record.get("root")), protocol.get("image_size"), digest, len(samples))
+    return DataIdentity(label, str(record.get("root")), protocol.get("image_size"), digest, len(samples))
 
 
-def test_set_identities(run_dir: Path, data: dict[str, Any], names: list[str]) -> dict[str, TestSetIdentity]:
+def test_set_identities(run_dir: Path, data: dict[str, Any], names: list[str]) -> dict[str, DataIdentity]:
     """The identity of each test set ``names`` of a run, from its split records."""
     identities = {}
     for name in names:
