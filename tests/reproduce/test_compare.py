@@ -180,3 +180,25 @@ def test_paper_rows_of_ablation_variants_and_other_models(monkeypatch):
     monkeypatch.setattr(methods, "all_figures", lambda: (published,))
     assert methods.paper_rows({"name": "autosam"}) == [("table2", "AutoSAM")]
     assert methods.paper_rows({"name": "unet"}) == []
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", "cpu"), ("cuda:1", "NVIDIA H200")])
+def test_each_epoch_records_its_device_and_processes(device, expected, monkeypatch):
+    from types import SimpleNamespace
+
+    from odssam.config import ExperimentConfig
+    from odssam.engine.distributed import DistInfo
+    from odssam.engine.epoch import EpochStats, RunState
+    from odssam.engine.epoch_end import epoch_record
+    from odssam.engine.run_setup import RunContext
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda where: asked.append(where) or "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda where: 2**30)
+    info = DistInfo(world_size=4, device=torch.device(device))
+    ctx = RunContext(ExperimentConfig(), info, None, None, resume=False, progress=False)
+    parts = SimpleNamespace(optimizer=SimpleNamespace(param_groups=[{"lr": 1e-3}]))
+    stats = EpochStats(train_loss=0.5, seconds=2.0, images_per_second=5.0, model_values={})
+    record = epoch_record(ctx, parts, RunState(epoch=1, step=3), 1, stats, None, False)
+    assert record["device"] == expected and record["world_size"] == 4 and record["epoch_seconds"] == 2.0
+    assert asked == ([torch.device(device)] if expected != "cpu" else [])
