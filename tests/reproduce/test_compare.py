@@ -145,6 +145,17 @@ def test_an_unfinished_run_folder_is_refused(runs, tmp_path, capsys):
     assert "expected RUN=NAME" in capsys.readouterr().err
 
 
+def test_a_model_that_cannot_be_loaded_here_still_gets_its_table_row(runs, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["full"], broken, ignore=shutil.ignore_patterns("*.pt"))
+    (broken / "last.pt").write_bytes(b"not a checkpoint")
+    assert _compare(tmp_path, broken, "--speed-images", 1, "--images", 2) == 0, capsys.readouterr().err
+    cells = _cells(tmp_path / "out")
+    assert cells[(methods.display_name({}), "Predict img/s (CPU)")]["status"] == "n/a"
+    assert f"{broken / 'last.pt'} not loaded, no speed or figure" in (tmp_path / "out" / "compare.md").read_text()
+    assert not (tmp_path / "out" / "figure-folder.png").exists()
+
+
 # --------------------------------------------------------------------------- the paper's rows and columns
 
 

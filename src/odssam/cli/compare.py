@@ -48,6 +48,10 @@ def add_parser(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--sam-checkpoint", metavar="PATH",
+        help="SAM weights to load the runs' models with, where the path in their configs is not on this machine",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -57,7 +61,7 @@ def run(args) -> int:
 
     options = CompareOptions(
         images=args.images, seed=args.seed, speed=not args.no_speed, speed_images=args.speed_images,
-        batch_size=args.batch_size, device=args.device,
+        batch_size=args.batch_size, device=args.device, sam_checkpoint=args.sam_checkpoint,
     )  # fmt: skip
     outcome = compare_runs(args.runs, args.output, parse_label_overrides(args.labels), options)
     print(outcome.paths["md"].read_text(encoding="utf-8"))

@@ -56,11 +56,17 @@ def choose_samples(samples: list[Sample], count: int, seed: int) -> list[Sample]
     return [samples[index] for index in sorted(picked)]
 
 
-def load_predictor(run: FinishedRun, device: str, batch_size: int):
-    """The run's final model on ``device`` (precision ``auto``: bf16 on CUDA)."""
+def load_predictor(run: FinishedRun, device: str, batch_size: int, sam_checkpoint: str | None = None):
+    """The run's final model on ``device`` (precision ``auto``: bf16 on CUDA).
+
+    Args:
+        sam_checkpoint: SAM weights to use instead of the path in the run's config.
+    """
     from odssam.inference.predictor import Predictor
 
-    return Predictor.from_checkpoint(run.checkpoint, device=device, batch_size=batch_size, num_workers=0)
+    return Predictor.from_checkpoint(
+        run.checkpoint, device=device, sam_checkpoint=sam_checkpoint, batch_size=batch_size, num_workers=0
+    )
 
 
 def images_per_second(predictor, images: list[np.ndarray], count: int, batch_size: int) -> float:
