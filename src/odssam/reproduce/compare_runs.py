@@ -86,48 +86,58 @@ def _profile(method: Method, facts: MethodFacts) -> None:
         facts.notes.append(f"{method.label}: not profiled ({type(error).__name__}: {error})")
 
 
+def _predict_with(
+    run: FinishedRun,
+    label: str,
+    known: MethodFacts,
+    options: CompareOptions,
+    timing: bool,
+    figure_samples: dict[str, list],
+    maps: dict[str, dict[str, list]],
+) -> None:
+    """Load the run's final model, time it (``timing``) on its first usable test set, predict the figures' images."""
+    try:
+        predictor = measure.load_predictor(run, options.device, options.batch_size, options.sam_checkpoint)
+    except OdsSamError as error:  # e.g. SAM weights elsewhere on this machine: the table still comes
+        known.notes.append(f"{label}: {run.checkpoint} not loaded, no speed or figure ({error})")
+        known.why.setdefault("speed", "n/a")
+        return
+    for test_set in run.results:
+        try:
+            dataset = measure.test_dataset(run, test_set)
+            if timing:
+                images = measure.first_images(dataset, options.speed_images)
+                known.images_per_second = measure.images_per_second(
+                    predictor, images, options.speed_images, options.batch_size
+                )
+                timing = False
+            if options.images and len(dataset):
+                # The first run scored on a test set picks its images; every other method draws the same.
+                chosen = figure_samples.get(test_set) or measure.choose_samples(dataset, options.images, options.seed)
+                figure_samples[test_set] = chosen
+                maps.setdefault(test_set, {})[label] = measure.probability_maps(predictor, chosen, options.batch_size)
+        except OdsSamError as error:
+            known.notes.append(f"{label}: test images of '{test_set}' not usable here ({error})")
+            known.why.setdefault("speed", "n/a")
+
+
 def _measure(
     methods: list[Method], options: CompareOptions, out_dir: Path, say: Callable[[str], Any]
 ) -> tuple[dict[str, MethodFacts], dict[str, Path]]:
     """Profile, time and draw every method; returns the facts per method and the figures written."""
     facts = {method.label: MethodFacts() for method in methods}
-    samples: dict[str, list] = {}  # test set -> the figure's samples (or [] if unreadable)
+    figure_samples: dict[str, list] = {}  # test set -> the figure's decoded samples
     maps: dict[str, dict[str, list]] = {}  # test set -> method -> probability maps
     for method in methods:
         known = facts[method.label]
         _profile(method, known)
         for index, run in enumerate(method.runs):
-            timing = options.speed and index == 0
-            if not timing and not options.images:
-                continue
-            say(f"[{method.label}] {run.path}: predicting on {options.device}")
-            try:
-                predictor = measure.load_predictor(run, options.device, options.batch_size, options.sam_checkpoint)
-            except OdsSamError as error:  # e.g. SAM weights elsewhere on this machine: the table still comes
-                known.notes.append(f"{method.label}: {run.checkpoint} not loaded, no speed or figure ({error})")
-                known.why.setdefault("speed", "n/a")
-                continue
-            for test_set in run.results:
-                try:
-                    decoded = measure.test_samples(run, test_set)
-                except OdsSamError as error:
-                    known.notes.append(f"{method.label}: test images of '{test_set}' not readable here ({error})")
-                    known.why.setdefault("speed", "n/a")
-                    continue
-                if timing:
-                    images = [sample.image for sample in decoded]
-                    known.images_per_second = measure.images_per_second(
-                        predictor, images, options.speed_images, options.batch_size
-                    )
-                    timing = False
-                if options.images:
-                    chosen = samples.setdefault(test_set, measure.choose_samples(decoded, options.images, options.seed))
-                    maps.setdefault(test_set, {})[method.label] = measure.probability_maps(
-                        predictor, chosen, options.batch_size
-                    )
-            del predictor  # one model in memory at a time
+            timing = options.speed and index == 0  # a method is timed on its first run
+            if timing or options.images:
+                say(f"[{method.label}] {run.path}: predicting on {options.device}")
+                _predict_with(run, method.label, known, options, timing, figure_samples, maps)
     figures = {
-        test_set: measure.save_method_figure(_figure_path(out_dir, test_set), samples[test_set], by_method)
+        test_set: measure.save_method_figure(_figure_path(out_dir, test_set), figure_samples[test_set], by_method)
         for test_set, by_method in maps.items()
     }
     return facts, figures

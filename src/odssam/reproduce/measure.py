@@ -34,26 +34,29 @@ def learnable_size(model: dict[str, Any]) -> tuple[int, int]:
     return int(learnable["params"]), int(learnable["flops"])
 
 
-def test_samples(run: FinishedRun, test_set: str) -> list[Sample]:
-    """The decoded test images of ``test_set`` as the run split them (its split record).
+def test_dataset(run: FinishedRun, test_set: str):
+    """The run's ``test_set`` as it split it (its split record); items decode lazily to :class:`Sample`.
 
     Raises:
-        OdsSamError: The test images cannot be read here (moved data, bad config).
+        OdsSamError: The test images cannot be listed here (moved data, bad config).
     """
     from odssam.engine.setup import build_split
 
     dcfg = from_dict(DataConfig, run.data, "data")
     if dcfg.test_sets:
-        dataset = build_split(dcfg, "test", category=test_set)
-    else:
-        dataset = build_split(dcfg, "test", split_file=run.path / "splits" / "split.json")
-    return [dataset[index] for index in range(len(dataset))]
+        return build_split(dcfg, "test", category=test_set)
+    return build_split(dcfg, "test", split_file=run.path / "splits" / "split.json")
 
 
-def choose_samples(samples: list[Sample], count: int, seed: int) -> list[Sample]:
-    """``count`` samples (all if fewer) drawn with ``seed``, in their split order."""
-    picked = np.random.default_rng(seed).choice(len(samples), size=min(count, len(samples)), replace=False)
-    return [samples[index] for index in sorted(picked)]
+def first_images(dataset, count: int) -> list[np.ndarray]:
+    """HxWx3 uint8 images of the first ``count`` samples (fewer if the dataset is smaller)."""
+    return [dataset[index].image for index in range(min(count, len(dataset)))]
+
+
+def choose_samples(dataset, count: int, seed: int) -> list[Sample]:
+    """``count`` samples (all if fewer) drawn with ``seed``, decoded, in their split order."""
+    picked = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    return [dataset[int(index)] for index in sorted(picked)]
 
 
 def load_predictor(run: FinishedRun, device: str, batch_size: int, sam_checkpoint: str | None = None):
