@@ -140,12 +140,13 @@ def resumable_model_config(model: dict[str, Any]) -> dict[str, Any]:
     """A model config as the trainer compares it when resuming (``last.pt``'s against the given one).
 
     Missing fields take this version's defaults, so a checkpoint written before a field
-    existed compares equal to a config that leaves it at its default. The feature encoder's
-    starting weights (``prompt_encoder.feature_encoder.checkpoint``) are left out: they say
-    where a run began, and a resumed run takes every weight from ``last.pt``.
+    existed compares equal to a config that leaves it at its default. The trainable part's
+    starting weights (``prompt_encoder.feature_encoder.checkpoint``, ``unet.weights``) are left
+    out: they say where a run began, and a resumed run takes every weight from ``last.pt``.
     """
     full = to_dict(from_dict(ModelConfig, model, "model."))
     del full["prompt_encoder"]["feature_encoder"]["checkpoint"]
+    del full["unet"]["weights"]
     return full
 
 

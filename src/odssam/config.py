@@ -186,17 +186,35 @@ class ODConvConfig:
 
 
 @dataclass(frozen=True)
+class AutoSamConfig:
+    """The ``autosam`` baseline's prompt network (:mod:`odssam.models.baselines.autosam`).
+
+    Attributes:
+        backbone: ``hardnet85`` (AutoSAM's) or ``hardnet_tiny`` for tests.
+        top_channels: Width of the decoder's first up block (stride 32 -> 16). The next two
+            keep AutoSAM's widths, those of their skip features (320 and 192 for HarDNet-85).
+            1440 makes the network Table 7's 88.6 M parameters; 720 (the skip's width, like
+            the other blocks) gives 59.2 M.
+    """
+
+    backbone: str = checked("hardnet85", choices=registry("odssam.models.baselines.hardnet", "HARDNET_SPECS"))
+    top_channels: int = checked(1440, at_least=1, at_most=8192)
+
+
+@dataclass(frozen=True)
 class PromptEncoderConfig:
     """The learned prompt encoder: feature encoder + SSMODC.
 
     Attributes:
         name: Registry name of the prompt network (:data:`odssam.models.registry.PROMPT_ENCODERS`):
-            ``ods`` (the paper's feature encoder + SSMODC).
+            ``ods`` (the paper's feature encoder + SSMODC); the baselines' ``noprompt`` and
+            ``autosam`` (set by ``model.name``, see :class:`ModelConfig`).
         input_size: Side of the (halved, padded) image fed to the feature encoder.
         use_dwconv: Depthwise-separable conv at the start of SSMODC.
         use_ssm: OD-SSM branch (Table 4 ablation).
         use_odconv: ODConv branch (Table 4 ablation).
         residual: ``P = F + SSMODC(F)`` (paper); ``False`` gives ``P = SSMODC(F)``.
+        autosam: The ``autosam`` prompt network (read by that one only).
     """
 
     input_size: int = checked(512, at_least=8, at_most=MAX_IMAGE_SIZE, multiple_of=8)
@@ -208,6 +226,39 @@ class PromptEncoderConfig:
     use_ssm: bool = True
     use_odconv: bool = True
     residual: bool = True
+    autosam: AutoSamConfig = field(default_factory=AutoSamConfig)
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """The ``unet`` baseline: a U-Net without SAM (``segmentation_models_pytorch``, extra ``baselines``).
+
+    Everything trains; images are resized to ``input_size`` and normalised with the ImageNet
+    mean and standard deviation (those of the encoder's ImageNet weights, and SAM's).
+
+    Attributes:
+        encoder: timm model name of the encoder (smp's ``tu-`` encoders): ``resnet34``
+            (default, the usual U-Net polyp baseline), ``efficientnet_b0``, any timm CNN that
+            has ``features_only``; ``test_resnet`` is timm's tiny test model.
+        weights: Starting weights of the encoder: ``None`` (random), a path to an ImageNet
+            state dict of that timm model (``.safetensors``/``.pth``/``.bin``; torchvision's
+            ResNet files use the same names; the classifier is ignored), or ``"auto"``, which
+            is refused: odssam records no digest of timm's pretrained files and does not
+            download weights it cannot verify (the message names the file to fetch).
+        input_size: Side ``S`` of the square input and of the logits: 352 (default), the
+            polyp protocol of PraNet that U-Net baselines are compared under; a multiple of
+            32 (five 2x downsamplings).
+        resize: ``stretch`` (default: resized to S x S, as the PraNet protocol) or
+            ``longest_side`` (aspect kept, zero-padded, as SAM).
+        decoder_width: Channels of the first decoder stage, halved at each of the four next
+            (256: smp's default 256, 128, 64, 32, 16).
+    """
+
+    encoder: str = checked("resnet34", nonempty=True)
+    weights: str | None = None
+    input_size: int = checked(352, at_least=32, at_most=MAX_IMAGE_SIZE, multiple_of=32)
+    resize: str = checked("stretch", choices=registry("odssam.models.transforms", "RESIZE_MODES"))
+    decoder_width: int = checked(256, at_least=16, at_most=4096, multiple_of=16)
 
 
 @dataclass(frozen=True)
@@ -215,14 +266,20 @@ class ModelConfig:
     """The model: ``name`` picks the builder (:data:`odssam.models.registry.MODELS`).
 
     Attributes:
-        name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt).
+        name: ``ods_sam`` (the paper's model: a frozen segmenter driven by the learned prompt),
+            or a baseline on the same frozen segmenter: ``sam_noprompt`` (one learned dense
+            embedding) or ``autosam`` (AutoSAM's HarDNet-85 encoder-decoder). A baseline
+            sets ``prompt_encoder.name`` itself (``noprompt`` / ``autosam``). ``unet`` is a
+            baseline without SAM (:class:`UnetConfig`).
         sam: The frozen segmenter (SAM or SAM 2).
         prompt_encoder: The learned dense prompt encoder.
+        unet: The ``unet`` baseline (read only when ``name`` is ``unet``).
     """
 
     name: str = checked("ods_sam", choices=registry("odssam.models.registry", "MODELS"))
     sam: SamConfig = field(default_factory=SamConfig)
     prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
+    unet: UnetConfig = field(default_factory=UnetConfig)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ def run(args) -> int:
         if kept:
             _write_figure(kept, out_dir / f"{name}-figure.png")
     weights = cfg.model.sam.checkpoint or "random SAM weights: scores are not meaningful"
-    title = f"{cfg.name} ({Path(args.checkpoint).name}, SAM {cfg.model.sam.variant}: {weights}) on {args.split}"
+    frozen = f"SAM {cfg.model.sam.variant}: {weights}" if model.segmenter is not None else f"{cfg.model.name}, no SAM"
+    title = f"{cfg.name} ({Path(args.checkpoint).name}, {frozen}) on {args.split}"
     paths = write_report(results, out_dir, "report", title=title)
     print(format_table(results))
     print(f"report: {paths['md']}")

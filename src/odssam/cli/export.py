@@ -48,7 +48,8 @@ def run(args) -> int:
     if args.parity_batch < 1:
         raise OdsSamError(f"--parity-batch must be at least 1, got {args.parity_batch}")
     model, cfg = load_model_from_checkpoint(args.checkpoint, device="cpu", sam_checkpoint=args.sam_checkpoint)
-    print(f"exporting {args.checkpoint} (SAM {cfg.model.sam.variant} at {model.image_size}px) to {args.output}")
+    frozen = f"SAM {cfg.model.sam.variant}" if model.segmenter is not None else f"{cfg.model.name}, no SAM: one graph"
+    print(f"exporting {args.checkpoint} ({frozen} at {model.image_size}px) to {args.output}")
     result = export_onnx(
         model,
         args.output,
@@ -63,9 +64,11 @@ def run(args) -> int:
     if result.parity is not None:
         parity = result.parity
         low, high = parity.logit_range
+        parts = ""
+        if parity.max_abs_diff_embedding is not None:
+            parts = f"; embedding {parity.max_abs_diff_embedding:.3g}, decoder alone {parity.max_abs_diff_decoder:.3g}"
         print(
             f"onnxruntime parity at batch {parity.batch_size}: max |logits difference| "
-            f"{parity.max_abs_diff_logits:.3g} (logits span {low:.3g} .. {high:.3g}); "
-            f"embedding {parity.max_abs_diff_embedding:.3g}, decoder alone {parity.max_abs_diff_decoder:.3g}"
+            f"{parity.max_abs_diff_logits:.3g} (logits span {low:.3g} .. {high:.3g}){parts}"
         )
     return 0

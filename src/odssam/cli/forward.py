@@ -47,20 +47,25 @@ def run(args) -> int:
 
     from odssam.data.image_io import read_image
     from odssam.inference.batch import predict_probabilities
-    from odssam.models.ods_sam import build_ods_sam
+    from odssam.models.registry import build_model
 
     cfg = config_from_args(args)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     image = read_image(args.image) if args.image else generated_image()
     start = time.perf_counter()
-    model = build_ods_sam(cfg.model).to(device).eval()
+    model = build_model(cfg.model).to(device).eval()
     built = time.perf_counter()
     prob = predict_probabilities(model, [image])[0]
     done = time.perf_counter()
-    weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
-    print(f"SAM {cfg.model.sam.variant}: {weights}")
-    print(f"feature encoder starts from: {model.prompt_encoder.feature_encoder_weights}")
+    if model.segmenter is None:  # a baseline without SAM
+        print(f"{cfg.model.name} (no SAM) starts from: {model.trainable.weights_description}")
+    else:
+        weights = cfg.model.sam.checkpoint or "random weights (no checkpoint: the mask is not meaningful)"
+        print(f"SAM {cfg.model.sam.variant}: {weights}")
+        print(f"feature encoder starts from: {model.trainable.weights_description}")
+    learnable = sum(p.numel() for p in model.trainable_parameters())
+    print(f"model {cfg.model.name}: {type(model.trainable).__name__}, {learnable / 1e6:.3f} M learnable parameters")
     print(f"input {image.shape[1]}x{image.shape[0]} -> probability map {prob.shape[1]}x{prob.shape[0]}")
     print(
         f"probability min {prob.min():.4f} mean {prob.mean():.4f} max {prob.max():.4f}; "

@@ -61,7 +61,7 @@ def graph_unsupported_reason(
     label_sizes_vary = loss_resolution(tcfg) == "label" and cfg.data.image_size is None
     reasons = [
         (device.type != "cuda", "it runs on the CPU"),
-        (not cached, "the SAM encoder runs in every step (no embedding cache, or augmentation)"),
+        (not cached, "images are decoded for every step (no embedding cache, augmentation, or no frozen segmenter)"),
         (tcfg.lr_schedule != "constant", f"the learning rate changes ({tcfg.lr_schedule} schedule)"),
         (model_reason is not None, model_reason),
         (tcfg.compile, "train.compile is on"),

@@ -141,10 +141,17 @@ def build_training_model(ctx: RunContext, resuming: bool) -> TrainingModel:
     model.set_channels_last(device.type == "cuda" if tcfg.channels_last is None else tcfg.channels_last)
     if tcfg.compile:
         _compile_trainable(model, trainable)
+    starts_from = "last.pt (resumed)" if resuming else trainable.weights_description
+    trainable_millions = sum(p.numel() for p in model.trainable_parameters()) / 1e6
+    if model.segmenter is None:  # a baseline without SAM: all of it trains
+        ctx.say(f"model {cfg.model.name} at {model.image_size}px, no frozen segmenter")
+        ctx.say(f"{cfg.model.name}: {trainable_millions:.3f} M trainable parameters")
+        ctx.say(f"{cfg.model.name} starts from: {starts_from}")
+        return TrainingModel(model, trainable, fingerprint)
     weights = cfg.model.sam.checkpoint or f"RANDOM weights (init_seed {cfg.model.sam.init_seed}): scores are not meaningful"
     ctx.say(f"SAM {cfg.model.sam.variant} at {model.image_size}px: {weights}")
-    ctx.say(f"prompt encoder: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.3f} M trainable parameters")
-    ctx.say(f"feature encoder starts from: {'last.pt (resumed)' if resuming else trainable.weights_description}")
+    ctx.say(f"prompt encoder: {trainable_millions:.3f} M trainable parameters")
+    ctx.say(f"feature encoder starts from: {starts_from}")
     return TrainingModel(model, trainable, fingerprint)
 
 
@@ -204,9 +211,12 @@ def loss_targets(ctx: RunContext, model: SegmentationModel) -> LossTargets:
     return LossTargets(resolution, target_size(resolution, model.image_size, model.logit_size))
 
 
-def trains_on_cache(tcfg) -> bool:
-    """Whether training steps read cached embeddings (else images are decoded and encoded every step)."""
-    return tcfg.cache_embeddings and not tcfg.augment
+def trains_on_cache(tcfg, model: SegmentationModel) -> bool:
+    """Whether training steps read cached embeddings (else images are decoded and encoded every step).
+
+    A model without a frozen segmenter has nothing to cache: its images are decoded every step.
+    """
+    return tcfg.cache_embeddings and not tcfg.augment and model.segmenter is not None
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,10 @@ def prepare_embedding_cache(
 ) -> EmbeddingCaches:
     """Compute (or find) the frozen segmenter's embeddings of the training and validation images."""
     tcfg, model = ctx.cfg.train, net.model
+    if model.segmenter is None:
+        if tcfg.cache_embeddings:
+            ctx.say("embedding cache: not used (no frozen segmenter: images are decoded every step)")
+        return EmbeddingCaches()
     if not tcfg.cache_embeddings:
         return EmbeddingCaches()
     cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else ctx.folder.path.parent / ".embedding-cache"
@@ -237,7 +251,7 @@ def prepare_embedding_cache(
     cache = EmbeddingCache(cache_dir, params)
     report = {"dir": str(cache_dir)}
     records = {}
-    splits = {"train": data.train_set if trains_on_cache(tcfg) else None, "val": data.val_set}
+    splits = {"train": data.train_set if trains_on_cache(tcfg, model) else None, "val": data.val_set}
     for split, dataset in splits.items():
         if dataset is None:
             continue

@@ -73,7 +73,7 @@ def build_training_parts(
     """Items, sampler, loader, optimizer, schedule and loss of a run, and whether its step can be a graph."""
     tcfg, dcfg, info, device = ctx.cfg.train, ctx.cfg.data, ctx.info, ctx.device
     model = net.model
-    cached = trains_on_cache(tcfg)
+    cached = trains_on_cache(tcfg, model)
     if cached:
         items = CachedTrainingSet(caches.cache, caches.train_records)
     else:

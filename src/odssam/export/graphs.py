@@ -7,6 +7,8 @@
   The heavy, frozen part; run once per image.
 * :class:`PromptDecoderGraph`: (``image``, every embedding part) -> ``logits``
   Bx1x(4h)x(4w): the learned prompt encoder on the same input, then the segmenter's mask decoder.
+* :class:`WholeModelGraph`: a model without a frozen segmenter (the ``unet`` baseline) is one
+  graph, ``image`` -> ``logits``.
 
 :func:`embedding_part_names` names the parts (the graphs' output and input names).
 
@@ -70,6 +72,17 @@ class PromptDecoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor, *embedding: torch.Tensor) -> torch.Tensor:
         return self.model.decode(embedding, self.model.prompt(image))
+
+
+class WholeModelGraph(nn.Module):
+    """A model without a frozen segmenter: ``image`` Bx3xSxS -> ``logits`` Bx1xLxL in one graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,10 @@ Output folder::
     prompt_decoder.onnx     (image, every embedding part) -> logits Bx1x(4h)x(4w)
     odssam_onnx.json        preprocessing, embedding parts, threshold, opset, parity figures
 
+A model without a frozen segmenter (the ``unet`` baseline) has no embedding: it is one graph,
+``model.onnx`` (image Bx3xSxS -> logits Bx1xLxL), recorded as the ``decoder`` with
+``encoder: null`` and no embedding parts.
+
 The frozen segmenter's embedding may have several parts (SAM: one; SAM 2: the prompt grid
 and two high-resolution feature maps); each is one encoder output and one decoder input,
 named by :func:`~odssam.export.graphs.embedding_part_names` and listed, with its shape, under
@@ -38,6 +42,7 @@ from odssam.export.graphs import (
     EXPORT_SCAN_BACKEND,
     ImageEncoderGraph,
     PromptDecoderGraph,
+    WholeModelGraph,
     embedding_part_names,
     export_friendly,
 )
@@ -46,6 +51,7 @@ from odssam.utils.atomic import atomic_write_text
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
+MODEL_FILE = "model.onnx"  # the one graph of a model without a frozen segmenter
 METADATA_FILE = "odssam_onnx.json"
 METADATA_FORMAT = "odssam-onnx"
 DEFAULT_OPSET = 17
@@ -58,25 +64,30 @@ class ParityReport:
     Attributes:
         batch_size: Images in the check (not the export's trace batch, to exercise the dynamic axis).
         max_abs_diff_logits: Encoder + decoder graphs end to end vs the PyTorch model.
-        max_abs_diff_embedding: Encoder graph vs the segmenter's encoder, over every part.
-        max_abs_diff_decoder: Decoder graph fed PyTorch's embedding vs the PyTorch model.
+        max_abs_diff_embedding: Encoder graph vs the segmenter's encoder, over every part
+            (``None`` without a frozen segmenter: one graph, no embedding).
+        max_abs_diff_decoder: Decoder graph fed PyTorch's embedding vs the PyTorch model
+            (``None`` without a frozen segmenter).
         logit_range: ``(min, max)`` of the PyTorch logits, for scale.
         max_abs_diff_embedding_parts: The encoder's difference per embedding part, by graph name.
     """
 
     batch_size: int
     max_abs_diff_logits: float
-    max_abs_diff_embedding: float
-    max_abs_diff_decoder: float
+    max_abs_diff_embedding: float | None
+    max_abs_diff_decoder: float | None
     logit_range: tuple[float, float]
     max_abs_diff_embedding_parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class ExportResult:
-    """Paths written by :func:`export_onnx` and its parity check (``None`` if skipped)."""
+    """Paths written by :func:`export_onnx` and its parity check (``None`` if skipped).
 
-    encoder: Path
+    Without a frozen segmenter ``encoder`` is ``None`` and ``decoder`` is the one graph (``model.onnx``).
+    """
+
+    encoder: Path | None
     decoder: Path
     metadata: Path
     parity: ParityReport | None = None
@@ -180,8 +191,9 @@ def export_onnx(
     them with the PyTorch model as it normally runs.
 
     Args:
-        model: A :class:`~odssam.models.base.SegmentationModel` with a frozen segmenter and a
-            ``prompt`` stage (:class:`~odssam.models.ods_sam.OdsSam`); it is moved to the CPU.
+        model: A :class:`~odssam.models.base.SegmentationModel`: with a frozen segmenter, a
+            ``prompt`` stage (:class:`~odssam.models.ods_sam.OdsSam`: two graphs); without
+            one, a single graph. It is moved to the CPU.
         output_dir: Folder for the graphs and ``odssam_onnx.json`` (created).
         opset: ONNX opset.
         check: Run the onnxruntime parity check (needs ``onnxruntime``).
@@ -196,8 +208,6 @@ def export_onnx(
         OdsSamError: ``onnx``/``onnxruntime`` missing, or an output folder that cannot be written.
     """
     _check_onnx_available()
-    if getattr(model, "segmenter", None) is None:
-        raise OdsSamError(f"ONNX export needs a model with a frozen segmenter; {type(model).__name__} has none")
     if parity_batch < 1:
         raise OdsSamError(f"parity batch must be at least 1, got {parity_batch}")
     model = model.cpu().float().eval()
@@ -208,31 +218,51 @@ def export_onnx(
         raise OdsSamError(f"{output_dir}: cannot create the output folder ({error.strerror})") from error
 
     x, _, _ = sam_preprocess(example_images(1), model.preprocess_spec)
-    part_names = embedding_part_names(len(model.segmenter.embedding_shapes()))
     written: list[Path] = []
     with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=output_dir) as scratch:
         scratch = Path(scratch)
-        for folder in ("encoder", "decoder", "final"):
-            (scratch / folder).mkdir()
-        with torch.no_grad(), export_friendly(model):
-            embedding = model.encode(x)
-            encoder_path, decoder_path = scratch / "encoder" / ENCODER_FILE, scratch / "decoder" / DECODER_FILE
-            _trace(ImageEncoderGraph(model), (x,), encoder_path, ["image"], part_names, opset)
-            _trace(PromptDecoderGraph(model), (x, *embedding), decoder_path, ["image", *part_names], ["logits"], opset)
+        traced = _trace_graphs(model, x, scratch, opset)
         model.eval()  # belt and braces: tracing must not leave any module training
-        staged = _finalise(encoder_path, scratch / "final") + _finalise(decoder_path, scratch / "final")
+        (scratch / "final").mkdir()
+        staged = [path for graph in traced for path in _finalise(graph, scratch / "final")]
         # Weight files first, graphs last: a graph never points at a missing weight file.
         for path in sorted(staged, key=lambda p: p.suffix == ".onnx"):
             os.replace(path, output_dir / path.name)
             written.append(output_dir / path.name)
 
-    result = ExportResult(output_dir / ENCODER_FILE, output_dir / DECODER_FILE, output_dir / METADATA_FILE)
+    encoder, decoder = _graph_files(model)
+    result = ExportResult(
+        output_dir / encoder if encoder else None, output_dir / decoder, output_dir / METADATA_FILE
+    )
     if check:
         result.parity = check_parity(model, output_dir, batch_size=parity_batch)
     metadata = build_metadata(model, opset=opset, threshold=threshold, source=source, parity=result.parity)
     write_metadata(metadata, result.metadata)
     result.files = written + [result.metadata]
     return result
+
+
+def _graph_files(model: torch.nn.Module) -> tuple[str | None, str]:
+    """``(encoder file, decoder file)``: no encoder and one ``model.onnx`` without a frozen segmenter."""
+    return (ENCODER_FILE, DECODER_FILE) if model.segmenter is not None else (None, MODEL_FILE)
+
+
+def _trace_graphs(model: torch.nn.Module, x: torch.Tensor, scratch: Path, opset: int) -> list[Path]:
+    """Trace the model's graphs, each in its own folder of ``scratch`` (one over 2 GB writes weight files beside it)."""
+    encoder_file, decoder_file = _graph_files(model)
+    decoder_path = scratch / "decoder" / decoder_file
+    decoder_path.parent.mkdir()
+    with torch.no_grad(), export_friendly(model):
+        if encoder_file is None:
+            _trace(WholeModelGraph(model), (x,), decoder_path, ["image"], ["logits"], opset)
+            return [decoder_path]
+        part_names = embedding_part_names(len(model.segmenter.embedding_shapes()))
+        embedding = model.encode(x)
+        encoder_path = scratch / "encoder" / encoder_file
+        encoder_path.parent.mkdir()
+        _trace(ImageEncoderGraph(model), (x,), encoder_path, ["image"], part_names, opset)
+        _trace(PromptDecoderGraph(model), (x, *embedding), decoder_path, ["image", *part_names], ["logits"], opset)
+    return [encoder_path, decoder_path]
 
 
 PREPROCESSING = {
@@ -257,17 +287,19 @@ def build_metadata(
     :class:`~odssam.models.transforms.PreprocessSpec`.
     """
     spec: PreprocessSpec = model.preprocess_spec
-    shapes = model.segmenter.embedding_shapes()
+    segmenter = model.segmenter
+    shapes = segmenter.embedding_shapes() if segmenter is not None else ()
+    encoder, decoder = _graph_files(model)
     return {
         "format": METADATA_FORMAT,
         "version": 1,
         "odssam_version": __version__,
         "opset": opset,
-        "encoder": ENCODER_FILE,
-        "decoder": DECODER_FILE,
-        "segmenter": model.segmenter.variant,
+        "encoder": encoder,
+        "decoder": decoder,
+        "segmenter": segmenter.variant if segmenter is not None else None,
         "image_size": spec.image_size,
-        "embedding_size": model.segmenter.embedding_size,
+        "embedding_size": segmenter.embedding_size if segmenter is not None else None,
         "logit_size": model.logit_size,
         "embedding_parts": [
             {"name": name, "shape": list(shape)} for name, shape in zip(embedding_part_names(len(shapes)), shapes)
@@ -309,6 +341,12 @@ def check_parity(model: torch.nn.Module, onnx_dir: str | os.PathLike, batch_size
 
     onnx_dir = Path(onnx_dir)
     x, _, _ = sam_preprocess(example_images(batch_size, seed), model.preprocess_spec)
+    if model.segmenter is None:  # one graph: only the logits to compare
+        with torch.no_grad():
+            reference = model(x).numpy()
+        onnx_logits = create_session(onnx_dir / MODEL_FILE).run(None, {"image": x.numpy()})[0]
+        logit_range = (float(reference.min()), float(reference.max()))
+        return ParityReport(batch_size, float(np.abs(onnx_logits - reference).max()), None, None, logit_range)
     with torch.no_grad():
         embedding = [part.numpy() for part in model.encode(x)]
         reference = model(x).numpy()

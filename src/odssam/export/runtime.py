@@ -101,7 +101,8 @@ class OnnxPredictor:
     """Predicts with the graphs of an ``odssam export`` folder.
 
     Args:
-        onnx_dir: Folder with ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``odssam_onnx.json``.
+        onnx_dir: Folder with ``image_encoder.onnx``, ``prompt_decoder.onnx`` and ``odssam_onnx.json``
+            (or ``model.onnx`` alone for a model without a frozen segmenter).
         providers: onnxruntime execution providers (default: CPU).
         threshold: Mask threshold (default: the one recorded at export).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
@@ -133,9 +134,11 @@ class OnnxPredictor:
         self.mean = np.asarray(self.metadata["pixel_mean"], dtype=np.float32)
         self.std = np.asarray(self.metadata["pixel_std"], dtype=np.float32)
         self.threshold = float(self.metadata.get("threshold", 0.5) if threshold is None else threshold)
-        self.encoder = create_session(folder / self.metadata["encoder"], providers, threads)
+        # No encoder graph for a model without a frozen segmenter: the decoder is the whole model.
+        encoder = self.metadata["encoder"]
+        self.encoder = create_session(folder / encoder, providers, threads) if encoder else None
         self.decoder = create_session(folder / self.metadata["decoder"], providers, threads)
-        self.embedding_names = [output.name for output in self.encoder.get_outputs()]
+        self.embedding_names = [output.name for output in self.encoder.get_outputs()] if self.encoder else []
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` of a ``height x width`` image inside the ``S x S`` input (before padding)."""
@@ -161,8 +164,8 @@ class OnnxPredictor:
         return x, resized_size, (height, width)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed Bx3xSxS -> logits Bx1x(4h)x(4w) (Bx1x(S/4)x(S/4) for SAM)."""
-        embedding = self.encoder.run(self.embedding_names, {"image": x})
+        """Preprocessed Bx3xSxS -> logits Bx1x(4h)x(4w) (Bx1x(S/4)x(S/4) for SAM; Bx1xSxS for ``unet``)."""
+        embedding = self.encoder.run(self.embedding_names, {"image": x}) if self.encoder is not None else []
         return self.decoder.run(None, {"image": x, **dict(zip(self.embedding_names, embedding))})[0]
 
     def predict(self, image: Any) -> OnnxPrediction:

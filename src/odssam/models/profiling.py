@@ -13,6 +13,8 @@ Counting convention:
       ``sam.prompt_encoder``) gets the FLOPs of the calls into it (SAM's prompt encoder: the
       dense positional encoding its decoder reads), so any registered segmenter profiles
       without code here.
+    * A model without a frozen segmenter (the ``unet`` baseline) is all learnable: its
+      trainable module is profiled on one image of its input size, by child module.
 Models are built through the registry (random weights, the official modules rather than the
 fused encoder) on data-less tensors (:func:`odssam.models.shape_only.shape_only`), so
 profiling ViT-H costs no memory or time.
@@ -95,7 +97,7 @@ def profile_prompt_encoder(encoder: nn.Module, cfg: ModelConfig) -> PartProfile:
         total, per_module = _flops_by_module(encoder, x)
     grid = pcfg.input_size // 8
     scan = 0
-    if pcfg.use_ssm:
+    if pcfg.use_ssm and any(isinstance(module, od_ssm.SS2D) for module in encoder.modules()):  # not in baselines
         scan = pcfg.ssm.num_layers * od_ssm.ss2d_scan_flops(1, grid, grid, pcfg.ssm, d_model=pcfg.feature_encoder.out_channels)
     root = type(encoder).__name__
     children = []
@@ -185,15 +187,40 @@ def shape_only_config(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, checkpoint=None, fast_encoder=False))
 
 
+def profile_trainable(model: nn.Module, name: str) -> PartProfile:
+    """Profile a model without a frozen segmenter: its trainable module on one image of its input size.
+
+    Call inside :func:`~odssam.models.shape_only.shape_only` with a shape-only ``model``.
+    """
+    trainable, size = model.trainable, model.image_size
+    total, per_module = _flops_by_module(trainable, torch.empty(1, 3, size, size))
+    root = type(trainable).__name__
+    children = [
+        PartProfile(child_name, _count(child), True, per_module.get(f"{root}.{child_name}", 0))
+        for child_name, child in trainable.named_children()
+    ]
+    return PartProfile(name, _count(trainable), True, total, 0, children)
+
+
 def profile_model(cfg: ModelConfig | None = None) -> dict:
     """Parameters and FLOPs of every part, as a JSON-ready dict."""
     cfg = cfg or ModelConfig()
     with shape_only():
         model = build_model(shape_only_config(cfg), feature_encoder_weights=False)
+        if model.segmenter is None:
+            learnable = profile_trainable(model, cfg.name)
+            return {
+                "convention": CONVENTION,
+                "model": cfg.name,
+                "input_size": model.image_size,
+                "learnable": learnable.to_dict(),
+                "frozen": [],
+            }
         prompt = profile_prompt_encoder(model.trainable, cfg)
         frozen = profile_segmenter(model.segmenter)
     return {
         "convention": CONVENTION,
+        "model": cfg.name,
         "sam_variant": cfg.sam.variant,
         "sam_image_size": cfg.sam.image_size,
         "prompt_input_size": cfg.prompt_encoder.input_size,
@@ -204,9 +231,15 @@ def profile_model(cfg: ModelConfig | None = None) -> dict:
 
 def format_profile(report: dict) -> str:
     """Plain-text table of :func:`profile_model`'s report."""
+    if "sam_variant" in report:
+        title = (
+            f"ODS-SAM profile: SAM {report['sam_variant']} at {report['sam_image_size']}, "
+            f"prompt encoder at {report['prompt_input_size']}"
+        )
+    else:
+        title = f"{report['model']} profile: no frozen segmenter, input at {report['input_size']}"
     lines = [
-        f"ODS-SAM profile: SAM {report['sam_variant']} at {report['sam_image_size']}, "
-        f"prompt encoder at {report['prompt_input_size']}",
+        title,
         f"{'part':<34}{'params (M)':>12}{'GFLOPs':>12}{'of which scan':>15}",
         "-" * 73,
     ]
@@ -220,7 +253,7 @@ def format_profile(report: dict) -> str:
 
     lines.append("learnable")
     row(report["learnable"], 2)
-    lines.append("frozen")
+    lines.append("frozen" if report["frozen"] else "frozen: none")
     for part in report["frozen"]:
         row(part, 2)
     lines.append("-" * 73)

@@ -1,6 +1,7 @@
 """Names -> builders, for every swappable part of a model (as ``segment_anything.sam_model_registry``).
 
-* :data:`MODELS`: ``model.name`` -> builder of a :class:`~odssam.models.base.SegmentationModel`.
+* :data:`MODELS`: ``model.name`` -> builder of a :class:`~odssam.models.base.SegmentationModel`:
+  ``ods_sam`` and the baselines without SAM (:mod:`odssam.models.baselines`).
 * :data:`SEGMENTER_VARIANTS`: ``model.sam.variant`` -> builder of the frozen segmenter
   (:class:`~odssam.models.segmenter.FrozenSegmenter`): SAM's ViTs and SAM 2's Hieras.
 * :data:`PROMPT_ENCODERS`: ``model.prompt_encoder.name`` -> builder of the learned dense
@@ -24,6 +25,9 @@ from odssam.models.sam2 import SAM2_VARIANTS
 
 MODELS: dict[str, str] = {
     "ods_sam": "odssam.models.ods_sam:build_ods_sam",
+    "sam_noprompt": "odssam.models.baselines.noprompt:build_sam_noprompt",
+    "autosam": "odssam.models.baselines.autosam:build_autosam",
+    "unet": "odssam.models.baselines.unet:build_unet",
 }
 
 SEGMENTER_VARIANTS: dict[str, str] = {
@@ -33,6 +37,8 @@ SEGMENTER_VARIANTS: dict[str, str] = {
 
 PROMPT_ENCODERS: dict[str, str] = {
     "ods": "odssam.models.prompt_encoder:build_prompt_encoder",
+    "noprompt": "odssam.models.baselines.noprompt:build_noprompt_encoder",
+    "autosam": "odssam.models.baselines.autosam:build_autosam_encoder",
 }
 
 
