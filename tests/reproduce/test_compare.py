@@ -18,7 +18,7 @@ from odssam.cli.main import main
 from odssam.config import ModelConfig, from_dict
 from odssam.models.profiling import profile_model
 from odssam.reproduce import methods
-from odssam.reproduce.compare import Method, build_compare_table, paper_figure_for
+from odssam.reproduce.compare import Method, MethodFacts, build_compare_table, paper_figure_for, random_weights_banner
 from odssam.reproduce.measure import FIGURE_CELL
 from odssam.reproduce.paper_results import PaperFigure, paper_figure
 from odssam.reproduce.run_folders import DataIdentity, FinishedRun, read_run_folder
@@ -213,3 +213,14 @@ def test_each_epoch_records_its_device_and_processes(device, expected, monkeypat
     record = epoch_record(ctx, parts, RunState(epoch=1, step=3), 1, stats, None, False)
     assert record["device"] == expected and record["world_size"] == 4 and record["epoch_seconds"] == 2.0
     assert asked == ([torch.device(device)] if expected != "cpu" else [])
+
+
+def test_the_random_weights_banner_names_only_parts_a_model_has():
+    ods = _finished("ods", {"name": "ods_sam", "sam": {"checkpoint": None}}, {"monuseg": {}})
+    unet = _finished("unet", {"name": "unet", "sam": {"checkpoint": None}}, {"monuseg": {}})
+    noprompt = _finished("noprompt", {"name": "sam_noprompt", "prompt_encoder": {"name": "noprompt"}}, {"monuseg": {}})
+    rows = [Method("ODS-SAM", [ods]), Method("U-Net", [unet]), Method("SAM (no prompt)", [noprompt])]
+    facts = {"ODS-SAM": MethodFacts(frozen_segmenter=True), "U-Net": MethodFacts(frozen_segmenter=False)}
+    banner = random_weights_banner(rows, facts)
+    assert banner == "RANDOM WEIGHTS (SAM in ods, noprompt; feature encoder in ods): not comparable to the paper"
+    assert random_weights_banner(rows[1:2], facts) is None

@@ -63,6 +63,7 @@ class MethodFacts:
         params: Learnable parameters.
         flops: FLOPs of the learnable modules for one image.
         images_per_second: Prediction speed on this device.
+        frozen_segmenter: Whether the model has a frozen SAM (from its profile; ``None``: not profiled).
         why: ``profile`` or ``speed`` -> the cell's text where the value is missing.
         notes: Lines for under the table (what failed and why).
     """
@@ -70,6 +71,7 @@ class MethodFacts:
     params: int | None = None
     flops: int | None = None
     images_per_second: float | None = None
+    frozen_segmenter: bool | None = None
     why: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -205,19 +207,23 @@ def build_compare_table(
         columns=columns,
         cells=cells,
         layout="methods",
-        banner=random_weights_banner(methods),
+        banner=random_weights_banner(methods, facts),
     )
 
 
-def random_weights_banner(methods: list[Method]) -> str | None:
-    """A warning naming the runs whose SAM or feature encoder (where the model has one) had random weights."""
+def random_weights_banner(methods: list[Method], facts: dict[str, MethodFacts]) -> str | None:
+    """A warning naming the runs whose SAM or ODS feature encoder had random weights.
+
+    A model without a frozen SAM (its profile has no frozen part, e.g. ``unet``) has no SAM to
+    warn about; only the ``ods`` prompt encoder starts from feature-encoder weights.
+    """
     by_part: dict[str, list[str]] = {}
     for method in methods:
+        has_sam = facts.get(method.label, MethodFacts()).frozen_segmenter is not False
         for run in method.runs:
-            model = run.model
-            has = {"SAM": "sam" in model, "feature encoder": "feature_encoder" in (model.get("prompt_encoder") or {})}
+            has_ods = (run.model.get("prompt_encoder") or {}).get("name", "ods") == "ods"
             for part in random_weight_parts(run.config):
-                if has[part]:
+                if has_sam and (part == "SAM" or has_ods):
                     by_part.setdefault(part, []).append(run.path.name)
     if not by_part:
         return None

@@ -80,7 +80,7 @@ def _read_runs(run_dirs: Sequence[str | Path]) -> list[FinishedRun]:
 
 def _profile(method: Method, facts: MethodFacts) -> None:
     try:
-        facts.params, facts.flops = measure.learnable_size(method.runs[0].model)
+        facts.params, facts.flops, facts.frozen_segmenter = measure.learnable_size(method.runs[0].model)
     except Exception as error:  # a model the profiler cannot trace: the table says why, the rest goes on
         facts.why["profile"] = "n/a"
         facts.notes.append(f"{method.label}: not profiled ({type(error).__name__}: {error})")

@@ -26,12 +26,16 @@ from odssam.reproduce.run_folders import FinishedRun
 FIGURE_CELL = 192  # pixels, the longest side of each image in the figure
 
 
-def learnable_size(model: dict[str, Any]) -> tuple[int, int]:
-    """``(parameters, FLOPs)`` of the learnable modules of a run's model config, for one image."""
+def learnable_size(model: dict[str, Any]) -> tuple[int, int, bool]:
+    """``(parameters, FLOPs, has a frozen segmenter)`` of a run's model config.
+
+    Parameters and FLOPs (one image) are the learnable modules'.
+    """
     from odssam.models.profiling import profile_model
 
-    learnable = profile_model(from_dict(ModelConfig, model, "model"))["learnable"]
-    return int(learnable["params"]), int(learnable["flops"])
+    report = profile_model(from_dict(ModelConfig, model, "model"))
+    learnable = report["learnable"]
+    return int(learnable["params"]), int(learnable["flops"]), bool(report["frozen"])
 
 
 def test_dataset(run: FinishedRun, test_set: str):
