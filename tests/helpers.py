@@ -144,3 +144,46 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- unwritable folders
+
+
+def make_unwritable(folder: Path, monkeypatch) -> str:
+    """Create ``folder`` and make it read-only for this process; returns how (``chmod`` or ``fake``).
+
+    ``chmod 555`` where it stops this process; as root it does not, so then a fake read-only
+    filesystem: ``os.open`` creating a file and ``os.mkdir`` anywhere under ``folder`` fail
+    with ``EROFS``, as on a read-only mount (the files odssam writes go through both).
+    """
+    import errno
+
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return "chmod"
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    root = os.path.realpath(folder)
+
+    def inside(path) -> bool:
+        path = os.path.realpath(os.fspath(path))
+        return path == root or path.startswith(root + os.sep)
+
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def read_only_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and inside(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def read_only_mkdir(path, *args, **kwargs):
+        if inside(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "mkdir", read_only_mkdir)
+    return "fake"

@@ -64,6 +64,7 @@ def run(args) -> int:
     from odssam.engine.evaluate import evaluate_dataset
     from odssam.engine.setup import build_split
     from odssam.metrics.report import format_table, write_report
+    from odssam.utils.atomic import check_writable_folder
     from odssam.utils.device import resolve_precision
 
     if args.batch_size < 1:
@@ -93,6 +94,7 @@ def run(args) -> int:
     metrics = args.metrics or cfg.train.metrics
     num_workers = dcfg.num_workers if args.num_workers is None else args.num_workers
     out_dir = Path(args.output) if args.output else Path(args.checkpoint).parent / f"eval-{args.split}"
+    check_writable_folder(out_dir)
     amp_dtype = resolve_precision(cfg.train.precision, device)
 
     # The run's recorded partition (e.g. MVTec AD's seeded split) when scoring its own data.

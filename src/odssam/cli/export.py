@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from odssam.cli.common import add_command_parser, add_output_argument, examples
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import check_writable_folder
 
 
 def add_parser(subparsers) -> None:
@@ -47,6 +48,7 @@ def run(args) -> int:
         raise OdsSamError(f"--opset must lie in 11..20 (the selective scan needs CumSum, opset 11), got {args.opset}")
     if args.parity_batch < 1:
         raise OdsSamError(f"--parity-batch must be at least 1, got {args.parity_batch}")
+    check_writable_folder(args.output)
     model, cfg = load_model_from_checkpoint(args.checkpoint, device="cpu", sam_checkpoint=args.sam_checkpoint)
     frozen = f"SAM {cfg.model.sam.variant}" if model.segmenter is not None else f"{cfg.model.name}, no SAM: one graph"
     print(f"exporting {args.checkpoint} ({frozen} at {model.image_size}px) to {args.output}")

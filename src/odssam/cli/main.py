@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from odssam import __version__
 from odssam.cli.common import HelpFormatter, examples
 from odssam.errors import OdsSamError
+from odssam.utils.atomic import is_write_error
 
 # Module names under odssam.cli, in the order they appear in ``odssam --help``.
 COMMAND_MODULES = (
@@ -39,8 +41,13 @@ EXIT_CODES = """exit codes (every command):
        (predict skipping unreadable images, metrics skipping pairs, data check
        finding problems, reproduce with failed runs)
   2    usage or input error: bad option or config, missing file, nothing at all
-       could be processed; the message names the file or option
+       could be processed, an output folder or file that cannot be written (full,
+       read-only, no permission); the message names the file or option
+  3    crash: an unexpected error (a bug in odssam); the traceback is printed on
+       stderr, to be included in a bug report
   130  interrupted (Ctrl-C)"""
+
+EXIT_CRASH = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"odssam {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: a documented exit code
+        if is_write_error(error):  # a full or read-only disk met outside odssam's atomic writes (TensorBoard, ONNX)
+            print(f"odssam {args.command}: error: {error.filename or 'a file'}: {error.strerror}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"odssam {args.command}: crashed ({type(error).__name__}: {error}); this is a bug in odssam: "
+              "please report it with the traceback above (exit code 3)", file=sys.stderr)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

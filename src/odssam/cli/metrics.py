@@ -24,6 +24,7 @@ from odssam.errors import OdsSamError
 from odssam.metrics.evaluator import METRIC_NAMES
 from odssam.metrics.folders import evaluate_folders
 from odssam.metrics.report import LAYOUTS, format_table, read_results, results_to_json, write_report
+from odssam.utils.atomic import check_writable_folder
 
 # Folder names that say "masks" rather than which dataset they belong to.
 _GENERIC_GT_NAMES = {"masks", "mask", "gt", "gts", "ground_truth", "ground truth", "groundtruth", "labels",
@@ -124,6 +125,8 @@ def _combined(paths: list[Path]):
 
 def run(args: argparse.Namespace) -> int:
     exit_code = 0
+    if args.output:
+        check_writable_folder(args.output)
     if args.combine:
         if args.pred or args.gt:
             raise OdsSamError("--combine reads reports; do not pass --pred/--gt with it")

@@ -75,10 +75,12 @@ def _report(message: str) -> None:
 
 def run(args) -> int:
     from odssam.inference import PredictionWriter, Predictor, expand_inputs
+    from odssam.utils.atomic import check_writable_folder
 
     if args.batch_size < 1:
         raise OdsSamError(f"--batch-size must be at least 1, got {args.batch_size}")
     inputs = expand_inputs(args.inputs, recursive=args.recursive)
+    check_writable_folder(args.output)
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         args.device,

@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
         metavar="RUN",
         help="continue an interrupted run from its last.pt: a run folder or checkpoint "
         "(its stored config is used, --set still applies), or, with no value, the run "
-        "folder named by --config",
+        "folder named by --config; a run stopped before its first checkpoint starts again from epoch 0",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--run-dir", help="run folder (default: <train.output_dir>/<train.run_name or name>)")
@@ -62,15 +62,20 @@ def add_parser(subparsers) -> None:
 
 def resolve_run(args):
     """The config and run folder of a train invocation, honouring ``--resume``."""
-    from odssam.config import ExperimentConfig, apply_overrides, from_dict
+    from odssam.config import ExperimentConfig, apply_overrides, from_dict, load_config
     from odssam.checkpoint import load_checkpoint
+    from odssam.engine.run_setup import RunFolder
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume:  # a run folder, or a checkpoint inside one
         target = Path(args.resume)
         run_dir = target.parent if target.suffix == ".pt" else target
         if not args.config:
-            last = run_dir / "last.pt"
+            folder = RunFolder(run_dir)
+            if not folder.last.exists() and folder.config.is_file():
+                # Killed before its first checkpoint: the config it stored as it started.
+                return load_config(folder.config, args.overrides), run_dir
+            last = folder.last
             data = apply_overrides(load_checkpoint(last)["config"], args.overrides)
             try:
                 return from_dict(ExperimentConfig, data), run_dir

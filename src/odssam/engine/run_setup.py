@@ -27,7 +27,7 @@ from odssam.engine.targets import loss_resolution, target_size
 from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
 from odssam.models.registry import build_model
-from odssam.utils.atomic import atomic_write_text
+from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class RunFolder:
     def of(cls, cfg: ExperimentConfig, run_dir: str | Path | None) -> RunFolder:
         """``run_dir``, or ``<train.output_dir>/<train.run_name or name>`` by default."""
         return cls(Path(run_dir or Path(cfg.train.output_dir) / (cfg.train.run_name or cfg.name)))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
 
     @property
     def last(self) -> Path:
@@ -101,15 +105,61 @@ def allow_tf32(device: torch.device) -> None:
 
 
 def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
-    """``last.pt`` of the run to resume, or ``None`` for a fresh start in a folder holding no run."""
+    """``last.pt`` of the run to resume, or ``None`` to start from epoch 0.
+
+    The run folder is created and proved writable first, and rank 0 removes the temporary
+    files of atomic writes that a killed run left in it. A run to resume that was killed
+    before its first checkpoint (``config.yaml`` but no ``last.pt``) starts from epoch 0,
+    as a fresh run would.
+
+    Raises:
+        OdsSamError: An unwritable run folder, a fresh start in a folder holding a run, or
+            nothing to resume.
+    """
+    folder = ctx.folder
+    check_writable_folder(folder.path, "run folder")
+    if ctx.is_main:
+        _remove_orphan_temp_files(ctx)
     if ctx.resume:
-        return load_resumable_checkpoint(ctx.folder.last, ctx.cfg.model)
-    if ctx.folder.last.exists():
+        if folder.last.exists():
+            return load_resumable_checkpoint(folder.last, ctx.cfg.model)
+        if folder.config.is_file():
+            ctx.say(f"note: {folder.path} holds no last.pt (the run stopped before its first checkpoint): "
+                    "starting it from epoch 0")
+            return None
+        raise OdsSamError(f"{folder.path}: nothing to resume (no last.pt, no config.yaml); start it without --resume")
+    if folder.last.exists():
         raise OdsSamError(
-            f"{ctx.folder.path} already holds a run (last.pt): pass --resume to continue it, "
+            f"{folder.path} already holds a run (last.pt): pass --resume to continue it, "
             "or choose another train.run_name / train.output_dir"
         )
     return None
+
+
+# A temporary file of the shared embedding cache untouched this long was left by a killed
+# process: a live one is written to until it is renamed, a moment later.
+STALE_CACHE_TEMP_SECONDS = 600
+
+
+def _remove_orphan_temp_files(ctx: RunContext) -> None:
+    """Delete the temporary files of atomic writes that killed processes left behind.
+
+    In the run folder (only this run writes there) all of them; in the embedding cache,
+    which concurrent runs share, those older than :data:`STALE_CACHE_TEMP_SECONDS`.
+    """
+    folder = ctx.folder
+    removed = remove_orphan_temp_files(folder.path) + remove_orphan_temp_files(folder.split_record.parent)
+    if ctx.cfg.train.cache_embeddings:
+        removed += remove_orphan_temp_files(
+            embedding_cache_dir(ctx), recursive=True, older_than_s=STALE_CACHE_TEMP_SECONDS
+        )
+    if removed:
+        ctx.say(f"removed {len(removed)} unfinished temporary file(s) left by interrupted writes")
+
+
+def embedding_cache_dir(ctx: RunContext) -> Path:
+    """``train.cache_dir``, or ``.embedding-cache`` beside the run folder (shared by the runs there)."""
+    return Path(ctx.cfg.train.cache_dir) if ctx.cfg.train.cache_dir else ctx.folder.path.parent / ".embedding-cache"
 
 
 @dataclass(frozen=True)
@@ -183,7 +233,7 @@ def prepare_data(ctx: RunContext) -> TrainingData:
     val_set = build_split(dcfg, "val", recorded_split) if dcfg.val_count > 0 else None
     if ctx.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder.path / "config.yaml", yaml.safe_dump(to_dict(ctx.cfg), sort_keys=False))
+        atomic_write_text(folder.config, yaml.safe_dump(to_dict(ctx.cfg), sort_keys=False))
         write_json_atomic(folder.split_record, train_set.split_record())
     if val_set is not None:
         ctx.say(f"data: {dcfg.dataset} train {len(train_set)} images, val {len(val_set)} images (select best.pt)")
@@ -243,7 +293,7 @@ def prepare_embedding_cache(
         return EmbeddingCaches()
     if not tcfg.cache_embeddings:
         return EmbeddingCaches()
-    cache_dir = Path(tcfg.cache_dir) if tcfg.cache_dir else ctx.folder.path.parent / ".embedding-cache"
+    cache_dir = embedding_cache_dir(ctx)
     params = CacheParams(
         net.fingerprint, model.image_size, model.prompt_input_size, targets.size, tcfg.cache_dtype,
         embedding_parts=len(model.segmenter.embedding_shapes()), resize=model.preprocess_spec.resize,
