@@ -143,6 +143,10 @@ def test_an_unfinished_run_folder_is_refused(runs, tmp_path, capsys):
     assert f"{unfinished}: not a finished run folder (no report.json" in capsys.readouterr().err
     assert main(["compare", str(runs["full"]), "--label", "nonsense"]) == 2
     assert "expected RUN=NAME" in capsys.readouterr().err
+    occupied = tmp_path / "occupied"
+    occupied.write_text("a file where the output folder should go")
+    assert main(["compare", str(runs["full"]), "--output", str(occupied), "--no-speed"]) == 2
+    assert f"output folder {occupied} is a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_model_that_cannot_be_loaded_here_still_gets_its_table_row(runs, tmp_path, capsys):

@@ -21,6 +21,7 @@ from odssam.reproduce.compare import Method, MethodFacts, check_same_test_data, 
 from odssam.reproduce.methods import method_labels
 from odssam.reproduce.run_folders import FinishedRun, read_run_folder
 from odssam.reproduce.runner import device_label
+from odssam.utils.atomic import check_writable_folder
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,15 @@ def compare_runs(
         say: Progress lines.
 
     Raises:
-        OdsSamError: An unfinished run folder, runs tested on different data, or a bad label.
+        OdsSamError: An unfinished run folder, runs tested on different data, a bad label, or
+            an output folder that cannot be written.
     """
     options = options or CompareOptions()
     out_dir = Path(out_dir)
     runs = _read_runs(run_dirs)
     methods = group_methods(runs, method_labels(runs, labels))
     identities = check_same_test_data(methods)
+    check_writable_folder(out_dir)  # before the models are timed, not after
     facts, figures = _measure(methods, options, out_dir, say)
     speed_column = None
     if options.speed:
