@@ -12,7 +12,8 @@ import torch
 from odssam.checkpoint import load_checkpoint, save_checkpoint
 from odssam.cli.main import main as odssam_main
 from odssam.config import load_config, with_overrides
-from odssam.engine import final_eval, training_parts
+from odssam.data import base as data_base
+from odssam.engine import final_eval, run_setup, training_parts
 from odssam.engine.augment import DecodedTrainingSet, augment_pair
 from odssam.engine.trainer import TrainingDiverged, train
 from odssam.errors import OdsSamError
@@ -93,28 +94,52 @@ def test_validation_needs_eval_every(tiny_config):
     "val_count, augment", [(0, False), (2, False), (0, True)], ids=["cached", "cached_with_validation", "decoded"]
 )
 def test_no_test_image_is_opened_before_the_final_evaluation(tiny_config, monkeypatch, val_count, augment):
-    """Every file opened under the test folder is recorded with the phase it was opened in."""
+    """Every file opened or decoded under the test folder is recorded with the phase it was read in.
+
+    The data check before the first step opens test files for their headers and file ends
+    only; no test image is opened while training, and none is decoded before the final
+    evaluation.
+    """
     import builtins
 
     test_folder = str(Path(tiny_config.data.root) / "test")
-    phase, opened = ["training"], []
+    phase, opened, decoded = ["setup"], [], []
     real_open, real_test_splits = builtins.open, final_eval.test_splits
+    real_check, real_read_image = run_setup.checked_splits, data_base.read_image
+
+    def in_test_folder(file) -> bool:
+        return isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(test_folder)
 
     def recording_open(file, *args, **kwargs):
-        if isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(test_folder):
+        if in_test_folder(file):
             opened.append((phase[0], Path(file).name))
         return real_open(file, *args, **kwargs)
+
+    def recording_read_image(path):
+        if in_test_folder(path):
+            decoded.append((phase[0], Path(path).name))
+        return real_read_image(path)
+
+    def data_check(*args, **kwargs):
+        phase[0] = "data check"
+        splits = real_check(*args, **kwargs)
+        phase[0] = "training"
+        return splits
 
     def final_evaluation_splits(*args, **kwargs):
         phase[0] = "final evaluation"
         yield from real_test_splits(*args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(data_base, "read_image", recording_read_image)
+    monkeypatch.setattr(run_setup, "checked_splits", data_check)
     monkeypatch.setattr(final_eval, "test_splits", final_evaluation_splits)
     result = train(with_overrides(tiny_config, {"data.val_count": val_count, "train.augment": augment}), progress=False)
     assert result.test_results  # the test images were evaluated ...
     assert {"test00.png", "test01.png"} <= {name for _, name in opened}  # ... and the recorder saw them
-    assert {stage for stage, _ in opened} == {"final evaluation"}  # only then
+    assert {"test00.png", "test01.png"} <= {name for _, name in decoded}
+    assert {stage for stage, _ in opened} == {"data check", "final evaluation"}  # never while training
+    assert {stage for stage, _ in decoded} == {"final evaluation"}  # decoded only then
 
 
 def test_eval_command_writes_reports_maps_and_figures(cli_run, tmp_path):

@@ -5,7 +5,8 @@
   [--sam-image-size S]``: decode every file, print per-split counts, image sizes and
   foreground fraction, and every problem with the file it concerns (non-regular files,
   undecodable files, masks not binary at the loader's threshold, images too elongated
-  for SAM's input). Exit code 0 when clean, 1 on problems.
+  for SAM's input). Exit code 0 when clean, 1 on problems. (``odssam train`` checks
+  headers and file ends of every split it reads before its first step; this decodes all.)
 - ``odssam data convert --dataset NAME --root PATH --output DIR``: write the masks
   (rasterised MoNuSeg XML, GlaS instance maps ...) as binary PNGs for inspection.
 """

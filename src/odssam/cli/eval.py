@@ -5,10 +5,16 @@ Examples::
     odssam eval --checkpoint runs/kvasir/last.pt                      # the run's own test split(s)
     odssam eval --checkpoint runs/polyp/last.pt --dataset pranet --root /data/PraNet \\
         --category CVC-ColonDB --save-probabilities --figures 8
+
+A sample that cannot be read is skipped and listed (stderr, ``report.md`` and
+``report-skipped.json``); the others are scored and the report is written; the exit code
+is then 1. ``--skip-missing`` does the same for entries of the run's stored split that the
+dataset folder no longer holds (without it they refuse the split, exit 2).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from odssam.cli.common import (
@@ -28,7 +34,8 @@ def add_parser(subparsers) -> None:
         help="evaluate a trained checkpoint on a dataset (paper-style tables)",
         description="Evaluate a run's checkpoint (last.pt: the last epoch; best.pt: the epoch chosen "
         "on validation images, written only when data.val_count > 0). Without --dataset/--root the "
-        "data section stored in the checkpoint is used (its test split, or each of data.test_sets).",
+        "data section stored in the checkpoint is used (its test split, or each of data.test_sets). "
+        "Unreadable samples are skipped and listed in report.md; the exit code is then 1.",
         epilog=examples(
             "odssam eval --checkpoint runs/kvasir/last.pt                # the run's own test split(s)",
             "odssam eval --checkpoint odssam-demo/run/last.pt --figures 4 --output demo-eval",
@@ -43,6 +50,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--category", action="append", default=None,
         help="MVTec AD category or PraNet test set (repeatable; default: the run's)",
+    )
+    parser.add_argument(
+        "--skip-missing", action="store_true",
+        help="score the run's stored split even if the folder lacks some of its entries (listed as skipped)",
     )
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this square size first")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names, 'default' or 'all'")
@@ -61,7 +72,7 @@ def run(args) -> int:
     from odssam.config import with_overrides
     from odssam.checkpoint import load_model_from_checkpoint
     from odssam.engine.distributed import process_device
-    from odssam.engine.evaluate import evaluate_dataset
+    from odssam.engine.evaluate import SkippedSample, evaluate_dataset, write_skipped
     from odssam.engine.setup import build_split
     from odssam.metrics.report import format_table, write_report
     from odssam.utils.atomic import check_writable_folder
@@ -100,16 +111,17 @@ def run(args) -> int:
     # The run's recorded partition (e.g. MVTec AD's seeded split) when scoring its own data.
     recorded = Path(args.checkpoint).parent / "splits" / "split.json"
     same_data = not (args.dataset or args.root or args.category or args.image_size) and recorded.is_file()
-    results = []
+    results, skipped = [], []
     for category in categories:
         split_file = recorded if same_data and category == cfg.data.category else None
-        dataset = build_split(dcfg, args.split, split_file, category=category)
+        dataset = build_split(dcfg, args.split, split_file, category=category, skip_missing=args.skip_missing)
+        skipped += [SkippedSample(*missing) for missing in dataset.unavailable]
         name = category or dcfg.dataset
         result, kept = evaluate_dataset(
             model, dataset, name=name, metrics=metrics, batch_size=args.batch_size, num_workers=num_workers,
             amp_dtype=amp_dtype, progress=not args.no_progress,
             prediction_dir=out_dir / name / "probabilities" if args.save_probabilities else None,
-            keep_samples=max(args.figures, 0),
+            keep_samples=max(args.figures, 0), skipped=skipped,
         )
         results.append(result)
         if kept:
@@ -118,9 +130,14 @@ def run(args) -> int:
     frozen = f"SAM {cfg.model.sam.variant}: {weights}" if model.segmenter is not None else f"{cfg.model.name}, no SAM"
     title = f"{cfg.name} ({Path(args.checkpoint).name}, {frozen}) on {args.split}"
     paths = write_report(results, out_dir, "report", title=title)
+    write_skipped(skipped, out_dir)
     print(format_table(results))
     print(f"report: {paths['md']}")
-    return 0
+    for sample in skipped:
+        print(sample, file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} sample(s) could not be read and were skipped (listed in {paths['md']})", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def _write_figure(kept: list[tuple], path: Path) -> None:

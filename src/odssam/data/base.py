@@ -127,6 +127,8 @@ class SegmentationDataset(Dataset):
         entries: What each item is read from.
         names: Sample names, in item order.
         image_size: Square output size, or ``None`` to keep each image's size.
+        unavailable: ``(name, reason)`` of the split-file entries left out because the
+            folder lacks them (``build_dataset(..., skip_missing=True)``).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class SegmentationDataset(Dataset):
         partition: dict[str, list[str]],
         image_size: int | None = None,
         protocol: dict[str, Any] | None = None,
+        unavailable: list[tuple[str, str]] | None = None,
     ) -> None:
         self.dataset = index.dataset
         self.split = split
@@ -147,6 +150,7 @@ class SegmentationDataset(Dataset):
         self.image_size = image_size
         self._partition = {key: list(value) for key, value in partition.items()}
         self._protocol = dict(protocol or {})
+        self.unavailable = list(unavailable or [])
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -13,6 +13,9 @@ What is checked, per file (every message names the file):
   (1024 for the official models), so an image more elongated than 2S:1 would have a
   short side of 0 pixels and stops training and evaluation: a problem. A short side of
   fewer than 16 pixels (one patch of SAM's image encoder) after scaling is a warning.
+
+``odssam train`` runs a quicker form of these checks (headers and file ends, no pixel
+decoding: :mod:`odssam.data.header_check`) on every split it will read, before its first step.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from odssam.data.datasets.mvtec import CATEGORIES as MVTEC_CATEGORIES
 from odssam.data.datasets.mvtec import index_mvtec
 from odssam.data.datasets.pranet import TEST_SETS as PRANET_TEST_SETS
 from odssam.data.datasets.pranet import index_pranet
-from odssam.data.index import DatasetIndex, Entry, IndexOptions
+from odssam.data.index import DatasetIndex, Entry, IndexOptions, Issue
 from odssam.data.splits import SPLIT_NAMES, hold_out_validation, read_split_file
 from odssam.errors import OdsSamError
 
@@ -166,8 +166,13 @@ def _raise_for_errors(index: DatasetIndex, split: str | None, root: str | Path) 
 
 
 def _partition_from_file(
-    index: DatasetIndex, split_file: str | Path, name: str
-) -> tuple[dict[str, list[str]], dict[str, dict[str, Entry]]]:
+    index: DatasetIndex, split_file: str | Path, name: str, skip_missing: str | None = None
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Entry]], list[str]]:
+    """The recorded partition, the entries it can be read from, and the names it lacks.
+
+    With ``skip_missing`` (the split to read), names the folder lacks are dropped, and
+    those of that split returned; otherwise a missing name is an error.
+    """
     record = read_split_file(split_file)
     for key, expected in (("dataset", name), ("category", index.category)):
         recorded = record.get(key)
@@ -179,14 +184,19 @@ def _partition_from_file(
         train_pool = test_pool = {**train_pool, **test_pool}
     pools = {"train": train_pool, "val": train_pool, "test": test_pool}
     partition = {split: list(record["splits"].get(split, [])) for split in SPLIT_NAMES}
+    dropped: list[str] = []
     for split, names in partition.items():
         missing = [n for n in names if n not in pools[split]]
-        if missing:
+        if missing and skip_missing is not None:
+            partition[split] = [n for n in names if n in pools[split]]
+            dropped = missing if split == skip_missing else dropped
+        elif missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise OdsSamError(
                 f"{split_file}: {len(missing)} {split} name(s) not found in {index.root}: {shown}"
+                + (" (odssam eval --skip-missing scores the others)" if split == "test" else "")
             )
-    return partition, pools
+    return partition, pools, dropped
 
 
 def build_dataset(
@@ -201,6 +211,8 @@ def build_dataset(
     test_fraction: float = 0.5,
     val_count: int = 0,
     split_file: str | Path | None = None,
+    skip_missing: bool = False,
+    listing_errors: list[Issue] | None = None,
 ) -> SegmentationDataset:
     """Build one split of a registered dataset.
 
@@ -220,6 +232,12 @@ def build_dataset(
             none; the ``val`` split is then empty).
         split_file: A JSON split file (from :meth:`SegmentationDataset.split_record`) whose
             lists replace the protocol's; ``val_count`` and the seeds are then ignored.
+        skip_missing: With ``split_file``: entries of ``split`` that the folder no longer
+            holds (or holds with listing problems, e.g. a mask gone) are left out and
+            described in the dataset's ``unavailable`` instead of refusing the split.
+        listing_errors: If given, problems found while listing the folder (a mask
+            missing ...) are appended to it instead of raised, and the split holds the
+            entries listed without problems (the check before training).
 
     Returns:
         A ``torch.utils.data.Dataset`` of :class:`~odssam.data.sample.Sample`.
@@ -236,16 +254,25 @@ def build_dataset(
     options = IndexOptions(include_good=include_good, split_seed=split_seed, test_fraction=test_fraction)
     index = index_dataset(name, root, category, options)
     base_split = "test" if split == "test" else "train"
-    _raise_for_errors(index, None if index.shared_pool or split_file else base_split, root)
+    tolerated = skip_missing and split_file is not None
+    error_scope = None if index.shared_pool or split_file else base_split
+    if listing_errors is not None:
+        listing_errors.extend(index.errors(error_scope))
+    elif not tolerated:
+        _raise_for_errors(index, error_scope, root)
     if base_split not in index.splits:
         if name == "pranet" and base_split == "test":
             raise OdsSamError(
                 f"the pranet test split needs a test set: category = one of {', '.join(PRANET_TEST_SETS)}"
             )
         raise OdsSamError(f"{root}: no {base_split} split found for {name}")
+    unavailable: list[tuple[str, str]] = []
     if split_file is not None:
-        partition, pools = _partition_from_file(index, split_file, name)
+        partition, pools, dropped = _partition_from_file(index, split_file, name, split if tolerated else None)
         entries = [pools[split][n] for n in partition[split]]
+        problems = "; ".join(str(issue) for issue in index.errors(base_split))  # why, if the listing says
+        where = f"listed in {split_file}, not found in {root}" + (f" (listing problems: {problems})" if problems else "")
+        unavailable = [(n, where) for n in dropped]
     else:
         train_names, val_names = hold_out_validation(
             [entry.name for entry in index.splits["train"]], val_count, split_seed
@@ -271,4 +298,4 @@ def build_dataset(
     }
     if split_file is not None:
         protocol["split_file"] = str(split_file)
-    return SegmentationDataset(index, split, entries, partition, image_size, protocol)
+    return SegmentationDataset(index, split, entries, partition, image_size, protocol, unavailable)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from odssam.checkpoint import load_checkpoint
-from odssam.engine.evaluate import evaluate_dataset
+from odssam.engine.evaluate import SkippedSample, evaluate_dataset, write_skipped
 from odssam.engine.logging import write_json_atomic
 from odssam.engine.run_setup import RunContext
 from odssam.engine.setup import test_splits
@@ -41,16 +41,19 @@ def load_final_model(ctx: RunContext, validating: bool, trainable: torch.nn.Modu
 def evaluate_final_model(ctx: RunContext, model: torch.nn.Module, final: FinalModel) -> list[MetricResult]:
     """Score ``model`` on every test set (rank 0) and write ``report.{json,csv,md}``.
 
-    Test images are opened here for the first time in a run.
+    Test images are decoded here for the first time in a run (the check before training
+    reads their headers only). A test sample that has become unreadable since is skipped,
+    said, and listed in ``report.md`` and ``report-skipped.json``; the others are scored.
     """
     cfg, tcfg, dcfg = ctx.cfg, ctx.cfg.train, ctx.cfg.data
     results: list[MetricResult] = []
+    skipped: list[SkippedSample] = []
     for name, dataset in test_splits(dcfg, ctx.say):
         if dcfg.test_sets:
             write_json_atomic(ctx.folder.path / "splits" / f"test-{name}.json", dataset.split_record())
         result, _ = evaluate_dataset(
             model, dataset, name=name, metrics=tcfg.metrics, batch_size=ctx.per_rank_batch,
-            num_workers=dcfg.num_workers, amp_dtype=ctx.amp_dtype, progress=ctx.progress,
+            num_workers=dcfg.num_workers, amp_dtype=ctx.amp_dtype, progress=ctx.progress, skipped=skipped,
         )
         results.append(result)
     if results:
@@ -61,5 +64,8 @@ def evaluate_final_model(ctx: RunContext, model: torch.nn.Module, final: FinalMo
             "s" if len(results) > 1 else ""
         )
         write_report(results, ctx.folder.path, "report", title=title)
+        write_skipped(skipped, ctx.folder.path)
         ctx.say(format_table(results, legend=False))
+    for sample in skipped:
+        ctx.say(str(sample))
     return results

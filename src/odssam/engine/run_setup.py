@@ -22,11 +22,12 @@ from odssam.config import ExperimentConfig, to_dict
 from odssam.engine.cache import CacheParams, CacheRecord, EmbeddingCache, build_embedding_cache
 from odssam.engine.distributed import DistInfo
 from odssam.engine.logging import write_json_atomic
-from odssam.engine.setup import build_split
+from odssam.engine.data_check import checked_splits
 from odssam.engine.targets import loss_resolution, target_size
 from odssam.errors import OdsSamError
 from odssam.models.base import SegmentationModel
 from odssam.models.registry import build_model
+from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write_text, check_writable_folder, remove_orphan_temp_files
 
 
@@ -223,14 +224,13 @@ class TrainingData:
         return self.val_set is not None
 
 
-def prepare_data(ctx: RunContext) -> TrainingData:
-    """Build the splits (a resumed run re-reads its split record) and write config and split record."""
+def prepare_data(ctx: RunContext, spec: PreprocessSpec) -> TrainingData:
+    """Build and check every split (a resumed run re-reads its split record); write config and split record."""
     dcfg, folder = ctx.cfg.data, ctx.folder
     recorded_split = folder.split_record if ctx.resume and folder.split_record.is_file() else None
-    # Test images are only listed here (split record); they are first opened by the final
-    # evaluation, after training.
-    train_set = build_split(dcfg, "train", recorded_split)
-    val_set = build_split(dcfg, "val", recorded_split) if dcfg.val_count > 0 else None
+    # Test images are only checked here (headers, file ends); they are first decoded by the
+    # final evaluation, after training.
+    train_set, val_set = checked_splits(ctx.cfg, recorded_split, spec, ctx.say)
     if ctx.is_main:
         folder.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder.config, yaml.safe_dump(to_dict(ctx.cfg), sort_keys=False))

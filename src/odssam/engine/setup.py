@@ -46,7 +46,9 @@ def monitor_direction(tcfg) -> bool:
     return metric_spec(tcfg.monitor).higher_is_better
 
 
-def build_split(dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None):
+def build_split(
+    dcfg: DataConfig, split: str, split_file: str | Path | None = None, category: str | None = None, **options
+):
     """The dataset of one split as ``data`` configures it.
 
     Args:
@@ -55,6 +57,8 @@ def build_split(dcfg: DataConfig, split: str, split_file: str | Path | None = No
         split_file: A split record written by an earlier run (``splits/split.json``): a
             resumed run then sees exactly the same samples, e.g. MVTec AD's seeded split.
         category: Overrides ``data.category`` (a PraNet test set, an MVTec AD category).
+        options: More arguments of :func:`odssam.data.build_dataset` (``skip_missing``,
+            ``listing_errors``).
     """
     from odssam.data import build_dataset
 
@@ -69,6 +73,7 @@ def build_split(dcfg: DataConfig, split: str, split_file: str | Path | None = No
         test_fraction=dcfg.test_fraction,
         val_count=dcfg.val_count,
         split_file=split_file,
+        **options,
     )
 
 

@@ -19,7 +19,8 @@ of checkpoint selection):
 
 * ``data.val_count: 0`` (default, the paper's protocol): every training image is trained
   on, nothing is validated during training, and the final model is the last epoch's
-  (``last.pt``). No test image is opened before the final evaluation.
+  (``last.pt``). No test image is decoded before the final evaluation (the check of
+  every split before the first step reads headers and file ends only).
 * ``data.val_count: N > 0`` (opt-in): N training images are held out, validated every
   ``train.eval_every`` epochs (and after the last), and ``best.pt`` keeps the epoch with
   the best ``train.monitor`` on them; the final model is ``best.pt``.
@@ -145,7 +146,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     # setup: resume point, model, data, embedding cache
     resumed = start_or_resume(ctx)
     net = build_training_model(ctx, resuming=resumed is not None)
-    data = prepare_data(ctx)
+    data = prepare_data(ctx, net.model.preprocess_spec)
     targets = loss_targets(ctx, net.model)
     caches = prepare_embedding_cache(ctx, net, data, targets)
 

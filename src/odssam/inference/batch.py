@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from odssam.errors import OdsSamError
 # The one place where inference applies a precision.
 from odssam.utils.device import autocast
 from odssam.models.transforms import PreprocessSpec, sam_preprocess
@@ -83,6 +84,9 @@ def stage_image(image: np.ndarray, spec: PreprocessSpec, device: torch.device, p
         pin: Page-lock the pixels for a CUDA device now (``False`` in DataLoader worker
             processes, whose pinned memory would not reach the main process).
     """
+    problem = spec.size_problem(*image.shape[:2])
+    if problem is not None:  # here, so one image cannot fail a whole batch on the device
+        raise OdsSamError(problem)
     if device.type == "cpu":
         # The batch path's own function, so results do not depend on where it ran.
         x, input_sizes, original_sizes = sam_preprocess([image], spec)

@@ -347,9 +347,9 @@ def _source_text(source: Any) -> str | None:
 
 
 def _describe(error: Exception, source: Any) -> str:
-    if isinstance(error, OdsSamError):
-        return str(error)
     where = _source_text(source) or "image"
+    if isinstance(error, OdsSamError):  # decoding errors name the file already; size checks do not
+        return str(error) if where in str(error) else f"{where}: {error}"
     return f"{where}: {type(error).__name__}: {error}"
 
 

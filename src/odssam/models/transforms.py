@@ -55,6 +55,21 @@ class PreprocessSpec:
             return self.image_size, self.image_size
         return longest_side_size(height, width, self.image_size)
 
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why a ``height x width`` image cannot be this input, or ``None`` when it can.
+
+        ``longest_side`` rounds the short side of an image more elongated than ``2S:1`` to 0
+        pixels, which no resize can produce; ``stretch`` takes any shape.
+        """
+        if min(self.input_size(height, width)) > 0:
+            return None
+        ratio = max(height, width) / max(1, min(height, width))
+        return (
+            f"image is {width}x{height} (WxH, {ratio:.0f}:1): scaling its longest side to the "
+            f"model's {self.image_size} px input leaves 0 px for the short side; aspect ratios up to "
+            f"{2 * self.image_size}:1 fit (crop the image, or set data.image_size to resize images to squares)"
+        )
+
 
 def _as_spec(spec: PreprocessSpec | int) -> PreprocessSpec:
     return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec(int(spec))
@@ -141,6 +156,10 @@ def sam_preprocess(
         ``x``: ``Bx3xSxS`` float32, normalised, zero-padded bottom/right.
         ``input_sizes``: ``(h, w)`` of each image after resizing, before padding.
         ``original_sizes``: ``(H, W)`` of each input image.
+
+    Raises:
+        OdsSamError: For an input that is not an RGB image, or an image too elongated for
+            the input (:meth:`PreprocessSpec.size_problem`).
     """
     spec = _as_spec(image_size)
     if isinstance(images, torch.Tensor):
@@ -148,6 +167,9 @@ def sam_preprocess(
             raise OdsSamError(f"expected a Bx3xHxW image tensor, got shape {tuple(images.shape)}")
         if images.is_complex() or images.dtype == torch.bool:
             raise OdsSamError(f"expected a uint8 or float image tensor, got {images.dtype}")
+        problem = spec.size_problem(*images.shape[-2:])
+        if problem is not None:
+            raise OdsSamError(f"images: {problem}")
         images = images.to(device) if device is not None else images
         resized = _resize(images, spec)
         original = (int(images.shape[-2]), int(images.shape[-1]))
@@ -165,6 +187,9 @@ def sam_preprocess(
     padded, input_sizes, original_sizes = [], [], []
     for index, image in enumerate(images):
         tensor = _array_to_tensor(index, image, device)
+        problem = spec.size_problem(*tensor.shape[-2:])
+        if problem is not None:
+            raise OdsSamError(f"image {index}: {problem}")
         resized = _resize(tensor, spec)
         padded.append(_normalise_and_pad(resized, spec))
         input_sizes.append(tuple(resized.shape[-2:]))
