@@ -116,6 +116,12 @@ def test_runs_tested_on_different_data_are_refused(runs, tmp_path, capsys):
     assert _compare(tmp_path, runs["full"], other, "--no-speed", "--images", 0) == 2
     assert "root /elsewhere vs" in capsys.readouterr().err
 
+    # Same split, but the other run's final evaluation could not read one test image.
+    split_path.write_text((runs["full"] / "splits" / "split.json").read_text())
+    (other / "report-skipped.json").write_text(json.dumps([{"name": "test01", "reason": "truncated file"}]))
+    assert _compare(tmp_path, runs["full"], other, "--no-speed", "--images", 0) == 2
+    assert "(skipped as unreadable: test01 vs none)" in capsys.readouterr().err
+
 
 def test_labels_and_missing_training_time(runs, tmp_path, capsys):
     older = tmp_path / "older"

@@ -6,8 +6,10 @@ model (``best.pt`` when validation selected one, else ``last.pt``) and ``report.
 final evaluation with one result per test set. From these :func:`read_run_folder` takes:
 
 * the scores per test set (the result's name: test set, category or dataset);
-* the identity of each test set: dataset, category, root, resize and a fingerprint of
-  its sample names, so that runs scored on different test images are never put in one column;
+* the identity of each test set: dataset, category, root, resize, a fingerprint of its
+  sample names and the samples the final evaluation skipped as unreadable
+  (``report-skipped.json``), so that runs scored on different test images are never put in
+  one column;
 * the training time: the sum of the epochs' wall times (``epoch_seconds``) times the
   processes, and the device they ran on (recorded since ``odssam compare`` exists; older
   runs have the time but no device).
@@ -37,6 +39,7 @@ class DataIdentity:
         image_size: ``data.image_size`` the images were resized to (``None``: not resized).
         fingerprint: SHA-256 (first 12 hex digits) of the sorted test sample names.
         count: Number of test images.
+        skipped: Samples the run's final evaluation could not read (the run's, over all its test sets).
     """
 
     dataset: str
@@ -44,12 +47,15 @@ class DataIdentity:
     image_size: int | None
     fingerprint: str
     count: int
+    skipped: tuple[str, ...] = ()
 
     def difference(self, other: DataIdentity) -> str | None:
         """What differs from ``other`` in a few words, or ``None`` for the same test images."""
-        for name in ("dataset", "root", "image_size", "fingerprint"):
+        for name in ("dataset", "root", "image_size", "fingerprint", "skipped"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
+                if name == "skipped":
+                    return f"skipped as unreadable: {', '.join(mine) or 'none'} vs {', '.join(theirs) or 'none'}"
                 what = "test samples" if name == "fingerprint" else name
                 return f"{what} {mine} vs {theirs}"
         return None
@@ -109,16 +115,30 @@ def results_by_test_set(path: Path) -> dict[str, dict[str, float]]:
     return {result.name: dict(result.values) for result in results}
 
 
-def _identity(record: dict[str, Any], samples: list[str], label: str, path: Path) -> DataIdentity:
+def _identity(
+    record: dict[str, Any], samples: list[str], label: str, path: Path, skipped: tuple[str, ...]
+) -> DataIdentity:
     if not isinstance(samples, list):
         raise OdsSamError(f"{path}: no list of test samples")
     digest = hashlib.sha256(json.dumps(sorted(map(str, samples))).encode()).hexdigest()[:12]
     protocol = record.get("protocol") or {}
-    return DataIdentity(label, str(record.get("root")), protocol.get("image_size"), digest, len(samples))
+    return DataIdentity(label, str(record.get("root")), protocol.get("image_size"), digest, len(samples), skipped)
+
+
+def skipped_samples(run_dir: Path) -> tuple[str, ...]:
+    """Sorted names of the samples the final evaluation skipped (``report-skipped.json``; none if absent)."""
+    path = run_dir / "report-skipped.json"
+    if not path.is_file():
+        return ()
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise OdsSamError(f"{path}: not a list of skipped samples")
+    return tuple(sorted(str(entry.get("name")) for entry in entries if isinstance(entry, dict)))
 
 
 def test_set_identities(run_dir: Path, data: dict[str, Any], names: list[str]) -> dict[str, DataIdentity]:
     """The identity of each test set ``names`` of a run, from its split records."""
+    skipped = skipped_samples(run_dir)
     identities = {}
     for name in names:
         # A run with data.test_sets records each test set apart; otherwise split.json lists the test split.
@@ -130,7 +150,7 @@ def test_set_identities(run_dir: Path, data: dict[str, Any], names: list[str]) -
         dataset = str(record.get("dataset", data.get("dataset")))
         category = record.get("category")
         label = f"{dataset}/{category}" if category else dataset
-        identities[name] = _identity(record, samples, label, path)
+        identities[name] = _identity(record, samples, label, path, skipped)
     return identities
 
 
