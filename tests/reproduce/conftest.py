@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-# The dataset-layout factories live with the data tests; reuse them rather than copy them.
+# The dataset-layout factories live with the data tests, the generated folder splits with the
+# engine tests; reuse them rather than copy them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
 from reproduce_helpers import TINY_OVERRIDES, set_arguments  # noqa: E402
 

@@ -74,3 +74,27 @@ def test_write_comparison(tmp_path):
 def test_unknown_layout():
     with pytest.raises(ValueError, match="layout"):
         ComparisonTable("t", "c", [], [], layout="diagonal")
+
+
+def test_methods_layout_adds_paper_lines_only_under_rows_the_paper_reports():
+    table = ComparisonTable(
+        title="Compared",
+        corner="Method",
+        rows=["ODS-SAM", "U-Net"],
+        columns=["A Dice(%)", "Params (M)"],
+        cells={
+            ("ODS-SAM", "A Dice(%)"): Cell(ours=84.5, paper=84.02, digits=2),
+            ("ODS-SAM", "Params (M)"): Cell(ours=53.0, digits=3),
+            ("U-Net", "A Dice(%)"): Cell(ours=80.0, digits=2),
+            ("U-Net", "Params (M)"): Cell(status="n/a"),
+        },
+        layout="methods",
+    )
+    lines = format_comparison(table).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Method"))
+    assert lines[start + 2 :] == [
+        "| ODS-SAM | ours | 84.50 | 53.000 |",
+        "|  | paper | 84.02 | - |",
+        "|  | Δ | +0.48 | - |",
+        "| U-Net | ours | 80.00 | n/a |",
+    ]

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "profile",
     "weights",
     "reproduce",
+    "compare",
 )
 
 

@@ -64,6 +64,9 @@ def epoch_record(
         "val": validation.values if validation is not None else None,
         "monitor": monitored_value(validation, ctx.cfg.train.monitor),
         "best": improved,
+        # What the epoch's wall time was spent on (``odssam compare`` sums it per device).
+        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else ctx.device.type,
+        "world_size": ctx.info.world_size,
     }
     if ctx.device.type == "cuda":
         record["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(ctx.device) / 2**30

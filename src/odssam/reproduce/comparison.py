@@ -6,11 +6,15 @@ prints (percent for Dice/IoU, fractions for MAE and mE). Two Markdown layouts:
 
 * ``"side"`` (Tables 2-7): one row per method; per column three columns ``ours``,
   ``paper``, ``Δ`` side by side;
-* ``"stacked"`` (Table 1, 16 columns wide): per row three lines ``ours``, ``paper``, ``Δ``.
+* ``"stacked"`` (Table 1, 16 columns wide): per row three lines ``ours``, ``paper``, ``Δ``;
+* ``"methods"`` (``odssam compare``): as ``"stacked"``, but a row without any published
+  figure (a method the paper does not report) keeps only its ``ours`` line.
 
 The CSV is long: one line per cell (row, column, ours, paper, difference, status), full
 precision, so scripts need not parse Markdown. Nothing here knows about runs or datasets,
-so any command comparing numbers with the paper can use it.
+so any command comparing numbers with the paper can use it: ``odssam reproduce`` (paper
+tables) and ``odssam compare`` (methods across run folders) both write through
+:func:`write_comparison`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from odssam.metrics.report import markdown_grid
 from odssam.utils.atomic import atomic_write_text
 
-LAYOUTS = ("side", "stacked")
+LAYOUTS = ("side", "stacked", "methods")
 CSV_HEADER = ("row", "column", "ours", "paper", "difference", "status")
 
 
@@ -76,7 +80,7 @@ class ComparisonTable:
         rows: Row labels, in order.
         columns: Column labels, in order.
         cells: ``(row, column) -> Cell``; absent pairs print as ``-``.
-        layout: ``"side"`` or ``"stacked"``.
+        layout: ``"side"``, ``"stacked"`` or ``"methods"``.
         banner: A warning printed above the table (e.g. random weights), or ``None``.
         notes: Lines printed under the table.
     """
@@ -115,7 +119,8 @@ def format_comparison(table: ComparisonTable) -> str:
         header = [table.corner, ""] + list(table.columns)
         grid = []
         for row in table.rows:
-            for kind, label in zip(kinds, ("ours", "paper", "Δ")):
+            published = table.layout == "stacked" or any(table.cell(row, c).paper is not None for c in table.columns)
+            for kind, label in zip(kinds if published else kinds[:1], ("ours", "paper", "Δ")):
                 first = row if kind == "ours" else ""
                 grid.append([first, label] + [table.cell(row, column).text(kind) for column in table.columns])
     parts.append(markdown_grid(header, grid))

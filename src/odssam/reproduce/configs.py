@@ -52,3 +52,14 @@ def read_config_dict(folder: Path, relative: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise OdsSamError(f"{path}: the top level must be a mapping")
     return data
+
+
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config: ``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

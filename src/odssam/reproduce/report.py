@@ -21,9 +21,11 @@ import yaml
 
 from odssam.config import to_dict
 from odssam.errors import OdsSamError
-from odssam.metrics.report import format_legend, markdown_grid, read_results
+from odssam.metrics.report import format_legend, markdown_grid
 from odssam.reproduce.comparison import Cell, ComparisonTable, write_comparison
+from odssam.reproduce.configs import flatten_config
 from odssam.reproduce.paper_results import SOURCE, paper_figure
+from odssam.reproduce.run_folders import results_by_test_set
 from odssam.reproduce.runner import REPORT_FILE, PlannedRun, RunOutcome, hours_by_device
 from odssam.reproduce.tables import MEAN_COLUMN, TableSpec
 from odssam.utils.atomic import atomic_write_text
@@ -56,13 +58,10 @@ def _our_values(run: PlannedRun, notes: list[str]) -> dict[str, dict[str, float]
     if not path.is_file():
         return {}
     try:
-        results = read_results(path)
+        return results_by_test_set(path)
     except OdsSamError as error:
         notes.append(f"unreadable report of run {run.experiment.run}: {error}")
         return {}
-    if isinstance(results, dict):  # a multi-method report: take every group
-        results = [result for group in results.values() for result in group]
-    return {result.name: dict(result.values) for result in results}
 
 
 def _absent_status(run: PlannedRun | None, column: str, failed: set[str]) -> str:
@@ -182,22 +181,12 @@ def random_weights_banner(runs: list[PlannedRun]) -> str | None:
     return f"RANDOM WEIGHTS ({which}): not comparable to the paper"
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_drift(run: PlannedRun) -> list[str]:
     """Config keys whose value in the run folder differs from the planned run's."""
     path = run.run_dir / "config.yaml"
     if not path.is_file():
         return []
-    stored, planned = _flatten(_run_config(run)), _flatten(to_dict(run.config))
+    stored, planned = flatten_config(_run_config(run)), flatten_config(to_dict(run.config))
     keys = sorted(k for k in set(stored) | set(planned) if k not in _NEUTRAL_KEYS and stored.get(k) != planned.get(k))
     return keys
 
