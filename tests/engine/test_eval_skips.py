@@ -73,3 +73,26 @@ def test_final_evaluation_of_a_run_skips_a_test_image_damaged_during_training(ti
     assert "- test01: " in (result.run_dir / "report.md").read_text()
     assert json.loads((result.run_dir / "report.json").read_text())["results"][0]["n_images"] == 1
     assert (result.run_dir / "report-skipped.json").is_file()
+    assert len(result.test_skipped) == 1
+    assert result.test_skipped[0].startswith(f"skipped test01: {damaged}: cannot decode")
+
+
+
+def test_train_exits_1_when_its_final_evaluation_skipped_a_test_image(tiny_config, folder_dataset, tmp_path,
+                                                                      monkeypatch, capsys):
+    from odssam.config import save_config
+
+    root = shutil.copytree(folder_dataset, tmp_path / "data")
+    damaged = root / "test" / "images" / "test01.png"
+    real_check = run_setup.checked_splits
+
+    def check_then_damage(*args, **kwargs):
+        splits = real_check(*args, **kwargs)
+        damaged.write_bytes(damaged.read_bytes()[:70])
+        return splits
+
+    monkeypatch.setattr(run_setup, "checked_splits", check_then_damage)
+    config = tmp_path / "run.yaml"
+    save_config(with_overrides(tiny_config, {"data.root": str(root), "train.max_steps": 1}), config)
+    assert odssam_main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert "1 test image(s) skipped as unreadable" in capsys.readouterr().out

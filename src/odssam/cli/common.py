@@ -79,7 +79,7 @@ def add_output_argument(parser, help: str, **kwargs) -> argparse.Action:
     return add_aliased_argument(parser, "--output", "--out", metavar="DIR", help=help, **kwargs)
 
 
-def add_no_progress_argument(parser, help: str = "no progress bars (log files, CI)", aliases: tuple = ()) -> None:
+def add_no_progress_argument(parser, help: str = "no progress bars or progress lines (log files, CI)", aliases: tuple = ()) -> None:
     """``--no-progress``: no progress bars; everything else is still printed (``--quiet`` also drops that)."""
     add_aliased_argument(parser, "--no-progress", *aliases, action="store_true", help=help)
 

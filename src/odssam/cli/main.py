@@ -38,7 +38,8 @@ COMMAND_MODULES = (
 EXIT_CODES = """exit codes (every command):
   0    ok
   1    some inputs failed and were listed on stderr, the rest was processed
-       (predict skipping unreadable images, metrics skipping pairs, data check
+       (predict skipping unreadable images, metrics skipping pairs, eval and
+       train's final evaluation skipping unreadable test images, data check
        finding problems, reproduce with failed runs)
   2    usage or input error: bad option or config, missing file, nothing at all
        could be processed, an output folder or file that cannot be written (full,

@@ -97,6 +97,8 @@ def run(args) -> int:
     summary = f"done: {result.epochs} epochs, {result.steps} steps, final model {result.checkpoint}"
     if result.best_metric is not None:
         summary += f" (best val {cfg.train.monitor} {result.best_metric:.4f})"
+    if result.test_skipped:
+        summary += f"; {len(result.test_skipped)} test image(s) skipped as unreadable (listed above and in report.md)"
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary)
-    return 0
+    return 1 if result.test_skipped else 0  # README "Exit codes": some inputs failed, the rest was processed

@@ -38,8 +38,10 @@ def load_final_model(ctx: RunContext, validating: bool, trainable: torch.nn.Modu
     return FinalModel(best_path, best["epoch"], selected_on_validation=True)
 
 
-def evaluate_final_model(ctx: RunContext, model: torch.nn.Module, final: FinalModel) -> list[MetricResult]:
-    """Score ``model`` on every test set (rank 0) and write ``report.{json,csv,md}``.
+def evaluate_final_model(
+    ctx: RunContext, model: torch.nn.Module, final: FinalModel
+) -> tuple[list[MetricResult], list[SkippedSample]]:
+    """Score ``model`` on every test set (rank 0), write ``report.{json,csv,md}``; the results and the skipped samples.
 
     Test images are decoded here for the first time in a run (the check before training
     reads their headers only). A test sample that has become unreadable since is skipped,
@@ -68,4 +70,4 @@ def evaluate_final_model(ctx: RunContext, model: torch.nn.Module, final: FinalMo
         ctx.say(format_table(results, legend=False))
     for sample in skipped:
         ctx.say(str(sample))
-    return results
+    return results, skipped

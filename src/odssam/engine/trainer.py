@@ -85,6 +85,7 @@ class TrainResult:
         history: The records of ``metrics.jsonl``.
         test_results: Final evaluation of the final model per test set (empty without
             ``train.final_eval``).
+        test_skipped: Test samples the final evaluation could not read (one line each).
         model: The trained :class:`~odssam.models.ods_sam.OdsSam`, in eval mode, holding
             the final model's weights (those of ``checkpoint``).
         checkpoint: The final model's checkpoint: ``last.pt`` (the last epoch) by default,
@@ -97,6 +98,7 @@ class TrainResult:
     best_metric: float | None
     history: list[dict] = field(default_factory=list)
     test_results: list[MetricResult] = field(default_factory=list)
+    test_skipped: list[str] = field(default_factory=list)
     model: torch.nn.Module | None = None
     checkpoint: Path | None = None
 
@@ -177,7 +179,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
     # the final model (best.pt with validation, else the last epoch) and its evaluation
     final = load_final_model(ctx, data.validating, net.trainable, state.epoch)
     model = net.model.eval()
-    test_results = evaluate_final_model(ctx, model, final) if tcfg.final_eval and info.is_main else []
+    test_results, test_skipped = evaluate_final_model(ctx, model, final) if tcfg.final_eval and info.is_main else ([], [])
     barrier(info)
     logs.close()
     ctx.say(f"run folder: {folder.path}")
@@ -188,6 +190,7 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         best_metric=state.best_metric,
         history=list(logs.history),
         test_results=test_results,
+        test_skipped=[str(sample) for sample in test_skipped],
         model=model,
         checkpoint=final.path,
     )
