@@ -110,8 +110,8 @@ def allow_tf32(device: torch.device) -> None:
 def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
     """``last.pt`` of the run to resume, or ``None`` to start from epoch 0.
 
-    The run folder is created and proved writable first, and rank 0 removes the temporary
-    files of atomic writes that a killed run left in it. A run to resume that was killed
+    Rank 0 proves the run folder writable first and removes the temporary files of atomic
+    writes that a killed run left in it. A run to resume that was killed
     before its first checkpoint (``config.yaml`` but no ``last.pt``) starts from epoch 0,
     as a fresh run would.
 
@@ -120,8 +120,8 @@ def start_or_resume(ctx: RunContext) -> dict[str, Any] | None:
             nothing to resume.
     """
     folder = ctx.folder
-    check_writable_folder(folder.path, "run folder")
-    if ctx.is_main:
+    if ctx.is_main:  # only rank 0 writes there; a probe of every rank would race with its clean-up
+        check_writable_folder(folder.path, "run folder")
         _remove_orphan_temp_files(ctx)
     if ctx.resume:
         if folder.last.exists():

@@ -237,12 +237,13 @@ def remove_orphan_temp_files(
         The files removed.
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    try:
+        if recursive:
+            candidates = [Path(parent) / name for parent, _, names in os.walk(folder) for name in names]
+        else:
+            candidates = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # missing, or removed meanwhile: nothing to remove
         return []
-    if recursive:
-        candidates = (Path(parent) / name for parent, _, names in os.walk(folder) for name in names)
-    else:
-        candidates = (entry for entry in folder.iterdir())
     newest = time.time() - older_than_s
     removed = []
     for entry in candidates:
