@@ -439,6 +439,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
     """``data[a][b][c] = value`` for ``key`` ``a.b.c``, creating missing mappings on the way."""
     node = data
     parts = key.strip().split(".")
+    if "" in parts:  # "train..epochs", ".lr", "train.": no key has an empty name
+        raise OdsSamError(f"{what}: '{key.strip()}' is not a dotted key (an empty name between dots)")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):

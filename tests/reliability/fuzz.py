@@ -1,0 +1,133 @@
+"""The long fuzz run: thousands of generated bad inputs through every command, plus kill/resume cycles.
+
+Not collected by pytest (no ``test_`` prefix). From the repository root::
+
+    python3 tests/reliability/fuzz.py --count 10000 --kill-cycles 50
+
+Prints the counts per category and per command, and the first example of each failure
+(its command line and output). Exit 1 if any unexpected TRACEBACK, HANG or WRONG occurred.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1] / "src")]
+
+import numpy as np  # noqa: E402
+
+from cases import GENERATORS, make_world  # noqa: E402
+from expected_failures import expected_failure  # noqa: E402
+from runner import FAILURES, run_case  # noqa: E402
+
+
+def allocation(count: int, minimum: int = 5) -> dict[str, int]:
+    """Cases per generator: shares inversely proportional to cost, at least ``minimum`` each."""
+    weights = {name: 1 / cost for name, (_, cost) in GENERATORS.items()}
+    total = sum(weights.values())
+    rest = max(count - minimum * len(weights), 0)
+    shares = {name: minimum + int(rest * weight / total) for name, weight in weights.items()}
+    cheapest = max(weights, key=weights.get)
+    shares[cheapest] += max(count - sum(shares.values()), 0)  # ``count`` in all (or the minimum of each)
+    return shares
+
+
+class Tally:
+    """Counts by category and by command; the first example of every failure kind."""
+
+    def __init__(self) -> None:
+        self.by_category = collections.Counter()
+        self.by_command: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.examples: dict[tuple, str] = {}
+        self.expected: collections.Counter = collections.Counter()
+        self.unexpected = 0
+        self.stale: set[tuple[str, str]] = set()
+
+    def add(self, case, outcome) -> None:
+        listed = expected_failure(case.command, case.kind)
+        category = outcome.category
+        if category in FAILURES and listed:
+            self.expected[(listed[0], category)] += 1
+            category = f"{category} (expected, area {listed[0]})"
+        elif category in FAILURES:
+            self.unexpected += 1
+        elif listed:
+            self.stale.add((case.command, case.kind))
+        self.by_category[category] += 1
+        self.by_command[case.command][category] += 1
+        if outcome.category in FAILURES:
+            key = (case.command, case.kind.split(":")[0], outcome.category, bool(listed))
+            if key not in self.examples:
+                self.examples[key] = (f"{case.kind}: odssam {' '.join(case.argv)}\n    -> {outcome.detail}\n"
+                                      f"    output tail: {outcome.output[-600:]!r}")
+
+    def print(self, seconds: float) -> None:
+        total = sum(self.by_category.values())
+        print(f"\n{total} runs in {seconds:.0f} s")
+        for category, number in sorted(self.by_category.items()):
+            print(f"  {category:42s} {number}")
+        print("per command:")
+        for command, counts in sorted(self.by_command.items()):
+            print(f"  {command:18s} " + ", ".join(f"{c}: {n}" for c, n in sorted(counts.items())))
+        for (command, area, category, listed), text in sorted(self.examples.items()):
+            print(f"first {category} of {command} on {area} inputs{' (expected)' if listed else ''}:\n  {text}")
+        if self.stale:
+            print("listed as expected failures but passed:", sorted(self.stale))
+        print(f"unexpected failures: {self.unexpected}")
+
+
+def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Tally, log_every: int) -> None:
+    world = make_world(workdir / "world")
+    shares = allocation(count)
+    if only:
+        shares = {name: shares[name] for name in only}
+    plan = [name for name, number in shares.items() for _ in range(number)]
+    rng = np.random.default_rng(seed)
+    rng.shuffle(plan)
+    print("cases per generator:", dict(shares), flush=True)
+    start = time.perf_counter()
+    for index, name in enumerate(plan):
+        factory, _ = GENERATORS[name]
+        folder = workdir / "cases" / f"{index:05d}"
+        case = factory(world, np.random.default_rng([seed, index]), folder)
+        outcome = run_case(case, timeout=120)
+        tally.add(case, outcome)
+        shutil.rmtree(folder, ignore_errors=True)
+        if log_every and (index + 1) % log_every == 0:
+            print(f"{index + 1}/{len(plan)} in {time.perf_counter() - start:.0f} s: {dict(tally.by_category)}",
+                  flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10000, help="generated inputs (default 10000)")
+    parser.add_argument("--kill-cycles", type=int, default=50, help="kill -9 / --resume cycles (default 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", choices=sorted(GENERATORS), help="only these generators")
+    parser.add_argument("--log-every", type=int, default=250)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    tally = Tally()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="odssam-fuzz-") as workdir:
+        if args.count:
+            fuzz(args.count, args.seed, Path(workdir), args.only, tally, args.log_every)
+        if args.kill_cycles:
+            from kill_resume import kill_resume_cycles
+
+            kill_resume_cycles(args.kill_cycles, Path(workdir) / "kill", args.seed, tally)
+    tally.print(time.perf_counter() - start)
+    return 1 if tally.unexpected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
