@@ -75,7 +75,7 @@ class SamConfig:
     """
 
     variant: str = checked("vit_h", choices=SAM_VARIANTS)
-    checkpoint: str | None = None
+    checkpoint: str | None = checked(None, nonempty=True)  # "" would name the current folder
     image_size: int = checked(1024, at_least=16, at_most=MAX_IMAGE_SIZE, multiple_of=16)
     init_seed: int = seed_field()
     fast_encoder: bool = True
@@ -113,7 +113,7 @@ class FeatureEncoderConfig:
     out_channels: int = checked(256, at_least=1, at_most=4096)
     upsample_mode: str = checked("bilinear", choices=registry("odssam.models.feature_encoder", "UPSAMPLE_MODES"))
     norm_eps: float | None = checked(None, above=0, at_most=1)
-    checkpoint: str | None = None
+    checkpoint: str | None = checked(None, nonempty=True)
 
 
 @dataclass(frozen=True)

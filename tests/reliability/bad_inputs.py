@@ -374,11 +374,10 @@ def unwritable_output(base: Path, rng: np.random.Generator) -> tuple[str, Path, 
         if mount_tmpfs(mount_point, 64, read_only=kind == "read_only"):
             if kind == "full":
                 filler = mount_point / "filler"
-                with open(filler, "wb") as stream:  # fill it up, then free a few hundred bytes
+                with open(filler, "wb", buffering=0) as stream:  # fill it up, then free a few hundred bytes
                     try:
-                        while True:
-                            stream.write(b"\0" * 4096)
-                            stream.flush()
+                        while stream.write(b"\0" * 4096):
+                            pass
                     except OSError:
                         pass
                 os.truncate(filler, max(filler.stat().st_size - 512, 0))

@@ -7,7 +7,22 @@ once its area is merged (a listed case that passes is reported, so stale rows sh
 
 from __future__ import annotations
 
-EXPECTED_FAILURES: dict[tuple[str, str], tuple[str, str]] = {}
+CHECKPOINTS = "checkpoint digest, structure and NaN checks on load (task A)"
+OUTPUTS = "output folder checked writable at start, write errors as one line (task B)"
+EXPECTED_FAILURES: dict[tuple[str, str], tuple[str, str]] = {
+    ("predict", "checkpoint:"): ("A", CHECKPOINTS),
+    ("eval", "checkpoint:"): ("A", CHECKPOINTS),
+    ("export", "checkpoint:"): ("A", CHECKPOINTS),
+    ("train", "checkpoint:"): ("A", CHECKPOINTS + " (train --resume)"),
+    ("predict", "output:"): ("B", OUTPUTS),
+    ("eval", "output:"): ("B", OUTPUTS),
+    ("export", "output:"): ("B", OUTPUTS),
+    ("train", "output:"): ("B", OUTPUTS),
+    ("metrics", "output:"): ("B", OUTPUTS),
+    ("train", "kill:resume_before_first_checkpoint"): ("B", "resume of a run killed before its first checkpoint"),
+    ("forward", "image:extreme_"): ("C", "sam_preprocess refuses elongated images with a clear error (task C)"),
+    ("predict", "image:extreme_"): ("C", "sam_preprocess refuses elongated images with a clear error (task C)"),
+}
 
 
 def expected_failure(command: str, kind: str) -> tuple[str, str] | None:

@@ -21,11 +21,8 @@ from helpers import TINY_CONFIG
 import bad_inputs as bad
 from runner import OK, WRONG, Case, Outcome, child_env, classify
 
-EPOCHS = 4  # 8 training images at batch 2: 16 steps, a checkpoint after each epoch
-
-
-def train_argv(dataset: Path, run_dir: Path, cache: Path, resume: bool) -> list[str]:
-    settings = [f"data.root={dataset}", f"train.epochs={EPOCHS}", "train.final_eval=false", f"train.cache_dir={cache}"]
+def train_argv(dataset: Path, run_dir: Path, cache: Path, resume: bool, epochs: int) -> list[str]:
+    settings = [f"data.root={dataset}", f"train.epochs={epochs}", "train.final_eval=false", f"train.cache_dir={cache}"]
     start = ["--resume", str(run_dir)] if resume else ["--config", str(TINY_CONFIG), "--run-dir", str(run_dir)]
     return [*start, *[arg for item in settings for arg in ("--set", item)], "--device", "cpu", "--no-progress"]
 
@@ -107,13 +104,18 @@ def _same_weights(run_dir: Path, reference: Path) -> str | None:
     return None
 
 
-def kill_resume_cycles(cycles: int, workdir: Path, seed: int, tally, per_chain: int = 5) -> None:
-    """``cycles`` kills in chains of ``per_chain``; every outcome goes to ``tally.add(case, outcome)``."""
+def kill_resume_cycles(cycles: int, workdir: Path, seed: int, tally, per_chain: int = 5, images: int = 8,
+                       epochs: int = 4) -> None:
+    """``cycles`` kills in chains of ``per_chain``; every outcome goes to ``tally.add(case, outcome)``.
+
+    The run trains on ``images`` generated images at batch 2 for ``epochs`` epochs (a
+    checkpoint after each): the default is 16 steps.
+    """
     rng = np.random.default_rng(seed)
-    dataset = bad.write_folder_dataset(workdir / "dataset", rng, train=8, test=2)
+    dataset = bad.write_folder_dataset(workdir / "dataset", rng, train=images, test=2)
     reference = workdir / "reference"
     start = time.monotonic()
-    outcome = _finish(train_argv(dataset, reference, workdir / "reference-cache", False), "kill:reference")
+    outcome = _finish(train_argv(dataset, reference, workdir / "reference-cache", False, epochs), "kill:reference")
     assert outcome.category == OK, outcome
     seconds = time.monotonic() - start - 8  # the training part (Python and torch take ~8 s to start)
     done, chain = 0, 0
@@ -122,7 +124,7 @@ def kill_resume_cycles(cycles: int, workdir: Path, seed: int, tally, per_chain: 
         run_dir, cache = workdir / f"chain{chain}", workdir / f"cache{chain}"
         for _ in range(min(per_chain, cycles - done)):
             kind = _kind(run_dir)
-            argv = train_argv(dataset, run_dir, cache, kind != "kill:start")
+            argv = train_argv(dataset, run_dir, cache, kind != "kill:start", epochs)
             ended = _kill_at_random(argv, run_dir, rng, max(seconds, 1.0), kind)
             done += 1
             damage = _left_whole(run_dir)
@@ -131,7 +133,7 @@ def kill_resume_cycles(cycles: int, workdir: Path, seed: int, tally, per_chain: 
             if outcome.category != OK:
                 break  # the chain cannot go on from a failed resume
         kind = _kind(run_dir, final=True)
-        argv = train_argv(dataset, run_dir, cache, kind != "kill:start")
+        argv = train_argv(dataset, run_dir, cache, kind != "kill:start", epochs)
         outcome = _finish(argv, kind)
         if outcome.category == OK:
             different = _same_weights(run_dir, reference)
