@@ -11,7 +11,9 @@ Prints the counts per category and per command, and the first example of each fa
 from __future__ import annotations
 
 import argparse
+import builtins
 import collections
+import functools
 import shutil
 import sys
 import tempfile
@@ -28,14 +30,21 @@ from expected_failures import expected_failure  # noqa: E402
 from runner import FAILURES, run_case  # noqa: E402
 
 
-def allocation(count: int, minimum: int = 5) -> dict[str, int]:
-    """Cases per generator: shares inversely proportional to cost, at least ``minimum`` each."""
-    weights = {name: 1 / cost for name, (_, cost) in GENERATORS.items()}
-    total = sum(weights.values())
-    rest = max(count - minimum * len(weights), 0)
-    shares = {name: minimum + int(rest * weight / total) for name, weight in weights.items()}
-    cheapest = max(weights, key=weights.get)
-    shares[cheapest] += max(count - sum(shares.values()), 0)  # ``count`` in all (or the minimum of each)
+# Cases per generator in a run of 10,000: cheap, varied inputs many; training, export and
+# evaluation (seconds each) fewer; option-only generators (demo, weights download) few.
+SHARES = {
+    "metrics": 2300, "data_check": 2300, "config_file": 2300, "override": 1200, "weights_verify": 600,
+    "predict_image": 300, "forward_image": 200, "predict_checkpoint": 200, "eval_checkpoint": 60,
+    "eval_dataset": 60, "train_dataset": 25, "export_checkpoint": 60, "resume_checkpoint": 60,
+    "output_folder": 40, "weights_download": 100, "demo": 100,
+}
+
+
+def allocation(count: int, minimum: int = 3) -> dict[str, int]:
+    """Cases per generator: :data:`SHARES` scaled to ``count`` in all, at least ``minimum`` each."""
+    total = sum(SHARES.values())
+    shares = {name: max(minimum, round(count * share / total)) for name, share in SHARES.items()}
+    shares["metrics"] += max(count - sum(shares.values()), 0)
     return shares
 
 
@@ -68,7 +77,8 @@ class Tally:
                 self.examples[key] = (f"{case.kind}: odssam {' '.join(case.argv)}\n    -> {outcome.detail}\n"
                                       f"    output tail: {outcome.output[-600:]!r}")
 
-    def print(self, seconds: float) -> None:
+    def print(self, seconds: float, file=None) -> None:
+        print = functools.partial(builtins.print, file=file or sys.stdout)
         total = sum(self.by_category.values())
         print(f"\n{total} runs in {seconds:.0f} s")
         for category, number in sorted(self.by_category.items()):
@@ -83,7 +93,8 @@ class Tally:
         print(f"unexpected failures: {self.unexpected}")
 
 
-def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Tally, log_every: int) -> None:
+def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Tally, log_every: int,
+         summary: Path | None = None) -> None:
     world = make_world(workdir / "world")
     shares = allocation(count)
     if only:
@@ -103,6 +114,9 @@ def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Ta
         if log_every and (index + 1) % log_every == 0:
             print(f"{index + 1}/{len(plan)} in {time.perf_counter() - start:.0f} s: {dict(tally.by_category)}",
                   flush=True)
+            if summary:  # the counts so far, in case the run is stopped
+                with open(summary, "w") as stream:
+                    tally.print(time.perf_counter() - start, file=stream)
 
 
 def main() -> int:
@@ -112,6 +126,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=sorted(GENERATORS), help="only these generators")
     parser.add_argument("--log-every", type=int, default=250)
+    parser.add_argument("--summary", type=Path, help="also write the counts so far to this file at each log line")
     args = parser.parse_args()
     import torch
 
@@ -120,7 +135,7 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="odssam-fuzz-") as workdir:
         if args.count:
-            fuzz(args.count, args.seed, Path(workdir), args.only, tally, args.log_every)
+            fuzz(args.count, args.seed, Path(workdir), args.only, tally, args.log_every, args.summary)
         if args.kill_cycles:
             from kill_resume import kill_resume_cycles
 
