@@ -191,10 +191,16 @@ def break_dataset(root: Path, rng: np.random.Generator) -> tuple[str, str]:
     split = ("train", "test")[int(rng.integers(2))]
     images, masks = root / split / "images", root / split / "masks"
     victim = sorted(images.iterdir())[0].name
-    choice = int(rng.integers(7))
+    choice = int(rng.integers(9))
     if choice == 0:
         (masks / victim).unlink()
         return "missing_mask", victim
+    if choice in (7, 8):  # a valid image in an odd mode, or of an extreme aspect ratio (its mask fits it)
+        kind, _, data = odd_image(rng) if choice == 7 else extreme_image(rng)
+        write_content(images / victim, data)
+        with Image.open(images / victim) as image:
+            save_image(np.zeros(image.size[::-1], bool), masks / victim)
+        return f"image_{kind}", victim
     if choice == 1:
         (masks / victim).rename(masks / f"renamed_{victim}")
         return "mismatched_names", victim

@@ -23,6 +23,7 @@ import bad_inputs as bad
 from runner import Case
 
 MISSING_ROOT = "/nonexistent-odssam-data"
+ODD_IMAGE_KINDS = {name for name, _, _ in bad.IMAGE_MODES}
 # Keeps a training case to one optimizer step (no final evaluation, no validation).
 SHORT_TRAIN = ["--set", "train.max_steps=1", "--set", "train.epochs=1", "--set", "train.final_eval=false",
                "--no-progress"]
@@ -206,10 +207,12 @@ def _broken_dataset(world: World, rng: np.random.Generator, folder: Path) -> tup
     root = folder / "dataset"
     shutil.copytree(world.dataset, root, symlinks=True)
     kind, name = bad.break_dataset(root, rng)
-    odd_mask = kind.startswith("mask_") and kind[5:] in ("zero_hundred", "zero_one", "label_map", "colour", "noise",
-                                                          "empty", "full")
-    expect = "either" if odd_mask or kind in ("image_flipped_jpeg", "image_flipped_tiff", "image_flipped_bmp",
-                                              "folder_loop") else "error"
+    detail = kind.split("_", 1)[1] if "_" in kind else kind
+    odd_mask = kind.startswith("mask_") and detail in ("zero_hundred", "zero_one", "label_map", "colour", "noise",
+                                                        "empty", "full")
+    odd_image = kind.startswith("image_") and (detail in ODD_IMAGE_KINDS or detail.startswith("extreme"))
+    undetectable = kind in ("image_flipped_jpeg", "image_flipped_tiff", "image_flipped_bmp", "folder_loop")
+    expect = "either" if odd_mask or odd_image or undetectable else "error"
     return root, f"dataset:{kind}", name, expect
 
 
