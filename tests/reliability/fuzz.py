@@ -14,6 +14,7 @@ import argparse
 import builtins
 import collections
 import functools
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -77,6 +78,16 @@ class Tally:
                 self.examples[key] = (f"{case.kind}: odssam {' '.join(case.argv)}\n    -> {outcome.detail}\n"
                                       f"    output tail: {outcome.output[-600:]!r}")
 
+    def merge(self, other: Tally) -> None:
+        self.by_category.update(other.by_category)
+        for command, counts in other.by_command.items():
+            self.by_command[command].update(counts)
+        for key, text in other.examples.items():
+            self.examples.setdefault(key, text)
+        self.expected.update(other.expected)
+        self.unexpected += other.unexpected
+        self.stale |= other.stale
+
     def print(self, seconds: float, file=None) -> None:
         print = functools.partial(builtins.print, file=file or sys.stdout)
         total = sum(self.by_category.values())
@@ -93,30 +104,52 @@ class Tally:
         print(f"unexpected failures: {self.unexpected}")
 
 
-def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Tally, log_every: int,
-         summary: Path | None = None) -> None:
-    world = make_world(workdir / "world")
+def plan(count: int, seed: int, only: list[str] | None) -> list[tuple[int, str]]:
+    """``(case index, generator name)`` of every case, shuffled (seeded)."""
     shares = allocation(count)
     if only:
         shares = {name: shares[name] for name in only}
-    plan = [name for name, number in shares.items() for _ in range(number)]
-    rng = np.random.default_rng(seed)
-    rng.shuffle(plan)
     print("cases per generator:", dict(shares), flush=True)
+    names = [name for name, number in shares.items() for _ in range(number)]
+    np.random.default_rng(seed).shuffle(names)
+    return list(enumerate(names))
+
+
+def run_slice(job: int, cases: list[tuple[int, str]], seed: int, workdir: Path, log_every: int,
+              summary: Path | None) -> Tally:
+    """Run ``cases`` in this process (its own copy of the shared inputs); the counts."""
+    import torch
+
+    torch.set_num_threads(1)
+    tally = Tally()
+    world = make_world(workdir / f"world{job}")
     start = time.perf_counter()
-    for index, name in enumerate(plan):
+    for done, (index, name) in enumerate(cases, start=1):
         factory, _ = GENERATORS[name]
         folder = workdir / "cases" / f"{index:05d}"
         case = factory(world, np.random.default_rng([seed, index]), folder)
-        outcome = run_case(case, timeout=120)
-        tally.add(case, outcome)
+        tally.add(case, run_case(case, timeout=120))
         shutil.rmtree(folder, ignore_errors=True)
-        if log_every and (index + 1) % log_every == 0:
-            print(f"{index + 1}/{len(plan)} in {time.perf_counter() - start:.0f} s: {dict(tally.by_category)}",
-                  flush=True)
+        if log_every and done % log_every == 0:
+            print(f"job {job}: {done}/{len(cases)} in {time.perf_counter() - start:.0f} s: "
+                  f"{dict(tally.by_category)}", flush=True)
             if summary:  # the counts so far, in case the run is stopped
-                with open(summary, "w") as stream:
+                with open(f"{summary}.job{job}", "w") as stream:
                     tally.print(time.perf_counter() - start, file=stream)
+    return tally
+
+
+def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Tally, log_every: int,
+         summary: Path | None = None, jobs: int = 1) -> None:
+    """Run the planned cases in ``jobs`` processes (1: in this one) and add their counts to ``tally``."""
+    cases = plan(count, seed, only)
+    slices = [(job, cases[job::jobs], seed, workdir, log_every, summary) for job in range(jobs)]
+    if jobs == 1:
+        tally.merge(run_slice(*slices[0]))
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for part in pool.starmap(run_slice, slices):
+            tally.merge(part)
 
 
 def main() -> int:
@@ -125,17 +158,15 @@ def main() -> int:
     parser.add_argument("--kill-cycles", type=int, default=50, help="kill -9 / --resume cycles (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=sorted(GENERATORS), help="only these generators")
+    parser.add_argument("--jobs", type=int, default=1, help="processes running cases side by side (default 1)")
     parser.add_argument("--log-every", type=int, default=250)
     parser.add_argument("--summary", type=Path, help="also write the counts so far to this file at each log line")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
     tally = Tally()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="odssam-fuzz-") as workdir:
         if args.count:
-            fuzz(args.count, args.seed, Path(workdir), args.only, tally, args.log_every, args.summary)
+            fuzz(args.count, args.seed, Path(workdir), args.only, tally, args.log_every, args.summary, args.jobs)
         if args.kill_cycles:
             from kill_resume import kill_resume_cycles
 
