@@ -254,7 +254,7 @@ def config_file_case(world: World, rng: np.random.Generator, folder: Path) -> Ca
     argv = ["train", "--config", str(path), "--set", f"data.root={MISSING_ROOT}",
             "--set", f"train.output_dir={runs}", "--device", "cpu", "--no-progress"]
     # A mutation may happen to be valid; then the missing data root is the error to name.
-    names = (str(path), MISSING_ROOT)
+    names = (str(path), MISSING_ROOT, key)
     return Case("train", f"config:{kind}", argv, "error", names)
 
 

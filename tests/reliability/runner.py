@@ -161,8 +161,9 @@ def classify(case: Case, code: int | None, out: str, err: str, crash: str | None
     message = _error_message(code, out, err)
     if case.expect == "ok":
         return Outcome(WRONG, f"valid input refused (exit {code}): {message}", code)
-    if case.names and not any(name in message for name in case.names):
-        return Outcome(WRONG, f"error does not name {' or '.join(case.names)}: {message}", code)
+    names = [name for name in case.names if name]  # an empty name would match every message
+    if names and not any(name in message for name in names):
+        return Outcome(WRONG, f"error does not name {' or '.join(names)}: {message}", code)
     return Outcome(CLEAN, message, code)
 
 

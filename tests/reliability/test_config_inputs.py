@@ -52,3 +52,11 @@ def test_an_empty_checkpoint_path_is_refused_at_load_naming_the_key(key):
     with pytest.raises(OdsSamError, match=rf"config key {key}: got ''; expected text not empty, or null"):
         load_config(TINY_CONFIG, [f'{key}=""'])
     assert load_config(TINY_CONFIG, [f"{key}=null"]) is not None  # null (random weights) stays valid
+
+
+def test_a_missing_sam_checkpoint_names_the_config_key(tmp_path):
+    from odssam.models.checkpoints import resolve_checkpoint
+
+    for path in (tmp_path / "1e3", tmp_path):
+        with pytest.raises(OdsSamError, match=rf"{path}.*\(config key model\.sam\.checkpoint, or --sam-checkpoint\)"):
+            resolve_checkpoint("vit_micro", str(path))

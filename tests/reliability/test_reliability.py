@@ -71,6 +71,7 @@ def _case(expect="error", names=("bad.png",), check=None) -> Case:
         (_case(), 2, "", "odssam predict: error: bad.png: not an image\n", None, CLEAN),
         (_case(), 1, "skipped: /x/bad.png: cannot read\n", "", None, CLEAN),
         (_case(), 2, "", "odssam predict: error: something failed\n", None, WRONG),  # names no file
+        (_case(names=("", "bad.png")), 2, "", "odssam predict: error: failed\n", None, WRONG),  # "" names nothing
         (_case(), 0, "done\n", "", None, WRONG),  # a bad input taken as good
         (_case(expect="ok"), 2, "", "odssam predict: error: bad.png: no\n", None, WRONG),  # a valid one refused
         (_case(expect="either", check=lambda: "probabilities hold NaN"), 0, "", "", None, WRONG),
