@@ -330,7 +330,7 @@ class TrainConfig:
     max_steps: int | None = checked(None, at_least=1)
     output_dir: str = checked("runs", nonempty=True)
     run_name: str | None = checked(None, nonempty=True)
-    metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES)
+    metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES, nonempty=True)
     monitor: str = checked("dice@0.5", nonempty=True)
     final_eval: bool = True
 

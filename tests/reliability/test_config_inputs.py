@@ -60,3 +60,16 @@ def test_a_missing_sam_checkpoint_names_the_config_key(tmp_path):
     for path in (tmp_path / "1e3", tmp_path):
         with pytest.raises(OdsSamError, match=rf"{path}.*\(config key model\.sam\.checkpoint, or --sam-checkpoint\)"):
             resolve_checkpoint("vit_micro", str(path))
+
+
+@pytest.mark.parametrize("item", ["train.metrics=[]", "train.metrics=[dice, []]"])
+def test_an_empty_metric_list_is_refused_at_load_naming_the_key(item):
+    with pytest.raises(OdsSamError, match=r"config key train\.metrics: got .*; expected a (non-empty )?list"):
+        load_config(TINY_CONFIG, [item])
+
+
+def test_an_empty_metric_selection_says_what_to_choose():
+    from odssam.metrics.evaluator import resolve_metrics
+
+    with pytest.raises(OdsSamError, match=r"no metric selected in ' , '; choose from .*dice.*'default' or 'all'"):
+        resolve_metrics(" , ")
