@@ -50,6 +50,17 @@ def test_no_traceback_hang_or_wrong_result(world, tmp_path, name):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("name", ["data_check"])
+def test_a_child_process_gives_the_same_outcome_as_a_run_in_process(world, tmp_path, name):
+    factory, _ = GENERATORS[name]
+    here = factory(world, np.random.default_rng([8, 0]), tmp_path / "here")
+    child = factory(world, np.random.default_rng([8, 0]), tmp_path / "child")
+    child.subprocess = True
+    in_process, as_child = run_case(here), run_case(child, timeout=300)
+    assert in_process.category in (OK, CLEAN), in_process
+    assert (as_child.category, as_child.code) == (in_process.category, in_process.code), as_child
+
+
 def test_kill_9_during_training_then_resume_ends_bit_identical(tmp_path):
     torch.set_num_threads(1)
     tally = Tally()
