@@ -337,14 +337,15 @@ def checkpoint_for_weights(world: World, rng: np.random.Generator, folder: Path)
 def output_case(world: World, rng: np.random.Generator, folder: Path) -> Case:
     kind, out, cleanup = bad.unwritable_output(folder / "outputs", rng)
     command = ("predict", "metrics", "eval", "export", "train")[int(rng.integers(5))]
-    names = (str(out), out.name, str(out.parent))
+    names = (str(out), str(out.parent))
     if command == "predict":
         case = predict_case(world, folder, world.image, f"output:{kind}", "error", names=names)
         case.argv[case.argv.index("--output") + 1] = str(out)
         case.cleanup = cleanup
         return case
     argv = {
-        "metrics": ["metrics", "--pred", str(world.pred_dir), "--gt", str(world.gt_dir), "--quiet", "--output", str(out)],
+        "metrics": ["metrics", "--pred", str(world.pred_dir), "--gt", str(world.gt_dir), "--quiet",
+                    "--output", str(out)],
         "eval": ["eval", "--checkpoint", str(world.checkpoint), "--dataset", "folder", "--root", str(world.dataset),
                  "--device", "cpu", "--output", str(out), "--no-progress"],
         "export": ["export", "--checkpoint", str(world.checkpoint), "--output", str(out), "--no-check"],
