@@ -463,7 +463,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise OdsSamError(f"{path}: the top level must be a mapping")
-    apply_overrides(data, overrides or [])
+    try:  # an override may meet a section that the file sets to a scalar: name the file too
+        apply_overrides(data, overrides or [])
+    except OdsSamError as error:
+        raise OdsSamError(f"{path}: {error}") from error
     try:
         return from_dict(ExperimentConfig, data)
     except OdsSamError as error:

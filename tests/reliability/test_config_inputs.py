@@ -73,3 +73,10 @@ def test_an_empty_metric_selection_says_what_to_choose():
 
     with pytest.raises(OdsSamError, match=r"no metric selected in ' , '; choose from .*dice.*'default' or 'all'"):
         resolve_metrics(" , ")
+
+
+def test_an_override_into_a_section_the_file_sets_to_a_scalar_names_the_file(tmp_path):
+    path = tmp_path / "scalar_section.yaml"
+    path.write_text("train: abc\n")
+    with pytest.raises(OdsSamError, match=rf"^{path}: override 'train.epochs=1': 'train' is not a mapping$"):
+        load_config(path, ["train.epochs=1"])
