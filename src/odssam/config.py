@@ -75,7 +75,7 @@ class SamConfig:
     """
 
     variant: str = checked("vit_h", choices=SAM_VARIANTS)
-    checkpoint: str | None = None
+    checkpoint: str | None = checked(None, nonempty=True)  # "" would name the current folder
     image_size: int = checked(1024, at_least=16, at_most=MAX_IMAGE_SIZE, multiple_of=16)
     init_seed: int = seed_field()
     fast_encoder: bool = True
@@ -113,7 +113,7 @@ class FeatureEncoderConfig:
     out_channels: int = checked(256, at_least=1, at_most=4096)
     upsample_mode: str = checked("bilinear", choices=registry("odssam.models.feature_encoder", "UPSAMPLE_MODES"))
     norm_eps: float | None = checked(None, above=0, at_most=1)
-    checkpoint: str | None = None
+    checkpoint: str | None = checked(None, nonempty=True)
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,7 @@ class TrainConfig:
     max_steps: int | None = checked(None, at_least=1)
     output_dir: str = checked("runs", nonempty=True)
     run_name: str | None = checked(None, nonempty=True)
-    metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES)
+    metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES, nonempty=True)
     monitor: str = checked("dice@0.5", nonempty=True)
     final_eval: bool = True
 
@@ -496,6 +496,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
     """``data[a][b][c] = value`` for ``key`` ``a.b.c``, creating missing mappings on the way."""
     node = data
     parts = key.strip().split(".")
+    if "" in parts:  # "train..epochs", ".lr", "train.": no key has an empty name
+        raise OdsSamError(f"{what}: '{key.strip()}' is not a dotted key (an empty name between dots)")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
@@ -518,7 +520,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise OdsSamError(f"{path}: the top level must be a mapping")
-    apply_overrides(data, overrides or [])
+    try:  # an override may meet a section that the file sets to a scalar: name the file too
+        apply_overrides(data, overrides or [])
+    except OdsSamError as error:
+        raise OdsSamError(f"{path}: {error}") from error
     try:
         return from_dict(ExperimentConfig, data)
     except OdsSamError as error:

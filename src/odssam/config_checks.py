@@ -75,7 +75,7 @@ class Rule:
         multiple_of: The value must be a multiple of this.
         odd: The value must be odd.
         choices: The allowed values, or a function returning them (a lazy registry).
-        nonempty: A string must not be empty.
+        nonempty: A string (or a list) must not be empty.
     """
 
     at_least: float | None = None
@@ -171,6 +171,8 @@ def coerce(value: Any, kind: Any, rule: Rule | None = None) -> Any:
         element = typing.get_args(kind)[0]  # tuple[X, ...]
         if not isinstance(value, (list, tuple)):
             raise ValueProblem(f"a list, each element {describe(element, rule)}")
+        if rule is not None and rule.nonempty and not value:
+            raise ValueProblem(f"a non-empty list, each element {describe(element, rule)}")
         try:
             return tuple(coerce(item, element, rule) for item in value)
         except ValueProblem as problem:

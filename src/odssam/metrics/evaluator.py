@@ -61,7 +61,7 @@ def resolve_metrics(metrics: str | Iterable[str]) -> tuple[str, ...]:
                 f"unknown metric {raw!r}; choose from {', '.join(known)}, 'default' or 'all'"
             )
     if not selected:
-        raise OdsSamError("no metric selected")
+        raise OdsSamError(f"no metric selected in {metrics!r}; choose from {', '.join(known)}, 'default' or 'all'")
     return tuple(name for name in known if name in selected)
 
 

@@ -357,8 +357,9 @@ def resolve_checkpoint(
             )
         return cached_checkpoint(variant, cache_dir) or download_checkpoint(variant, cache_dir)
     path = Path(checkpoint).expanduser()
+    given_as = "config key model.sam.checkpoint, or --sam-checkpoint"  # the two ways a path gets here
     if not path.exists():
-        raise OdsSamError(f"SAM checkpoint not found: {path}")
+        raise OdsSamError(f"SAM checkpoint not found: {path} ({given_as})")
     if not path.is_file():
-        raise OdsSamError(f"SAM checkpoint {path} is not a file")
+        raise OdsSamError(f"SAM checkpoint {path} is not a file ({given_as})")
     return path
