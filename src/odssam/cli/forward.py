@@ -46,6 +46,7 @@ def run(args) -> int:
     import torch
 
     from odssam.data.image_io import read_image
+    from odssam.errors import OdsSamError
     from odssam.inference.batch import predict_probabilities
     from odssam.models.random_weights import warn_random_weights
     from odssam.models.registry import build_model
@@ -58,6 +59,9 @@ def run(args) -> int:
     model = build_model(cfg.model).to(device).eval()
     warn_random_weights(model, cfg.model, trained=False)
     built = time.perf_counter()
+    problem = model.preprocess_spec.size_problem(*image.shape[:2])
+    if problem is not None:
+        raise OdsSamError(f"{args.image}: {problem}")
     prob = predict_probabilities(model, [image])[0]
     done = time.perf_counter()
     if model.segmenter is None:  # a baseline without SAM
