@@ -187,3 +187,13 @@ def make_unwritable(folder: Path, monkeypatch) -> str:
     monkeypatch.setattr(os, "open", read_only_open)
     monkeypatch.setattr(os, "mkdir", read_only_mkdir)
     return "fake"
+
+
+def write_blob_split(folder: Path, count: int, rng: np.random.Generator) -> None:
+    """``count`` dark 40x56 blobs on a noisy surface, in the folder-dataset layout (images/, masks/)."""
+    for index in range(count):
+        mask = random_ellipse((40, 56), rng, centre=(0.4, 0.6), radius=(0.2, 0.3))
+        image = np.repeat(150 + 20 * rng.standard_normal((40, 56, 1)), 3, axis=2)
+        image[mask] -= 90
+        save_image(np.clip(image, 0, 255).astype(np.uint8), folder / "images" / f"{index:02d}.png")
+        save_image(mask, folder / "masks" / f"{index:02d}.png")

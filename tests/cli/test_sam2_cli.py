@@ -6,32 +6,21 @@ frozen-segmenter seam carries a segmenter with a three-part embedding.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import TINY_CONFIG, random_ellipse, read_pixels, save_image
+from helpers import TINY_CONFIG, read_pixels, write_blob_split
 
 from odssam.cli.main import main
 from odssam.checkpoint import load_checkpoint
-
-
-def write_split(folder: Path, count: int, rng: np.random.Generator) -> None:
-    """``count`` dark blobs on a noisy surface, in the folder-dataset layout (images/, masks/)."""
-    for index in range(count):
-        mask = random_ellipse((40, 56), rng, centre=(0.4, 0.6), radius=(0.2, 0.3))
-        image = np.repeat(150 + 20 * rng.standard_normal((40, 56, 1)), 3, axis=2)
-        image[mask] -= 90
-        save_image(np.clip(image, 0, 255).astype(np.uint8), folder / "images" / f"{index:02d}.png")
-        save_image(mask, folder / "masks" / f"{index:02d}.png")
 
 
 def test_train_eval_predict_with_sam2(tmp_path, capsys):
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
-    write_split(data / "train", 4, rng)
-    write_split(data / "test", 2, rng)
+    write_blob_split(data / "train", 4, rng)
+    write_blob_split(data / "test", 2, rng)
     settings = [
         "model.sam.variant=sam2_hiera_micro", "model.sam.image_size=128", f"data.root={data}",
         f"train.output_dir={tmp_path / 'runs'}", f"train.cache_dir={tmp_path / 'cache'}", "train.epochs=2",

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import torch
-from helpers import TINY_CONFIG, random_ellipse, read_pixels, save_image
+from helpers import TINY_CONFIG, read_pixels, write_blob_split
 
 from odssam.checkpoint import load_checkpoint
 from odssam.cli.main import main
@@ -18,16 +18,6 @@ from odssam.export.runtime import OnnxPredictor
 
 # A CPU-sized U-Net: timm's test ResNet at 64 px, decoder channels 32 .. 2.
 UNET = ["model.name=unet", "model.unet.encoder=test_resnet", "model.unet.input_size=64", "model.unet.decoder_width=32"]
-
-
-def write_split(folder, count: int, rng: np.random.Generator) -> None:
-    """``count`` dark 40x56 blobs on a noisy surface, in the folder-dataset layout (images/, masks/)."""
-    for index in range(count):
-        mask = random_ellipse((40, 56), rng, centre=(0.4, 0.6), radius=(0.2, 0.3))
-        image = np.repeat(150 + 20 * rng.standard_normal((40, 56, 1)), 3, axis=2)
-        image[mask] -= 90
-        save_image(np.clip(image, 0, 255).astype(np.uint8), folder / "images" / f"{index:02d}.png")
-        save_image(mask, folder / "masks" / f"{index:02d}.png")
 
 
 def settings(*items: str) -> list[str]:
@@ -38,8 +28,8 @@ def test_train_resume_eval_predict_export_profile_unet(tmp_path, capsys):
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
-    write_split(data / "train", 4, rng)
-    write_split(data / "test", 2, rng)
+    write_blob_split(data / "train", 4, rng)
+    write_blob_split(data / "test", 2, rng)
     common = [*UNET, f"data.root={data}", f"train.output_dir={tmp_path / 'runs'}", f"train.cache_dir={tmp_path / 'cache'}"]
     train = ["train", "--config", str(TINY_CONFIG), "--device", "cpu", "--no-progress"]
 
