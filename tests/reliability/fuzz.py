@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import collections
+import concurrent.futures
 import functools
 import multiprocessing
 import shutil
@@ -147,8 +148,10 @@ def fuzz(count: int, seed: int, workdir: Path, only: list[str] | None, tally: Ta
     if jobs == 1:
         tally.merge(run_slice(*slices[0]))
         return
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for part in pool.starmap(run_slice, slices):
+    # Not multiprocessing.Pool: its workers are daemonic, and a daemonic process may not start
+    # the DataLoader workers that eval and train cases start in-process.
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for part in pool.map(run_slice, *zip(*slices)):
             tally.merge(part)
 
 
