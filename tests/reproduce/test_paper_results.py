@@ -1,5 +1,7 @@
 """The published figures: exactly as printed, and one for every cell of every table."""
 
+from collections import Counter
+
 import pytest
 
 from odssam.reproduce.paper_results import all_figures, paper_figure, paper_figures
@@ -7,11 +9,27 @@ from odssam.reproduce.tables import MEAN_COLUMN, TABLES
 
 
 def test_counts_per_table():
-    counts = {name: len(paper_figures(name)) for name in TABLES}
+    counts = {name: len([f for f in paper_figures(name) if f.row in TABLES[name].rows]) for name in TABLES}
     # Table 1: 15 categories + mean, 2 metrics; Table 2: 4 sets x 2; Tables 3-6: rows x 2 sets x 2.
     assert counts == {"table1": 32, "table2": 8, "table3": 4, "table4": 16, "table5": 12, "table6": 12, "table7": 2}
+    # The baselines odssam implements, for ``odssam compare``: each a full row of its table.
+    baselines = Counter((f.table, f.row) for f in all_figures() if f.row not in TABLES[f.table].rows)
+    expected = {("table1", "U-Net"): 32, ("table1", "AutoSAM"): 32, ("table2", "U-Net"): 8}
+    assert baselines == {**expected, ("table3", "U-Net"): 4, ("table7", "AutoSAM"): 2}
     keys = [(f.table, f.row, f.column, f.metric) for f in all_figures()]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize(("table", "row"), [("table1", "U-Net"), ("table1", "AutoSAM"), ("table2", "U-Net"),
+                                            ("table3", "U-Net"), ("table7", "AutoSAM")])  # fmt: skip
+def test_a_baseline_row_names_its_cells_as_the_papers_own_row(table, row):
+    """Same columns, metric keys and units as the table's own row, so ``odssam compare`` finds them."""
+    (own,) = TABLES[table].rows
+
+    def cells(label: str) -> set[tuple[str, str, str]]:
+        return {(f.column, f.metric, f.unit) for f in paper_figures(table) if f.row == label}
+
+    assert cells(row) == cells(own)
 
 
 @pytest.mark.parametrize(
@@ -27,6 +45,14 @@ def test_counts_per_table():
         ("table5", "3", "MoNuSeg", "iou@0.5", "70.32"),
         ("table6", "2", "GlaS", "dice@0.5", "92.61"),
         ("table7", "Our ODSSAM", "learnable modules", "GFLOPs", "53.902"),
+        ("table1", "U-Net", "screw", "meanEm", "0.431"),
+        ("table1", "AutoSAM", "transistor", "MAE", "0.063"),
+        ("table1", "AutoSAM", "Mean", "meanEm", "0.820"),
+        ("table2", "U-Net", "Kvasir", "meanDic", "81.8"),
+        ("table2", "U-Net", "ETIS-LaribPolypDB", "meanIoU", "33.5"),
+        ("table3", "U-Net", "GlaS", "iou@0.5", "75.12"),  # printed as its Dice
+        ("table7", "AutoSAM", "learnable modules", "params_M", "88.569"),
+        ("table7", "AutoSAM", "learnable modules", "GFLOPs", "80.314"),
     ],
 )
 def test_figures_as_printed(table, row, column, metric, printed):

@@ -9,7 +9,8 @@ them were scored on the same test set, the run folder's name is added to tell th
 The paper's rows of a method (``paper_results.csv``): the full ODS-SAM is ``Our``/``Ours``
 (Tables 1-3), ``Our ODSSAM`` (Table 7) and the full-model rows of the ablations; an
 ablation variant is its row of Tables 4-6; any other model is the row whose label reads
-like its display name (``AutoSAM``, ``U-Net``), where the paper has one.
+like its display name, where the paper has one: ``U-Net`` (Tables 1-3) and ``AutoSAM``
+(Tables 1 and 7).
 """
 
 from __future__ import annotations

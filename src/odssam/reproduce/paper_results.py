@@ -1,10 +1,12 @@
-"""The paper's published figures for its own rows, read from ``paper_results.csv``.
+"""The paper's published figures, read from ``paper_results.csv``.
 
 Source: Huang, Li, Wen, Zhang, "Omni-Dimensional State Space Model-driven SAM for
 Pixel-level Anomaly Detection", IJCAI 2025 (accepted version): the "Our"/"Ours" rows of
-Tables 1-3, every row of the ablation Tables 4-6 and the "Our ODSSAM" row of Table 7.
-The CSV holds each figure exactly as printed (``printed``, a string: "93.0" keeps its
-digit) with its unit:
+Tables 1-3, every row of the ablation Tables 4-6 and the "Our ODSSAM" row of Table 7;
+and the rows of the baselines odssam implements (``odssam compare``): "U-Net" of Tables
+1-3 and "AutoSAM" of Tables 1 and 7. Table 3 prints U-Net's GlaS Dice and IoU both as
+75.12; the CSV keeps that. The CSV holds each figure exactly as printed (``printed``, a
+string: "93.0" keeps its digit) with its unit:
 
 * ``fraction``: MAE and mE of Table 1, as printed (0..1);
 * ``%``: Dice and IoU of Tables 2-6, in percent;
