@@ -197,3 +197,23 @@ def write_blob_split(folder: Path, count: int, rng: np.random.Generator) -> None
         image[mask] -= 90
         save_image(np.clip(image, 0, 255).astype(np.uint8), folder / "images" / f"{index:02d}.png")
         save_image(mask, folder / "masks" / f"{index:02d}.png")
+
+
+def assert_only_the_prompt_encoder_learns(model, images: list[np.ndarray]) -> None:
+    """One Dice+BCE backward through ``model``: every prompt-encoder parameter gets a finite,
+    not all-zero gradient, the frozen segmenter none, and ``trainable_parameters`` lists exactly them."""
+    from odssam.models.loss import DiceBCELoss, masks_to_targets
+
+    x, input_sizes, _ = model.preprocess(images)
+    masks = [np.zeros(image.shape[:2], bool) for image in images]
+    masks[0][20:60, 30:70] = True
+    targets = masks_to_targets(masks, input_sizes, model.image_size, model.logit_size)
+    model.zero_grad(set_to_none=True)
+    DiceBCELoss()(model(x), targets).backward()
+    trainable = dict(model.prompt_encoder.named_parameters())
+    assert trainable and all(p.requires_grad for p in trainable.values())
+    missing = [name for name, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing[:5]}"
+    assert sum(p.grad.abs().sum() for p in trainable.values()) > 0
+    assert all(not p.requires_grad and p.grad is None for p in model.segmenter.parameters())
+    assert model.trainable_parameters() and len(model.trainable_parameters()) == len(trainable)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import random_rgb
+from helpers import assert_only_the_prompt_encoder_learns, random_rgb
 
 from odssam.config import AutoSamConfig, ModelConfig, PromptEncoderConfig, SamConfig, with_overrides
 from odssam.errors import OdsSamError
 from odssam.models.baselines.autosam import AutoSamPromptEncoder
 from odssam.models.baselines.hardnet import HARDNET_SPECS, HarDBlock, HarDNet, harmonic_links
 from odssam.models.baselines.noprompt import NoPromptEncoder, no_mask_embedding
-from odssam.models.loss import DiceBCELoss, masks_to_targets
 from odssam.models.ods_sam import OdsSam
 from odssam.models.profiling import profile_model
 from odssam.models.registry import build_model, build_segmenter
@@ -70,20 +69,7 @@ def test_forward_shape_no_nan_and_postprocess(model):
 def test_gradients_reach_every_trainable_parameter_and_no_frozen_one(model):
     model.train()
     assert not model.segmenter.training
-    batch = images([(96, 96), (80, 112)], seed=3)
-    x, input_sizes, _ = model.preprocess(batch)
-    masks = [np.zeros(image.shape[:2], bool) for image in batch]
-    masks[0][20:60, 30:70] = True
-    targets = masks_to_targets(masks, input_sizes, model.image_size, model.logit_size)
-    model.zero_grad(set_to_none=True)
-    DiceBCELoss()(model(x), targets).backward()
-    trainable = dict(model.prompt_encoder.named_parameters())
-    assert trainable and all(p.requires_grad for p in trainable.values())
-    missing = [name for name, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing, f"parameters without a finite gradient: {missing[:5]}"
-    assert sum(p.grad.abs().sum() for p in trainable.values()) > 0
-    assert all(not p.requires_grad and p.grad is None for p in model.segmenter.parameters())
-    assert len(model.trainable_parameters()) == len(trainable)
+    assert_only_the_prompt_encoder_learns(model, images([(96, 96), (80, 112)], seed=3))
 
 
 def test_model_name_sets_the_prompt_network_whatever_prompt_encoder_name_says():

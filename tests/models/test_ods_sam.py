@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from helpers import random_rgb
+from helpers import assert_only_the_prompt_encoder_learns, random_rgb
 
 from odssam.config import FeatureEncoderConfig, ModelConfig, PromptEncoderConfig, SamConfig, SSMConfig, with_overrides
-from odssam.models.loss import DiceBCELoss, masks_to_targets
 from odssam.models.ods_sam import build_ods_sam
 
 
@@ -70,20 +69,7 @@ def test_only_the_prompt_encoder_trains(model):
     model.train()
     assert not model.segmenter.training, "SAM must stay in eval mode"
     assert all(not p.requires_grad for p in model.segmenter.parameters())
-    images = random_images([(96, 96), (80, 112)], seed=3)
-    x, input_sizes, _ = model.preprocess(images)
-    masks = [np.zeros(im.shape[:2], bool) for im in images]
-    masks[0][20:60, 30:70] = True
-    targets = masks_to_targets(masks, input_sizes, model.image_size, model.logit_size)
-    model.zero_grad(set_to_none=True)
-    DiceBCELoss()(model(x), targets).backward()
-    trainable = dict(model.prompt_encoder.named_parameters())
-    assert trainable and all(p.requires_grad for p in trainable.values())
-    missing = [name for name, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not missing, f"parameters without a finite gradient: {missing[:5]}"
-    assert sum(p.grad.abs().sum() for p in trainable.values()) > 0
-    assert all(p.grad is None for p in model.segmenter.parameters())
-    assert model.trainable_parameters() and len(model.trainable_parameters()) == len(trainable)
+    assert_only_the_prompt_encoder_learns(model, random_images([(96, 96), (80, 112)], seed=3))
 
 
 def test_random_sam_weights_are_reproducible():
