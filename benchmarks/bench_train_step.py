@@ -30,6 +30,10 @@ from odssam.models.odconv import ODConv2d
 from timing import time_calls
 
 
+def interpolate_resize(y: torch.Tensor, size, mode: str) -> torch.Tensor:
+    return torch.nn.functional.interpolate(y, size=size, mode=mode, align_corners=False)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way to run the same cached training step (ours: the trainer's defaults)."""
@@ -40,9 +44,11 @@ class Variant:
     fused_adam: bool = False
     compile: bool = False
     cuda_graph: bool = False  # the whole step captured once and replayed (CUDA only)
+    interpolate_neck: bool = False  # the neck resizes with F.interpolate (its CUDA bicubic kernel)
 
 
 VARIANTS = (
+    Variant("graph, neck bicubic by F.interpolate (before)", fused_adam=True, cuda_graph=True, interpolate_neck=True),
     Variant("eager, channels_last, ODConv loop, fused Adam", fused_adam=True),
     Variant("eager, channels_last, ODConv loop, foreach Adam"),
     Variant("eager, NCHW, ODConv grouped, foreach Adam (before)", channels_last=False, odconv="grouped"),
@@ -63,6 +69,16 @@ def small_config() -> ModelConfig:
     )
 
 
+def paper_recipe_model(path: str) -> ModelConfig:
+    """The model section of an experiment YAML with random weights (speed does not depend on them)."""
+    if path == "default":
+        return ModelConfig()
+    from odssam.config import load_config, with_overrides
+
+    changes = {"sam.checkpoint": None, "prompt_encoder.feature_encoder.checkpoint": None}
+    return with_overrides(load_config(path).model, changes, "model.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="small CPU-sized model")
@@ -73,10 +89,13 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="also time the variants in VARIANTS")
     parser.add_argument("--compile", action="store_true", help="include the torch.compile variants")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest ops of the fastest step")
+    parser.add_argument("--config", default="configs/kvasir.yaml",
+                        help="experiment YAML whose model is timed, random weights (default: the paper recipe); "
+                        "'default' for ModelConfig()'s")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = small_config() if args.small or device.type == "cpu" else ModelConfig()
+    cfg = small_config() if args.small or device.type == "cpu" else paper_recipe_model(args.config)
     model = build_ods_sam(cfg).to(device).train()
     loss_fn = DiceBCELoss()
     b, s, p, e = args.batch, model.image_size, cfg.prompt_encoder.input_size, model.embedding_size
@@ -124,6 +143,11 @@ def main() -> None:
     def make_variant_step(variant: Variant):
         """Set the shared model up as ``variant`` says and return its step."""
         model.prompt_encoder.set_channels_last(variant.channels_last)
+        neck = model.prompt_encoder.feature_encoder.neck
+        if variant.interpolate_neck:
+            neck.resize = functools.partial(interpolate_resize, mode=neck.upsample_mode)
+        else:
+            neck.__dict__.pop("resize", None)  # back to SamNeck.resize
         for module in model.prompt_encoder.modules():
             if isinstance(module, ODConv2d):
                 module.per_sample = variant.odconv

@@ -25,6 +25,7 @@ from torch import nn
 
 from odssam.config import FeatureEncoderConfig
 from odssam.errors import OdsSamError
+from odssam.models.resize import resize_bicubic
 
 UPSAMPLE_MODES = ("bilinear", "bicubic")
 
@@ -154,9 +155,16 @@ class SamNeck(nn.Module):
         for lateral, level in zip(self.lateral, levels):
             y = lateral(level)
             if tuple(y.shape[-2:]) != tuple(size):
-                y = F.interpolate(y, size=size, mode=self.upsample_mode, align_corners=False)
+                y = self.resize(y, size)
             fused = y if fused is None else fused + y
         return self.norm(self.proj(self.blocks(fused)))
+
+    def resize(self, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Bx width x h x w -> Bx width x size; bicubic through :func:`resize_bicubic` (the same
+        function as ``F.interpolate``'s, whose CUDA kernel is slow on these shapes)."""
+        if self.upsample_mode == "bicubic":
+            return resize_bicubic(y, size)
+        return F.interpolate(y, size=size, mode=self.upsample_mode, align_corners=False)
 
 
 def set_norm_eps(module: nn.Module, eps: float) -> None:
