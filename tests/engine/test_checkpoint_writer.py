@@ -86,7 +86,8 @@ def test_background_and_inline_writes_store_the_same_payload(tmp_path):
 def test_what_training_does_after_submit_does_not_change_what_is_written(tmp_path, held_writes):
     trained = Trained()
     before = {key: value.clone() for key, value in trained.module.state_dict().items()}
-    moments = {index: {k: v.clone() for k, v in state.items()} for index, state in trained.optimizer.state_dict()["state"].items()}
+    optimizer_state = trained.optimizer.state_dict()["state"]
+    moments = {index: {k: v.clone() for k, v in state.items()} for index, state in optimizer_state.items()}
     with CheckpointWriter(background=True) as writer:
         writer.submit([(tmp_path / "last.pt", trained.payload())])
         for _ in range(3):  # in place: weights, BatchNorm statistics, Adam's step, exp_avg, exp_avg_sq

@@ -92,9 +92,10 @@ def test_sigterm_in_an_epoch_ends_the_run_after_it_with_last_pt_and_exit_143(tin
 
     monkeypatch.setattr(trainer, "train_one_epoch", terminated_in_epoch_2)
     run = tiny_config.train.output_dir + "/tiny"
-    args = ["train", "--config", str(TINY_CONFIG), "--no-progress", "--set", f"data.root={tiny_config.data.root}",
-            "--set", f"train.output_dir={tiny_config.train.output_dir}", "--set", f"train.cache_dir={tiny_config.train.cache_dir}",
-            "--set", "train.epochs=5", "--set", "train.checkpoint_interval_s=3600"]
+    tcfg = tiny_config.train
+    settings = [f"data.root={tiny_config.data.root}", f"train.output_dir={tcfg.output_dir}",
+                f"train.cache_dir={tcfg.cache_dir}", "train.epochs=5", "train.checkpoint_interval_s=3600"]
+    args = ["train", "--config", str(TINY_CONFIG), "--no-progress", *[a for item in settings for a in ("--set", item)]]
     assert main(args) == 143
     err = capsys.readouterr().err
     assert f"odssam train: interrupted: stopped after epoch 2; last.pt saved; continue with --resume {run}" in err
@@ -128,8 +129,8 @@ def test_ctrl_c_to_odssam_train_saves_last_pt_exits_130_and_resumes(folder_datas
                 "train.checkpoint_interval_s=3600"]
     sets = [arg for item in settings for arg in ("--set", item)]
     command = [sys.executable, "-m", "odssam", "train", "--device", "cpu", "--no-progress", *sets]
-    child = subprocess.Popen([*command, "--config", str(TINY_CONFIG), "--run-dir", str(run), "--set", "train.epochs=100"],
-                             env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = [*command, "--config", str(TINY_CONFIG), "--run-dir", str(run), "--set", "train.epochs=100"]
+    child = subprocess.Popen(start, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while child.poll() is None and time.monotonic() < deadline and not (metrics.exists() and metrics.read_text()):
@@ -151,7 +152,8 @@ def test_ctrl_c_to_odssam_train_saves_last_pt_exits_130_and_resumes(folder_datas
 
 def agree_on_rank(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """One of two gloo processes: which stop each sees, when none, one, or both got a signal."""
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    address = f"tcp://127.0.0.1:{port}"
+    torch.distributed.init_process_group("gloo", init_method=address, rank=rank, world_size=world_size)
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     stop = StopRequest()
     seen = [stop.agreed(info)]

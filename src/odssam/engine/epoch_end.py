@@ -53,7 +53,8 @@ class EpochTiming:
     Attributes:
         steps: The training steps (:attr:`EpochStats.seconds`).
         validation: Validation (0 without).
-        checkpoint: Snapshotting checkpoints and waiting for a previous write (0 without a write).
+        checkpoint: Snapshotting checkpoints and waiting for a previous write (about 0 without
+            a write); after the final epoch also waiting for its own write.
         checkpoint_written: Whether ``last.pt`` was written (handed to the writer) after the epoch.
         total: All of the epoch, from its first step to its checkpoints.
     """
@@ -143,13 +144,14 @@ def save_epoch_checkpoints(
     start = time.perf_counter()
     write_last = checkpoints.last_due(final)
     if write_last or improved:
-        checkpoints.writer.wait()  # a snapshot waits for the previous write: at most two copies in memory
+        checkpoints.writer.wait()  # the previous write first: in memory, the live state and one snapshot at most
         fields = dict(epoch=state.epoch, step=state.step, best_metric=state.best_metric)
         writes = []
         if write_last:
             checkpoints.last_started = checkpoints.clock()
             resumable = dict(optimizer=parts.optimizer, scheduler=parts.scheduler)
-            writes.append((ctx.folder.last, checkpoint_payload(ctx.cfg, parts.trainable, parts.fingerprint, **fields, **resumable)))
+            last = checkpoint_payload(ctx.cfg, parts.trainable, parts.fingerprint, **fields, **resumable)
+            writes.append((ctx.folder.last, last))
         if improved:
             writes.append((ctx.folder.best, checkpoint_payload(ctx.cfg, parts.trainable, parts.fingerprint, **fields)))
         checkpoints.writer.submit(writes)

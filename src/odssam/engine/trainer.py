@@ -1,10 +1,17 @@
 """The training loop, top to bottom: ``odssam train`` in one function.
 
 :func:`_train` reads as the run goes: setup (:mod:`~odssam.engine.run_setup`), the parts
-the loop drives (:mod:`~odssam.engine.training_parts`), one epoch
-(:mod:`~odssam.engine.epoch`), validation and checkpoints (:mod:`~odssam.engine.epoch_end`),
-and the final model (:mod:`~odssam.engine.final_eval`). Model-specific decisions belong
-to the model (:class:`~odssam.models.base.SegmentationModel`), not to the loop.
+the loop drives (:mod:`~odssam.engine.training_parts`), the epochs (:func:`_epochs`: one
+epoch's steps in :mod:`~odssam.engine.epoch`, validation and checkpoints in
+:mod:`~odssam.engine.epoch_end`), and the final model (:mod:`~odssam.engine.final_eval`).
+Model-specific decisions belong to the model (:class:`~odssam.models.base.SegmentationModel`),
+not to the loop.
+
+Checkpoints stay off the critical path: ``last.pt`` is written every
+``train.checkpoint_interval_s`` seconds and after the last epoch, by a background thread
+(:mod:`~odssam.engine.checkpoint_writer`) that writes a CPU snapshot taken at the epoch's
+end. The first SIGINT or SIGTERM ends the run after the current epoch with ``last.pt``
+written (:mod:`~odssam.engine.interruption`).
 
 Only the prompt encoder learns; SAM is frozen. Two input paths:
 
@@ -138,8 +145,10 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        OdsSamError: Bad config or data, a run folder in the way, or a diverged loss
-            (:class:`TrainingDiverged`).
+        OdsSamError: Bad config or data, a run folder in the way, a checkpoint that could
+            not be written, or a diverged loss (:class:`TrainingDiverged`).
+        TrainingInterrupted: A SIGINT or SIGTERM stopped the run after an epoch, with
+            ``last.pt`` written (a :class:`KeyboardInterrupt`).
     """
     owns_process_group = not torch.distributed.is_initialized()
     info = init_distributed(device)
