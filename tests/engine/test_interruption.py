@@ -170,3 +170,15 @@ def test_processes_agree_on_the_stop_after_each_epoch(tmp_path):
                                           start_method="spawn")
     seen = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     assert seen[0] == seen[1] == [None, signal.SIGINT, signal.SIGTERM]
+
+
+def test_an_ignored_signal_stays_ignored(handlers_kept):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        stop = StopRequest()
+        stop.install()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == stop._on_signal
+        stop.restore()
+    finally:
+        signal.signal(signal.SIGTERM, handlers_kept[signal.SIGTERM])

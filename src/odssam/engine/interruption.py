@@ -44,11 +44,18 @@ class StopRequest:
         self._pid = os.getpid()
 
     def install(self) -> None:
-        """Catch SIGINT and SIGTERM (a no-op outside the main thread, where Python cannot)."""
+        """Catch SIGINT and SIGTERM (a no-op outside the main thread, where Python cannot).
+
+        A signal the process ignores (e.g. SIGINT of a job started in the background) stays ignored.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
         for number in STOP_SIGNALS:
-            self._previous[number] = signal.signal(number, self._on_signal)
+            if signal.getsignal(number) == signal.SIG_IGN:
+                continue
+            previous = signal.signal(number, self._on_signal)
+            # None: a handler set outside Python, which cannot be put back; the default can.
+            self._previous[number] = signal.SIG_DFL if previous is None else previous
 
     def restore(self, deliver_late_signal: bool = False) -> None:
         """Put the previous handlers back (idempotent).
