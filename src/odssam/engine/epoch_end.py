@@ -74,9 +74,14 @@ def epoch_record(
     stats: EpochStats,
     validation: MetricResult | None,
     improved: bool,
-    timing: EpochTiming,
+    timing: EpochTiming | None = None,
 ) -> dict[str, Any]:
-    """The epoch's line of ``metrics.jsonl`` (also printed and sent to TensorBoard)."""
+    """The epoch's line of ``metrics.jsonl`` (also printed and sent to TensorBoard).
+
+    ``timing``: where the epoch's time went (``None``: on its steps only, nothing written).
+    """
+    if timing is None:
+        timing = EpochTiming(stats.seconds, 0.0, 0.0, checkpoint_written=False, total=stats.seconds)
     record = {
         "epoch": epoch,
         "step": state.step,
