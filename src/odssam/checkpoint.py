@@ -69,7 +69,10 @@ def checkpoint_payload(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a run after ``epoch`` (see the module docstring).
+    """The checkpoint dict of a run after ``epoch`` (see the module docstring), a snapshot.
+
+    Every tensor is a CPU copy and every dict or list a new one, so training can go on
+    while the payload is written (:mod:`odssam.engine.checkpoint_writer`).
 
     Args:
         cfg: The experiment being trained.
@@ -85,7 +88,7 @@ def checkpoint_payload(
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": to_dict(cfg),
-        "prompt_encoder": {k: v.detach().cpu() for k, v in trainable.state_dict().items()},
+        "prompt_encoder": _on_cpu(trainable.state_dict()),
         "sam_fingerprint": sam_fingerprint,
         "epoch": epoch,
         "step": step,
@@ -94,7 +97,7 @@ def checkpoint_payload(
     if optimizer is not None:
         # On the CPU once, here: torch.save would copy it anyway, and the digest reads the copy.
         payload["optimizer"] = _on_cpu(optimizer.state_dict())
-        payload["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+        payload["scheduler"] = _on_cpu(scheduler.state_dict()) if scheduler is not None else None
         payload["rng"] = capture_rng_state()
     return payload
 
@@ -261,9 +264,14 @@ def check_finite_weights(weights: Mapping[str, torch.Tensor], path: str | Path) 
 
 
 def _on_cpu(value: Any) -> Any:
-    """``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU."""
+    """A copy of ``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU.
+
+    Copied also when already there, so the payload is a snapshot: the next optimizer step
+    (which updates weights and Adam's moments in place) cannot change it while a background
+    thread writes it.
+    """
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
         return {key: _on_cpu(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -352,6 +352,12 @@ class TrainConfig:
         eval_every: With ``data.val_count > 0``: validate (and maybe write ``best.pt``)
             every this many epochs and after the last; unused without validation.
         max_steps: Stop after this many optimizer steps in total (``None``: run all epochs).
+        checkpoint_interval_s: Write ``last.pt`` after an epoch when at least this many
+            seconds passed since the previous ``last.pt`` write started (or the first epoch
+            started); always after the last epoch and when the run is interrupted (SIGINT,
+            SIGTERM). ``0``: after every epoch. ``best.pt`` does not wait for it.
+        checkpoint_async: Write checkpoints in a background thread (the training thread
+            only copies the state to the CPU); ``false``: on the training thread.
         output_dir: Parent folder of run folders.
         run_name: Run folder name under ``output_dir`` (``None``: the experiment name).
         metrics: Metrics computed on validation and test sets (names of
@@ -385,6 +391,8 @@ class TrainConfig:
     seed: int = seed_field()
     eval_every: int = checked(1, at_least=0, at_most=1_000_000)
     max_steps: int | None = checked(None, at_least=1)
+    checkpoint_interval_s: float = checked(60.0, at_least=0)
+    checkpoint_async: bool = True
     output_dir: str = checked("runs", nonempty=True)
     run_name: str | None = checked(None, nonempty=True)
     metrics: tuple[str, ...] = checked(("default",), choices=METRIC_CHOICES, nonempty=True)

@@ -46,7 +46,9 @@ EXIT_CODES = """exit codes (every command):
        read-only, no permission); the message names the file or option
   3    crash: an unexpected error (a bug in odssam); the traceback is printed on
        stderr, to be included in a bug report
-  130  interrupted (Ctrl-C)"""
+  130  interrupted (Ctrl-C); train stops after the current epoch and saves
+       last.pt first (a second Ctrl-C stops at once)
+  143  train stopped by SIGTERM, after the current epoch, last.pt saved"""
 
 EXIT_CRASH = 3
 
@@ -89,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except OdsSamError as error:
         print(f"odssam {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"odssam {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        # A training run stopped by a signal says where (TrainingInterrupted); a bare Ctrl-C says nothing.
+        print(f"odssam {args.command}: {error or 'interrupted'}", file=sys.stderr)
+        return getattr(error, "exit_code", 130)
     except Exception as error:  # noqa: BLE001 - the last line of defence: a documented exit code
         if is_write_error(error):  # a full or read-only disk met outside odssam's atomic writes (TensorBoard, ONNX)
             print(f"odssam {args.command}: error: {error.filename or 'a file'}: {error.strerror}", file=sys.stderr)

@@ -33,7 +33,10 @@ def add_parser(subparsers) -> None:
         description="Train ODS-SAM's prompt encoder with SAM frozen. The run folder is "
         "<train.output_dir>/<train.run_name or name>. Several GPUs: launch with torchrun.\n\n"
         "A shorter run: --set train.epochs=N (the paper trains 200 epochs) or --set train.max_steps=N "
-        "(stop after N optimizer steps in total). Any config value can be overridden with --set KEY=VALUE.",
+        "(stop after N optimizer steps in total). Any config value can be overridden with --set KEY=VALUE.\n\n"
+        "Ctrl-C (or SIGTERM) stops after the current epoch with last.pt saved (exit 130, 143), to be "
+        "continued with --resume; a second Ctrl-C stops at once. last.pt is otherwise written every "
+        "train.checkpoint_interval_s seconds (default 60) and after the last epoch.",
         epilog=examples(
             "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG",
             "odssam train --config configs/kvasir.yaml --set data.root=/data/Kvasir-SEG --set train.epochs=5",

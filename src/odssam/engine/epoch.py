@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from odssam.checkpoint import load_checkpoint
+from odssam.engine.checkpoint_writer import settle_pending_writes
 from odssam.engine.distributed import all_reduce_sum, broadcast_buffers
 from odssam.engine.logging import RunLogs
 from odssam.utils.progress import progress_bar
@@ -147,6 +148,7 @@ def first_non_finite(module: torch.nn.Module) -> str | None:
 
 def diverged_message(what: str, folder: RunFolder) -> str:
     """``what`` went wrong (e.g. "the loss became nan in epoch 2 (by step 6)") and which checkpoint is left."""
+    settle_pending_writes()  # last.pt may be being written in the background: read the finished file
     if folder.last.exists():
         try:
             kept = f"the last good checkpoint is {folder.last} (epoch {load_checkpoint(folder.last)['epoch']})"

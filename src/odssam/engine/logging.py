@@ -116,13 +116,15 @@ def plot_history(history: list[dict], path: str | Path, monitor: str) -> Path | 
 
 
 def format_epoch_summary(record: dict, epochs: int, monitor: str, best: float | None) -> str:
-    """One line per epoch: loss, validation metric, learning rate, time and throughput."""
+    """One line per epoch: loss, validation metric, learning rate, time, throughput, checkpoint time."""
     parts = [f"epoch {record['epoch']:>3}/{epochs}", f"loss {record['train_loss']:.4f}"]
     if record.get("monitor") is not None:
         flag = " *" if record.get("best") else ""
         parts.append(f"val {monitor} {record['monitor']:.4f} (best {best:.4f}){flag}")
     parts.append(f"lr {record['lr']:.2e}")
     parts.append(f"{record['epoch_seconds']:.1f} s ({record['images_per_second']:.1f} img/s)")
+    if record.get("checkpoint_written"):  # the training thread's share: the write itself may go on in the background
+        parts.append(f"last.pt {record['checkpoint_seconds']:.1f} s")
     if "peak_gpu_memory_gib" in record:
         parts.append(f"peak {record['peak_gpu_memory_gib']:.1f} GiB")
     return "  ".join(parts)

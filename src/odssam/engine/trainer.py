@@ -1,10 +1,17 @@
 """The training loop, top to bottom: ``odssam train`` in one function.
 
 :func:`_train` reads as the run goes: setup (:mod:`~odssam.engine.run_setup`), the parts
-the loop drives (:mod:`~odssam.engine.training_parts`), one epoch
-(:mod:`~odssam.engine.epoch`), validation and checkpoints (:mod:`~odssam.engine.epoch_end`),
-and the final model (:mod:`~odssam.engine.final_eval`). Model-specific decisions belong
-to the model (:class:`~odssam.models.base.SegmentationModel`), not to the loop.
+the loop drives (:mod:`~odssam.engine.training_parts`), the epochs (:func:`_epochs`: one
+epoch's steps in :mod:`~odssam.engine.epoch`, validation and checkpoints in
+:mod:`~odssam.engine.epoch_end`), and the final model (:mod:`~odssam.engine.final_eval`).
+Model-specific decisions belong to the model (:class:`~odssam.models.base.SegmentationModel`),
+not to the loop.
+
+Checkpoints stay off the critical path: ``last.pt`` is written every
+``train.checkpoint_interval_s`` seconds and after the last epoch, by a background thread
+(:mod:`~odssam.engine.checkpoint_writer`) that writes a CPU snapshot taken at the epoch's
+end. The first SIGINT or SIGTERM ends the run after the current epoch with ``last.pt``
+written (:mod:`~odssam.engine.interruption`).
 
 Only the prompt encoder learns; SAM is frozen. Two input paths:
 
@@ -42,6 +49,8 @@ is the global batch, split evenly over the processes). Rank 0 writes the run fol
 
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +59,17 @@ import torch
 from odssam.config import ExperimentConfig
 from odssam.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from odssam.engine.epoch import RunState, TrainingDiverged, train_one_epoch
-from odssam.engine.epoch_end import epoch_record, monitored_value, save_epoch_checkpoints, validate, validation_due
+from odssam.engine.checkpoint_writer import CheckpointWriter
+from odssam.engine.epoch_end import (
+    EpochCheckpoints,
+    EpochTiming,
+    epoch_record,
+    monitored_value,
+    save_epoch_checkpoints,
+    validate,
+    validation_due,
+)
+from odssam.engine.interruption import StopRequest, TrainingInterrupted
 from odssam.engine.final_eval import evaluate_final_model, load_final_model
 from odssam.engine.logging import RunLogs, format_epoch_summary
 from odssam.utils.device import resolve_precision as autocast_dtype
@@ -68,7 +87,7 @@ from odssam.engine.setup import check_train_config, monitor_direction
 from odssam.engine.training_parts import attach_step, build_training_parts, resume_training
 from odssam.metrics.result import MetricResult
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 PLOT_EVERY = 10  # epochs between redraws of curves.png (also drawn after the first and last)
 
@@ -126,8 +145,10 @@ def train(
         A :class:`TrainResult`.
 
     Raises:
-        OdsSamError: Bad config or data, a run folder in the way, or a diverged loss
-            (:class:`TrainingDiverged`).
+        OdsSamError: Bad config or data, a run folder in the way, a checkpoint that could
+            not be written, or a diverged loss (:class:`TrainingDiverged`).
+        TrainingInterrupted: A SIGINT or SIGTERM stopped the run after an epoch, with
+            ``last.pt`` written (a :class:`KeyboardInterrupt`).
     """
     owns_process_group = not torch.distributed.is_initialized()
     info = init_distributed(device)
@@ -154,27 +175,24 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
 
     # what the loop drives: loader, optimizer, schedule, loss; a resumed run's state; the step
     parts = build_training_parts(ctx, net, data, caches, targets)
-    higher_is_better = monitor_direction(tcfg)
     state = resume_training(ctx, resumed, parts) if resumed is not None else RunState()
     attach_step(ctx, parts)
     logs = RunLogs(folder.path, tcfg.monitor, state.epoch, state.step, active=info.is_main)
 
-    # epochs: train, validate (opt-in), checkpoint, log
-    first_epoch = state.epoch + 1
-    for epoch in range(first_epoch, tcfg.epochs + 1):
-        if state.reached(tcfg.max_steps):
-            break
-        stats = train_one_epoch(ctx, parts, state, epoch, logs)
-        last_epoch = epoch == tcfg.epochs or state.reached(tcfg.max_steps)
-        validation = validate(ctx, net.model, data, caches) if validation_due(ctx, data, epoch, last_epoch) else None
-        improved = state.update_best(monitored_value(validation, tcfg.monitor), higher_is_better)
-        record = epoch_record(ctx, parts, state, epoch, stats, validation, improved)
-        state.epoch = epoch
-        if info.is_main:
-            save_epoch_checkpoints(ctx, parts, state, improved)
-            logs.epoch(record, plot=epoch % PLOT_EVERY == 0 or last_epoch or epoch == first_epoch)
-            ctx.say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, state.best_metric))
-        barrier(info)
+    # epochs: train, validate (opt-in), checkpoint, log; a first SIGINT/SIGTERM ends the run after its epoch
+    writer = CheckpointWriter(background=tcfg.checkpoint_async) if info.is_main else nullcontext()
+    stop = StopRequest()
+    try:
+        stop.install()
+        with writer:
+            checkpoints = EpochCheckpoints(writer, tcfg.checkpoint_interval_s) if info.is_main else None
+            stopped_by = _epochs(ctx, net, data, caches, parts, state, logs, checkpoints, stop)
+        stop.restore(deliver_late_signal=stopped_by is None)
+    finally:
+        stop.restore()
+    if stopped_by is not None:  # last.pt holds the epoch; the final evaluation waits for the resumed run
+        logs.close()
+        raise TrainingInterrupted(stopped_by, state.epoch, folder.path)
 
     # the final model (best.pt with validation, else the last epoch) and its evaluation
     final = load_final_model(ctx, data.validating, net.trainable, state.epoch)
@@ -194,3 +212,39 @@ def _train(cfg: ExperimentConfig, info: DistInfo, *, run_dir, resume: bool, prog
         model=model,
         checkpoint=final.path,
     )
+
+
+def _epochs(ctx: RunContext, net, data, caches, parts, state: RunState, logs: RunLogs,
+            checkpoints: EpochCheckpoints | None, stop: StopRequest) -> int | None:
+    """Train the remaining epochs, each: steps, validation (opt-in), checkpoints (rank 0), log.
+
+    Returns:
+        The signal that stopped the run after an epoch, ``None`` when every epoch ran.
+    """
+    tcfg, info = ctx.cfg.train, ctx.info
+    higher_is_better = monitor_direction(tcfg)
+    first_epoch = state.epoch + 1
+    for epoch in range(first_epoch, tcfg.epochs + 1):
+        if state.reached(tcfg.max_steps):
+            break
+        epoch_start = time.perf_counter()
+        stats = train_one_epoch(ctx, parts, state, epoch, logs)
+        last_epoch = epoch == tcfg.epochs or state.reached(tcfg.max_steps)
+        validation_start = time.perf_counter()
+        validation = validate(ctx, net.model, data, caches) if validation_due(ctx, data, epoch, last_epoch) else None
+        validation_seconds = time.perf_counter() - validation_start if validation is not None else 0.0
+        improved = state.update_best(monitored_value(validation, tcfg.monitor), higher_is_better)
+        state.epoch = epoch
+        stopped_by = stop.agreed(info)  # every process stops after the same epoch
+        if info.is_main:
+            final = last_epoch or stopped_by is not None
+            checkpoint_seconds, written = save_epoch_checkpoints(ctx, parts, state, improved, checkpoints, final)
+            timing = EpochTiming(stats.seconds, validation_seconds, checkpoint_seconds, written,
+                                 total=time.perf_counter() - epoch_start)
+            record = epoch_record(ctx, parts, state, epoch, stats, validation, improved, timing)
+            logs.epoch(record, plot=epoch % PLOT_EVERY == 0 or last_epoch or epoch == first_epoch)
+            ctx.say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, state.best_metric))
+        barrier(info)
+        if stopped_by is not None:
+            return stopped_by
+    return None
