@@ -46,7 +46,7 @@ from odssam.engine.targets import label_target
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
 from odssam.inference.batch import BatchInference, HostBatch, one_in_flight, stage_image
-from odssam.inference.write_pool import WritePool
+from odssam.inference.write_pool import WritePool, default_write_threads
 from odssam.models.transforms import PreprocessSpec
 from odssam.utils.atomic import atomic_write
 from odssam.utils.large_on_cpu import eta_after_first_batch
@@ -59,8 +59,6 @@ EMBEDDING_DTYPES: dict[str, tuple[torch.dtype, type]] = {
     "float16": (torch.float16, np.float16),
 }
 KINDS = ("embedding", "prompt", "target", "mask")
-# Entry writes are memory copies into the page cache plus a rename: a few threads keep up with a GPU.
-DEFAULT_CACHE_WRITE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -413,7 +411,7 @@ def build_embedding_cache(
     progress: bool = False,
     description: str = "cache",
     pipelined: bool = True,
-    write_threads: int = DEFAULT_CACHE_WRITE_THREADS,
+    write_threads: int | None = None,
 ) -> tuple[list[CacheRecord], CacheStats]:
     """Make sure every sample of ``dataset`` is in the cache; return its records.
 
@@ -435,7 +433,8 @@ def build_embedding_cache(
             one's entries are handed over, copies to the host do not wait) and write entries
             from ``write_threads`` threads; ``False``: the plain sequential path (encode, copy,
             write, one batch at a time), which writes the same files.
-        write_threads: Threads writing entries when pipelined (0: inline).
+        write_threads: Threads writing entries when pipelined (0: inline; default: one per
+            core, at most 8: a slow shared filesystem needs several writes at once).
 
     Returns:
         ``(records, stats)``: one :class:`CacheRecord` per sample and the summed statistics.
@@ -459,7 +458,8 @@ def build_embedding_cache(
     kinds = cache.params.embedding_kinds + KINDS[1:]
     misses = {kind: 0 for kind in kinds}
     # Writes of a few batches may wait (~2 MB per ViT-H embedding); beyond that the encoder waits for the disk.
-    writers = WritePool(write_threads if pipelined else 0, max_pending=8 * batch_size, name="odssam-cache-write")
+    threads = default_write_threads() if write_threads is None else write_threads
+    writers = WritePool(threads if pipelined else 0, max_pending=8 * batch_size, name="odssam-cache-write")
     with writers:
         for batch, entries in _encoded_batches(loader, inference, cache, pipelined):
             for kind, key, array in entries:
