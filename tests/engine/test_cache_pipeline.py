@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +124,47 @@ def test_entries_are_written_by_the_pool_threads(tiny_model, train_set, tmp_path
     assert cache.writes == 2 * len(train_set)  # embedding and prompt of every image
     assert cache.threads and all(name.startswith("odssam-cache-write") for name in cache.threads)
     assert torch.is_tensor(cache.read_embedding(build_embedding_cache(tiny_model, train_set, cache)[0][0].keys["embedding"]))
+
+
+def mapped_entry_is_valid(path: Path) -> bool:
+    """The check the header read replaced: the entry opens as a memory map."""
+    if not path.is_file():
+        return False
+    try:
+        np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        return False
+    return True
+
+
+def test_header_check_agrees_with_mapping_the_file(tmp_path):
+    cache = EmbeddingCache(tmp_path, CacheParams("sam", 64, 32, 16))
+    cache.write_embedding("aa" * 32, torch.randn(256, 4, 4))
+    complete = cache.path("embedding", "aa" * 32).read_bytes()
+    header_length = len(complete) - 256 * 4 * 4 * 2
+    variants = {
+        "complete": complete,
+        "longer": complete + b"\0" * 7,
+        "one byte short": complete[:-1],
+        "header only": complete[:header_length],
+        "cut in the header": complete[:40],
+        "magic only": complete[:8],
+        "empty": b"",
+        "not npy": b"PNG\r\n" + complete[5:],
+        "unknown version": complete[:6] + b"\x07\x00" + complete[8:],
+        "object dtype": complete.replace(b"'descr': '<u2'", b"'descr': '|O' ", 1),
+        "broken header": complete.replace(b"'shape'", b"'shap\xff'", 1),
+    }
+    valid = {}
+    for number, (name, content) in enumerate(variants.items()):
+        assert name == "complete" or content != complete, name
+        key = f"{number:02x}" * 32
+        path = cache.path("embedding", key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        valid[name] = cache.is_valid("embedding", key)
+        assert valid[name] == mapped_entry_is_valid(path), name
+    assert [name for name, ok in valid.items() if ok] == ["complete", "longer"]
+    assert cache.is_valid("embedding", "aa" * 32)
+    assert not cache.is_valid("embedding", "bb" * 32)  # missing
+    assert not cache.is_valid("prompt", "aa" * 32)

@@ -25,12 +25,19 @@ different key, so a stale entry is never reused; files are written atomically (t
 rename), so ranks of a distributed run and concurrent runs can share one folder. Entries
 are read through ``numpy`` memory maps. The prompt input is kept in fp16 rather than bf16:
 normalised pixels lie within +-3, where fp16's 10-bit mantissa is 8x finer.
+
+:func:`build_embedding_cache` keeps the GPU busy: the next batch's encoder is queued before
+this batch's outputs are handed over, they reach the host through page-locked memory
+without a wait on the device, and a bounded pool of threads writes the entries (the same
+files as the plain sequential path, ``pipelined=False``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +66,7 @@ EMBEDDING_DTYPES: dict[str, tuple[torch.dtype, type]] = {
     "float16": (torch.float16, np.float16),
 }
 KINDS = ("embedding", "prompt", "target", "mask")
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass(frozen=True)
@@ -217,15 +225,21 @@ class EmbeddingCache:
         return self.root / CACHE_LAYOUT_VERSION / folder / key[:2] / f"{key}.npy"
 
     def is_valid(self, kind: str, key: str) -> bool:
-        """Whether an entry exists and its file is complete (a truncated file is a miss)."""
-        path = self.path(kind, key)
-        if not path.is_file():
-            return False
+        """Whether an entry exists and its file is complete (a truncated file is a miss).
+
+        Reads the ``.npy`` header only: the file is complete when it holds the header's array
+        (what a memory map of it needs), for a third of the cost of mapping it (4 checks per sample).
+        """
         try:
-            np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError):
+            with open(self.path(kind, key), "rb") as file:
+                read_header = _NPY_HEADER_READERS.get(np.lib.format.read_magic(file))
+                if read_header is None:  # np.save writes 1.0 (2.0 for huge headers): not ours
+                    return False
+                shape, _, dtype = read_header(file)
+                needed = file.tell() + math.prod(shape) * dtype.itemsize
+                return not dtype.hasobject and os.fstat(file.fileno()).st_size >= needed
+        except (ValueError, OSError, EOFError, SyntaxError):
             return False
-        return True
 
     def missing_kinds(self, record: CacheRecord) -> list[str]:
         return [kind for kind in self.kinds if not self.is_valid(kind, record.keys[kind])]
