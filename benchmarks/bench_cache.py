@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import KVASIR_SIZES, model_config  # noqa: E402
+from bench_predict import KVASIR_SIZES, add_model_arguments, model_config  # noqa: E402
 
 from odssam.data import build_dataset  # noqa: E402
 from odssam.data.synthetic import render_surface  # noqa: E402
@@ -56,10 +56,7 @@ def cache_bytes(root: Path) -> dict[str, bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="tiny", help="tiny, paper (ViT-H) or an experiment YAML")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_model_arguments(parser)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (data.num_workers)")
     parser.add_argument("--write-threads", type=int, default=None, help="pipelined writers (default: one per core, <= 8)")

@@ -71,6 +71,14 @@ def model_config(name: str) -> ModelConfig:
 KVASIR_SIZES = [(530, 622)] * 14 + [(576, 720), (1080, 1350)]
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--device``, ``--precision`` and ``--batch-size`` (shared with bench_cache.py)."""
+    parser.add_argument("--config", default="tiny", help="tiny, paper (ViT-H) or an experiment YAML")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
 def write_images(folder: Path, count: int, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
     """``count`` JPEG files (quality 90) cycling over ``sizes`` (HxW) and a few generated surfaces."""
     rng = np.random.default_rng(seed)
@@ -148,10 +156,7 @@ def timed(function, device: torch.device, repeats: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="tiny", help="tiny, paper (ViT-H) or an experiment YAML")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_model_arguments(parser)
     parser.add_argument("--images", type=int, default=32, help="images per timed pass")
     parser.add_argument("--height", type=int, default=960, help="height of the generated JPEGs")
     parser.add_argument("--width", type=int, default=1280, help="width of the generated JPEGs")

@@ -9,22 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cache import params_for, train_set  # noqa: F401 (a fixture)
 
-from odssam.data import build_dataset
 from odssam.engine.cache import CacheParams, EmbeddingCache, build_embedding_cache, prompt_input_from
 from odssam.errors import OdsSamError
 from odssam.models.loss import masks_to_targets
 from odssam.models.transforms import sam_preprocess
-
-
-@pytest.fixture(scope="module")
-def train_set(folder_dataset):
-    return build_dataset("folder", folder_dataset, "train")
-
-
-def params_for(model, **changes) -> CacheParams:
-    params = CacheParams(model.frozen_fingerprint(), model.image_size, model.prompt_input_size, model.logit_size)
-    return dataclasses.replace(params, **changes)
 
 
 def reference_build(model, dataset, cache: EmbeddingCache, batch_size: int) -> None:
