@@ -147,3 +147,14 @@ def test_write_pool_raises_in_submit_once_the_queue_is_full():
         for index in range(10):
             pool.submit(lambda i: (_ for _ in ()).throw(ValueError("bad entry")) if i == 0 else None, index)
     pool.cancel()
+
+
+def test_prediction_writer_uses_one_thread_per_core_up_to_8(tmp_path, monkeypatch):
+    from odssam.inference import PredictionWriter
+    from odssam.inference import write_pool
+
+    for cores, expected in ((2, 2), (16, 8), (None, 1)):
+        monkeypatch.setattr(write_pool.os, "cpu_count", lambda cores=cores: cores)
+        writer = PredictionWriter(tmp_path / str(cores))
+        assert writer._pool.threads == expected and writer._pool.max_pending == max(4, 4 * expected)
+        writer.close()
