@@ -138,9 +138,10 @@ class PendingMaps:
         """Wait for the copies (CUDA) and return one HxW float32 array per image, in order.
 
         Raises:
-            NonFiniteOutput: A map holds NaN or infinite values (checked here, on the host copy,
-                so the device is not made to wait): every caller (predict, eval, validation)
-                refuses them instead of writing ``max_score nan`` or failing in a metric.
+            NonFiniteOutput: A map holds NaN or infinite values (checked here, on the maxima that
+                came with the maps or else on the host copy, so the device is not made to wait):
+                every caller (predict, eval, validation) refuses them instead of writing
+                ``max_score nan`` or failing in a metric.
         """
         return self.wait_with_maxima()[0]
 

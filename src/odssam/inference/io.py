@@ -268,7 +268,7 @@ def _fill_table(color: tuple[int, int, int], fill_alpha: float) -> list[int]:
 def _overlay_pil(
     image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], thickness: int | None, fill_alpha: float
 ) -> Image.Image:
-    """:func:`overlay_image` as a PIL RGB image (PIL's lookup and masked paste run in C, without the GIL)."""
+    """:func:`overlay_image` as a PIL RGB image (PIL's table lookup and masked paste: one C pass each)."""
     if image.shape[:2] != mask.shape:
         raise ValueError(f"overlay: image {image.shape[:2]} and mask {mask.shape} differ in size")
     if thickness is None:
@@ -277,7 +277,7 @@ def _overlay_pil(
     color = tuple(int(channel) for channel in color)
     out = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
     if fill_alpha > 0 and mask.any():
-        out.paste(out.point(_fill_table(color, float(fill_alpha))), mask=Image.fromarray(mask))
+        out.paste(out.point(_fill_table(color, fill_alpha)), mask=Image.fromarray(mask))
     out.paste(color, mask=Image.fromarray(mask_contour(mask, thickness)))
     return out
 
