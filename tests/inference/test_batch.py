@@ -10,7 +10,9 @@ from helpers import random_rgb, tiny_model_config
 from odssam.inference.batch import (
     BatchInference,
     HostBatch,
+    NonFiniteOutput,
     PendingMaps,
+    maps_to_host,
     one_in_flight,
     predict_probabilities,
     stage_image,
@@ -76,3 +78,36 @@ def test_one_in_flight_launches_the_next_batch_before_handing_over_the_last():
         assert maps[0].shape == (2, 2)
     assert events == ["launch a", "launch b", "use a", "launch c", "use b", "use c"]
     assert list(one_in_flight([], launch)) == []
+
+
+def test_maxima_reduced_with_the_maps_equal_the_host_maxima(model, images):
+    inference = BatchInference(model)
+    maps, maxima = inference.launch([inference.stage(image) for image in images]).wait_with_maxima()
+    assert maxima == [float(probability.max()) for probability in maps]  # exactly: a maximum is one of the values
+    assert all(type(value) is float for value in maxima)
+
+
+def test_maps_without_maxima_are_checked_and_scored_on_the_host():
+    maps, maxima = PendingMaps([torch.tensor([[0.25, 0.75]]), torch.zeros(2, 3)]).wait_with_maxima()
+    assert maxima == [0.75, 0.0] and [m.shape for m in maps] == [(1, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_maximum_refuses_the_batch(bad):
+    maps = [torch.ones(2, 2), torch.tensor([[0.5, bad]])]
+    pending = PendingMaps(maps, maxima=torch.stack([m.amax() for m in maps]))
+    with pytest.raises(NonFiniteOutput, match="image 2 of its batch"):
+        pending.wait()
+
+
+def test_a_nan_logit_gives_a_nan_maximum_on_the_device_path(model):
+    logits = torch.zeros(2, 1, model.logit_size, model.logit_size)
+    logits[1, 0, :8, :8] = float("nan")  # the top-left corner of image 2
+    pending = maps_to_host(model, logits, [(model.image_size,) * 2] * 2, [(20, 30), (20, 30)])
+    with pytest.raises(NonFiniteOutput, match="image 2 of its batch"):
+        pending.wait_with_maxima()
+
+
+def test_one_in_flight_collects_with_the_given_function():
+    collected = list(one_in_flight([1, 2], lambda batch: PendingMaps([torch.full((1, 1), 0.1 * batch)]), PendingMaps.wait_with_maxima))
+    assert [(batch, maxima) for batch, (_, maxima) in collected] == [(1, [pytest.approx(0.1)]), (2, [pytest.approx(0.2)])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from helpers import read_pixels
@@ -76,3 +78,46 @@ def test_missing_input_is_an_error_before_loading_the_model(tmp_path, capsys):
     code = _predict(tmp_path / "no-checkpoint.pt", [tmp_path / "nowhere"], tmp_path / "out")
     err = capsys.readouterr().err
     assert code == 2 and "nowhere" in err and "Traceback" not in err
+
+
+def test_summary_reports_start_up_apart_from_the_steady_rate(tiny_checkpoint, image_folder, tmp_path, capsys):
+    images = [image_folder / name for name in ("rgb.png", "tall.tif", "gray.jpg", "alpha.png", "broken.png")]
+    assert _predict(tiny_checkpoint, images, tmp_path) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if "images predicted" in line)
+    match = re.fullmatch(
+        r"4 images predicted in ([\d.]+) s \(([\d.]+) img/s\): start-up ([\d.]+) s \(model load ([\d.]+) s, "
+        r"first batch ([\d.]+) s\), then ([\d.]+) img/s; outputs in (.+)",
+        line,
+    )
+    assert match, line
+    total, _, start_up, load, first_batch, rate, output = match.groups()
+    assert float(start_up) <= float(total) + 0.05 and float(rate) > 0 and output == str(tmp_path)
+    assert float(start_up) == pytest.approx(float(load) + float(first_batch), abs=0.11)
+
+
+def test_clock_counts_the_steady_rate_after_the_first_batch(monkeypatch):
+    from odssam.cli import predict
+
+    times = iter([10.0, 13.0, 15.0, 17.0])  # start, model loaded, first batch handed over, end
+    monkeypatch.setattr(predict.time, "perf_counter", lambda: next(times))
+    clock = predict._Clock(first_batch=2)
+    clock.model_loaded()
+    for ok in (True, True, False, True, True, True):  # batch 2 (of 2 images) is done at 15 s
+        clock.result(ok)
+    clock.finished()
+    assert clock.summary() == (
+        "5 images predicted in 7.0 s (0.71 img/s): start-up 5.0 s (model load 3.0 s, first batch 2.0 s), then 1.5 img/s"
+    )
+
+
+def test_clock_of_a_run_shorter_than_one_batch_has_no_steady_rate(monkeypatch):
+    from odssam.cli import predict
+
+    times = iter([0.0, 1.0, 4.0])
+    monkeypatch.setattr(predict.time, "perf_counter", lambda: next(times))
+    clock = predict._Clock(first_batch=8)
+    clock.model_loaded()
+    for _ in range(3):
+        clock.result(True)
+    clock.finished()
+    assert clock.summary() == "3 images predicted in 4.0 s (0.75 img/s): start-up 4.0 s (model load 1.0 s, first batch 3.0 s)"

@@ -38,7 +38,7 @@ def test_prediction_fields_are_consistent(predictor, picture):
     assert result.probability.shape == result.mask.shape == (45, 61)
     assert result.probability.dtype == np.float32 and result.mask.dtype == np.bool_
     np.testing.assert_array_equal(result.mask, result.probability > 0.5)
-    assert result.score == pytest.approx(float(result.probability.max()))
+    assert result.score == float(result.probability.max())  # reduced on the device: the very same value
     assert result.area_fraction == pytest.approx(float(result.mask.mean()))
     assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
 

@@ -35,6 +35,7 @@ from odssam.models.transforms import PreprocessSpec, sam_preprocess
 
 Size = tuple[int, int]
 Batch = TypeVar("Batch")
+Pending = TypeVar("Pending")
 
 
 class NonFiniteOutput(OdsSamError):
@@ -118,31 +119,55 @@ class DeviceBatch:
 
 
 class PendingMaps:
-    """Per-image probability maps on their way to the host; :meth:`wait` hands them over."""
+    """Per-image probability maps on their way to the host; :meth:`wait` hands them over.
 
-    def __init__(self, maps: list[torch.Tensor], done: torch.cuda.Event | None = None):
+    Args:
+        maps: One HxW float32 tensor per image (being copied to the host on CUDA).
+        done: Event recorded after the copies (CUDA), or ``None``.
+        maxima: B float32 tensor of each map's maximum (NaN propagates), computed where the
+            maps were (one reduction on the device instead of a host pass per image);
+            ``None``: :meth:`wait` checks the maps on the host.
+    """
+
+    def __init__(self, maps: list[torch.Tensor], done: torch.cuda.Event | None = None, maxima: torch.Tensor | None = None):
         self._maps = maps
         self._done = done
+        self._maxima = maxima
 
     def wait(self) -> list[np.ndarray]:
         """Wait for the copies (CUDA) and return one HxW float32 array per image, in order.
 
         Raises:
-            NonFiniteOutput: A map holds NaN or infinite values (checked here, on the host copy,
-                so the device is not made to wait): every caller (predict, eval, validation)
-                refuses them instead of writing ``max_score nan`` or failing in a metric.
+            NonFiniteOutput: A map holds NaN or infinite values (checked here, on the maxima that
+                came with the maps or else on the host copy, so the device is not made to wait):
+                every caller (predict, eval, validation) refuses them instead of writing
+                ``max_score nan`` or failing in a metric.
         """
+        return self.wait_with_maxima()[0]
+
+    def wait_with_maxima(self) -> tuple[list[np.ndarray], list[float]]:
+        """:meth:`wait`, plus each map's maximum (the image's score) as a float."""
         if self._done is not None:
             self._done.synchronize()
         maps = [probability.numpy() for probability in self._maps]
-        for index, probability in enumerate(maps):
+        if self._maxima is not None:
+            # A probability map's maximum is finite exactly when every value is: sigmoid
+            # outputs lie in [0, 1] or are NaN, and the maximum propagates NaN.
+            maxima = self._maxima.tolist()
+            finite = [np.isfinite(value) for value in maxima]
+        else:
             # One pass: a sum is finite exactly when every value is (probabilities are <= 1).
-            if not np.isfinite(probability.sum(dtype=np.float64)):
+            finite = [np.isfinite(probability.sum(dtype=np.float64)) for probability in maps]
+            maxima = None
+        for index, is_finite in enumerate(finite):
+            if not is_finite:
                 raise NonFiniteOutput(
                     f"the model's output holds NaN or infinite values (image {index + 1} of its batch): "
                     "its weights or this input are not finite (a checkpoint of a diverged run?)"
                 )
-        return maps
+        if maxima is None:
+            maxima = [float(probability.max()) for probability in maps]
+        return maps, maxima
 
 
 def maps_to_host(
@@ -151,15 +176,19 @@ def maps_to_host(
     """Logits Bx1xhxw -> sigmoid of each image's HxW logit map (``model.postprocess``), bound for the host.
 
     On CUDA the copies go into page-locked memory without waiting; an event marks their end.
+    Each map's maximum is reduced where the maps are and travels with them (B floats).
     """
     maps = model.postprocess(logits.float(), input_sizes, original_sizes)
     on_cuda = logits.device.type == "cuda"
-    probabilities = [torch.sigmoid(logit_map[0]).to("cpu", non_blocking=on_cuda) for logit_map in maps]
+    probabilities = [torch.sigmoid(logit_map[0]) for logit_map in maps]
+    maxima = torch.stack([probability.amax() for probability in probabilities]) if probabilities else None
+    probabilities = [probability.to("cpu", non_blocking=on_cuda) for probability in probabilities]
+    maxima = maxima.to("cpu", non_blocking=on_cuda) if maxima is not None else None
     done = None
     if on_cuda:
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(logits.device))
-    return PendingMaps(probabilities, done)
+    return PendingMaps(probabilities, done, maxima)
 
 
 class BatchInference:
@@ -235,22 +264,29 @@ class BatchInference:
 
 
 def one_in_flight(
-    batches: Iterable[Batch], launch: Callable[[Batch], PendingMaps]
-) -> Iterator[tuple[Batch, list[np.ndarray]]]:
-    """Launch each batch, then hand over the previous one's maps: the device computes one
+    batches: Iterable[Batch],
+    launch: Callable[[Batch], Pending],
+    collect: Callable[[Pending], Any] = PendingMaps.wait,
+) -> Iterator[tuple[Batch, Any]]:
+    """Launch each batch, then hand over the previous one's outputs: the device computes one
     batch while the caller consumes the last (and its loader prepares the next).
 
+    Args:
+        batches: The batches, consumed lazily.
+        launch: Queues one batch on the device and returns its pending outputs.
+        collect: Waits for pending outputs and returns them (default :meth:`PendingMaps.wait`).
+
     Yields:
-        ``(batch, maps)`` in order, ``maps`` being what ``launch(batch)`` computed.
+        ``(batch, collect(launch(batch)))`` in order.
     """
     in_flight = None
     for batch in batches:
         launched = (batch, launch(batch))
         if in_flight is not None:
-            yield in_flight[0], in_flight[1].wait()
+            yield in_flight[0], collect(in_flight[1])
         in_flight = launched
     if in_flight is not None:
-        yield in_flight[0], in_flight[1].wait()
+        yield in_flight[0], collect(in_flight[1])
 
 
 def predict_probabilities(model, images, amp_dtype: torch.dtype | None = None) -> list[np.ndarray]:

@@ -205,7 +205,8 @@ class Predictor:
             OdsSamError: The image cannot be read or has an unsupported type or shape.
         """
         loaded = self._load((image, name or _name_of(image, None)))
-        return self._prediction(loaded, self.inference.launch([loaded.staged]).wait()[0])
+        maps, maxima = self.inference.launch([loaded.staged]).wait_with_maxima()
+        return self._prediction(loaded, maps[0], maxima[0])
 
     def predict_batch(
         self, images: Sequence[Any], batch_size: int | None = None, names: Sequence[str] | None = None
@@ -280,8 +281,8 @@ class Predictor:
         try:
             # One batch stays in flight: the GPU computes it while this thread turns the
             # previous batch's maps into results (and the workers decode the next images).
-            for pending, probabilities in one_in_flight(batches, launch):
-                yield from self._results(pending, probabilities, keep_images, bar)
+            for pending, (probabilities, maxima) in one_in_flight(batches, launch, PendingMaps.wait_with_maxima):
+                yield from self._results(pending, probabilities, maxima, keep_images, bar)
         finally:
             outcomes.close()
             if bar is not None and hasattr(bar, "close"):
@@ -324,24 +325,27 @@ class Predictor:
         if pending:
             yield pending
 
-    def _results(self, pending, probabilities: list[np.ndarray], keep_images: bool, bar) -> Iterator[PredictionResult]:
-        probabilities = iter(probabilities)
+    def _results(
+        self, pending, probabilities: list[np.ndarray], maxima: list[float], keep_images: bool, bar
+    ) -> Iterator[PredictionResult]:
+        outputs = zip(probabilities, maxima)
         for item in pending:
             if isinstance(item, _Loaded):
-                prediction = self._prediction(item, next(probabilities))
+                prediction = self._prediction(item, *next(outputs))
                 result = PredictionResult(item.name, item.source, prediction, item.image if keep_images else None)
             else:
                 result = item
             yield result
             _advance(bar)
 
-    def _prediction(self, loaded: _Loaded, probability: np.ndarray) -> Prediction:
+    def _prediction(self, loaded: _Loaded, probability: np.ndarray, maximum: float) -> Prediction:
+        """The prediction of one HxW map whose maximum was reduced on the device (the same float)."""
         mask = probability > self.threshold
         return Prediction(
             name=loaded.name,
             probability=probability,
             mask=mask,
-            score=float(probability.max()),
+            score=maximum,
             area_fraction=np.count_nonzero(mask) / mask.size,
             threshold=self.threshold,
             source=loaded.source,
