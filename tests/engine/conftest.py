@@ -43,3 +43,15 @@ def tiny_config(folder_dataset, tmp_path):
             f"train.cache_dir={tmp_path / 'cache'}",
         ],
     )
+
+
+@pytest.fixture
+def deterministic_cuda():
+    """Deterministic CUDA kernels for the test (restored afterwards); no effect on the CPU."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

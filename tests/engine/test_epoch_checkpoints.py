@@ -101,7 +101,7 @@ def test_the_epoch_record_splits_the_epoch_time(tiny_config, background):
         assert "\n" not in line and f"last.pt {record['checkpoint_seconds']:.1f} s" in line
 
 
-def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config):
+def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config, deterministic_cuda):
     runs = {}
     for background in (True, False):
         changes = {**NO_REPORT, "train.epochs": 2, "train.checkpoint_async": background,
@@ -117,7 +117,9 @@ def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config):
         assert_same(written, reference, name)
 
 
-def test_a_run_resumed_from_an_interval_checkpoint_ends_as_an_uninterrupted_one(tiny_config, monkeypatch, saves):
+def test_a_run_resumed_from_an_interval_checkpoint_ends_as_an_uninterrupted_one(
+    tiny_config, monkeypatch, saves, deterministic_cuda  # on a GPU, atomics make two runs differ otherwise
+):
     straight = train(with_overrides(tiny_config, {**NO_REPORT, "train.epochs": 4, "train.run_name": "straight"}),
                      progress=False)
     # Clock ticks: 0 at the start; epoch 1 looks at 1 (< 2: no write); epoch 2 at 2 (written,
