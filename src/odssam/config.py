@@ -326,6 +326,11 @@ class TrainConfig:
             automatically when ``augment`` is on, since augmentation changes the input).
         cache_dir: Where embeddings are stored (``None``: ``<run>/../.embedding-cache``).
         cache_dtype: ``bfloat16`` or ``float16`` on disk.
+        cache_on_device: Hold the cached training items in the training device's memory
+            and batch them there, without a DataLoader (same batches; saves each epoch's
+            reads). ``None`` (default): on CUDA when they take at most a quarter of its free
+            memory; ``true``: wherever the run is; ``false``: never. See
+            :mod:`odssam.engine.device_items`.
         augment: Random flips, 90-degree rotations and (with ``color_jitter``) colour jitter.
         loss_resolution: Where the loss compares prediction and mask (the paper does not say):
             ``logits`` (default: on the decoder's 256x256 logits, the mask resized onto
@@ -381,6 +386,7 @@ class TrainConfig:
     cache_embeddings: bool = True
     cache_dir: str | None = None
     cache_dtype: str = checked("bfloat16", choices=registry("odssam.engine.cache", "EMBEDDING_DTYPES"))
+    cache_on_device: bool | None = None
     augment: bool = False
     color_jitter: bool = False
     odconv_temperature_anneal: int = checked(0, at_least=0, at_most=1_000_000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,10 @@ def format_epoch_summary(record: dict, epochs: int, monitor: str, best: float | 
     return "  ".join(parts)
 
 
+PLOT_EVERY = 10  # epochs between redraws of curves.png,
+PLOT_INTERVAL_S = 30.0  # and at least this many seconds apart (a redraw costs ~0.15 s)
+
+
 class RunLogs:
     """The run folder's logs, written by rank 0 (other ranks hold an inactive instance).
 
@@ -147,6 +152,7 @@ class RunLogs:
         self.run_dir, self.monitor = Path(run_dir), monitor
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", keep_epochs_up_to=epoch) if active else None
         self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard", purge_step=step) if active else None
+        self._last_plot = time.perf_counter()
 
     @property
     def history(self) -> list[dict]:
@@ -158,14 +164,17 @@ class RunLogs:
         if self.tensorboard is not None:
             self.tensorboard.scalar("train/loss_step", loss, step)
 
-    def epoch(self, record: dict, plot: bool) -> None:
-        """Append an epoch's record; with ``plot`` redraw ``curves.png``."""
+    def epoch(self, record: dict, plot_now: bool = False) -> None:
+        """Append an epoch's record; redraw ``curves.png`` with ``plot_now`` (the first and last
+        epochs), else every :data:`PLOT_EVERY` epochs at most every :data:`PLOT_INTERVAL_S` seconds."""
         if self.metrics is None:
             return
         self.metrics.append(record)
         self.tensorboard.epoch(record)
-        if plot:
+        due = record["epoch"] % PLOT_EVERY == 0 and time.perf_counter() - self._last_plot >= PLOT_INTERVAL_S
+        if plot_now or due:
             plot_history(self.history, self.run_dir / "curves.png", self.monitor)
+            self._last_plot = time.perf_counter()
 
     def close(self) -> None:
         if self.tensorboard is not None:

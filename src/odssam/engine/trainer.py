@@ -89,9 +89,6 @@ from odssam.metrics.result import MetricResult
 
 __all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
-PLOT_EVERY = 10  # epochs between redraws of curves.png (also drawn after the first and last)
-
-
 @dataclass
 class TrainResult:
     """What :func:`train` leaves behind.
@@ -242,7 +239,7 @@ def _epochs(ctx: RunContext, net, data, caches, parts, state: RunState, logs: Ru
             timing = EpochTiming(stats.seconds, validation_seconds, checkpoint_seconds, written,
                                  total=time.perf_counter() - epoch_start)
             record = epoch_record(ctx, parts, state, epoch, stats, validation, improved, timing)
-            logs.epoch(record, plot=epoch % PLOT_EVERY == 0 or last_epoch or epoch == first_epoch)
+            logs.epoch(record, plot_now=last_epoch or epoch == first_epoch)
             ctx.say(format_epoch_summary(record, tcfg.epochs, tcfg.monitor, state.best_metric))
         barrier(info)
         if stopped_by is not None:

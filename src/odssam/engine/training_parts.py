@@ -18,6 +18,7 @@ from torch.utils.data.distributed import DistributedSampler
 from odssam.checkpoint import restore_training_state
 from odssam.engine.augment import DecodedTrainingSet
 from odssam.engine.cache import CachedTrainingSet
+from odssam.engine.device_items import DeviceBatches, DeviceItems, resident_reason
 from odssam.engine.epoch import RunState
 from odssam.engine.graphed_step import graph_unsupported_reason
 from odssam.engine.run_setup import EmbeddingCaches, LossTargets, RunContext, TrainingData, TrainingModel, trains_on_cache
@@ -37,7 +38,8 @@ class TrainingParts:
         fingerprint: Identity of the frozen weights (stored in checkpoints).
         items: The training items: :class:`CachedTrainingSet` or :class:`DecodedTrainingSet`.
         sampler: Splits (and shuffles) the items over the processes, per epoch.
-        loader: Batches of this process.
+        loader: Batches of this process: a DataLoader, or :class:`DeviceBatches` of items
+            held on the device (``train.cache_on_device``).
         optimizer: Adam over the model's parameter groups.
         scheduler: The learning-rate schedule (``None``: constant).
         loss: The training loss at ``train.loss_resolution``.
@@ -51,7 +53,7 @@ class TrainingParts:
     fingerprint: str
     items: Dataset
     sampler: DistributedSampler
-    loader: DataLoader
+    loader: DataLoader | DeviceBatches
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     loss: TrainingLoss
@@ -88,26 +90,42 @@ def build_training_parts(
     # Under DDP every step replays the graph (all-reduce included), so a last partial batch,
     # which would need an eager step, is left out of the epoch.
     drop_partial_batch = graphed and info.is_distributed and len(sampler) >= ctx.per_rank_batch
-    loader = DataLoader(
-        items,
-        batch_size=ctx.per_rank_batch,
-        sampler=sampler,
-        num_workers=dcfg.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_partial_batch,
-        collate_fn=collate_training_items,
-        # Cached items have no per-epoch state, so workers can live across epochs.
-        persistent_workers=cached and dcfg.num_workers > 0,
-        # Worker seeds come from here, not from the global RNG, whose stream must not depend
-        # on how often a loader was (re)started: a resumed run replays it from the checkpoint.
-        generator=torch.Generator().manual_seed(tcfg.seed),
-    )
+    loader = _device_batches(ctx, items, sampler, drop_partial_batch) if cached else None
+    if loader is None:
+        loader = DataLoader(
+            items,
+            batch_size=ctx.per_rank_batch,
+            sampler=sampler,
+            num_workers=dcfg.num_workers,
+            pin_memory=device.type == "cuda",
+            drop_last=drop_partial_batch,
+            collate_fn=collate_training_items,
+            # Cached items have no per-epoch state, so workers can live across epochs.
+            persistent_workers=cached and dcfg.num_workers > 0,
+            # Worker seeds come from here, not from the global RNG, whose stream must not depend
+            # on how often a loader was (re)started: a resumed run replays it from the checkpoint.
+            generator=torch.Generator().manual_seed(tcfg.seed),
+        )
     optimizer, scheduler = _optimizer_and_schedule(model, ctx, steps_per_epoch=len(loader))
     loss = TrainingLoss(DiceBCELoss(tcfg.dice_weight, tcfg.bce_weight), targets.resolution, model.image_size)
     return TrainingParts(
         model, net.trainable, net.fingerprint, items, sampler, loader, optimizer, scheduler, loss,
         cached=cached, graphed=graphed, eager_reason=eager_reason,
     )
+
+
+def _device_batches(ctx: RunContext, items: Dataset, sampler, drop_last: bool) -> DeviceBatches | None:
+    """The cached items held on the device, batched in the sampler's order; ``None``: the DataLoader reads them."""
+    setting, device = ctx.cfg.train.cache_on_device, ctx.device
+    reason = resident_reason(setting, device, items)
+    loaded = DeviceItems.load(items, device, ctx.cfg.data.num_workers) if reason is None else reason
+    if isinstance(loaded, str):
+        if setting is not None or device.type == "cuda":
+            ctx.say(f"training items: read by the loader every epoch ({loaded})")
+        return None
+    ctx.say(f"training items: {len(loaded)} on {device.type} ({loaded.nbytes / 2**20:.0f} MiB, "
+            f"loaded in {loaded.seconds:.1f} s)")
+    return DeviceBatches(loaded, sampler, ctx.per_rank_batch, drop_last)
 
 
 def _optimizer_and_schedule(model: SegmentationModel, ctx: RunContext, steps_per_epoch: int) -> tuple[Any, Any]:
