@@ -1,7 +1,8 @@
 """The paper's whole training schedule, timed: where the wall time of a real ``odssam train`` goes.
 
 Runs ``odssam train`` in this process (the real command, its config and overrides) and splits
-its wall time into start-up (imports, config, data checks, model), the embedding cache,
+its wall time into start-up (imports, config, data checks, model), the embedding cache, the
+training parts (loader, optimizer, cached items moved to the GPU),
 training steps, validation, checkpoint writes on the training thread, the final model's
 evaluation, and the rest (logging, plots). Each phase is timed by wrapping the function the
 trainer calls for it (``odssam.engine.trainer``'s module attributes), so nothing in the run
@@ -38,13 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Trainer attribute -> phase. Every call of the function is timed from entry to return.
 PHASES = {
     "prepare_embedding_cache": "cache",
+    "build_training_parts": "training parts",  # loader, optimizer; cached items onto the GPU
     "train_one_epoch": "training steps",
     "validate": "validation",
     "save_epoch_checkpoints": "checkpoint writes",
     "load_final_model": "final evaluation",
     "evaluate_final_model": "final evaluation",
 }
-ORDER = ("start-up", "cache", "training steps", "validation", "checkpoint writes", "final evaluation", "other")
+ORDER = ("start-up", "cache", "training parts", "training steps", "validation", "checkpoint writes", "final evaluation", "other")
 
 
 class PhaseClock:
@@ -87,18 +89,28 @@ def split(clock: PhaseClock, total: float, startup: float) -> dict[str, float]:
 
 
 def extrapolate(phases: dict[str, float], clock: PhaseClock, measured: int, schedule: int) -> dict[str, float]:
-    """Per-epoch phases scaled from ``measured`` epochs to ``schedule`` (first epoch counted once)."""
+    """Per-epoch phases scaled from ``measured`` epochs to ``schedule``.
+
+    The first epoch (capture, autotuning) is counted once; so are the last epoch's validation
+    and checkpoint write, which every run makes once at its end (``last.pt`` written on the
+    training thread), however long.
+    """
     per_epoch = {
-        "training steps": clock.calls["train_one_epoch"],
-        "validation": clock.calls["validate"],
-        "checkpoint writes": clock.calls["save_epoch_checkpoints"],
+        "training steps": (clock.calls["train_one_epoch"], False),
+        "validation": (clock.calls["validate"], True),
+        "checkpoint writes": (clock.calls["save_epoch_checkpoints"], True),
     }
     scaled = dict(phases)
-    for phase, calls in per_epoch.items():
+    for phase, (calls, last_once) in per_epoch.items():
         if not calls:
             continue
-        later = calls[1:] or calls
-        scaled[phase] = calls[0] + statistics.fmean(later) * (schedule - 1) * len(calls) / measured
+        once = [calls[0]] + ([calls[-1]] if last_once and len(calls) > 2 else [])
+        repeated = calls[1:len(calls) - (len(once) - 1)]
+        if not repeated or measured <= len(once):  # too few epochs to tell a typical one
+            scaled[phase] = sum(calls) * schedule / measured
+            continue
+        per_epoch_calls = len(repeated) / (measured - len(once))  # validation may skip epochs
+        scaled[phase] = sum(once) + statistics.fmean(repeated) * per_epoch_calls * (schedule - len(once))
     scaled["other"] = phases["other"] * schedule / measured
     return scaled
 
