@@ -112,7 +112,7 @@ def test_another_shape_runs_eagerly_and_the_captured_one_still_replays():
     for _ in range(3):
         assert torch.equal(forward(full), full + 1)
     assert torch.equal(forward(partial), partial + 1)
-    assert torch.equal(forward(full * 5), full + 6)
+    assert torch.equal(forward(full + 5), full + 6)  # the captured shape again: replayed on the new values
     assert forward.static_signature[0] == (4, 2) and forward.eager_calls == 2 and forward.replays == 3
 
 
@@ -175,7 +175,8 @@ def cache_samples(count: int) -> list[Sample]:
     for index in range(count):
         height, width = 40 + index % 3 * 7, 56 - index % 2 * 9
         mask = random_ellipse((height, width), rng, centre=(0.3, 0.7), radius=(0.15, 0.3))
-        samples.append(Sample(random_rgb(rng, height, width), mask, f"s{index:02d}", (height, width), f"s{index:02d}.png"))
+        name = f"s{index:02d}"
+        samples.append(Sample(random_rgb(rng, height, width), mask, name, (height, width), f"{name}.png"))
     return samples
 
 
@@ -199,7 +200,9 @@ def test_graphed_cache_build_writes_the_files_of_the_eager_build(device, tmp_pat
     for cuda_graph in (True, False):
         root = tmp_path / f"graph_{cuda_graph}"
         amp = torch.bfloat16 if device == "cuda" else None
-        build_embedding_cache(model, samples, EmbeddingCache(root, params), batch_size=BATCH, autocast_dtype=amp, cuda_graph=cuda_graph)
+        build_embedding_cache(
+            model, samples, EmbeddingCache(root, params), batch_size=BATCH, autocast_dtype=amp, cuda_graph=cuda_graph
+        )
         files[cuda_graph] = cache_files(root)
     assert files[True] and files[True] == files[False]
     graphed, eager = made
@@ -277,7 +280,7 @@ def test_no_cuda_graph_flag_parses_and_reaches_the_predictor(tiny_checkpoint, tm
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "__init__", spy)
-    args = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "one.png"), "--output", str(tmp_path / "out")]
+    args = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "one.png"), "--output", str(tmp_path / "o")]
     assert main([*args, "--device", "cpu", "--workers", "0", "--no-progress", "--no-cuda-graph"]) == 0
     assert seen == [False]
 

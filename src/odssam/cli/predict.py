@@ -142,7 +142,8 @@ def run(args) -> int:
     )
     clock.model_loaded()
     precision = "bf16" if predictor.amp_dtype is not None else "fp32"
-    print(f"predicting {len(inputs)} images on {predictor.device} ({precision}, batch {args.batch_size})")
+    graph = ", CUDA graph" if predictor.inference.graphed_forward is not None else ""
+    print(f"predicting {len(inputs)} images on {predictor.device} ({precision}, batch {args.batch_size}{graph})")
     skipped = []
     writer = PredictionWriter(args.output, probability_format=args.probability_format, overlays=not args.no_overlay)
     with writer:

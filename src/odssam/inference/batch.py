@@ -232,7 +232,9 @@ class BatchInference:
                 self.graphed_encode = GraphedForward(
                     partial(_encode_for_graph, model, self.device, amp_dtype), "image encoder"
                 )
-            self.graphed_forward = GraphedForward(partial(_forward_for_graph, model, self.device, amp_dtype), "model forward")
+            self.graphed_forward = GraphedForward(
+                partial(_forward_for_graph, model, self.device, amp_dtype), "model forward"
+            )
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -294,7 +296,9 @@ class BatchInference:
 # casts are then recorded in the graph too). no_grad here as well as in the callers, so a
 # graph never records autograd state.
 @torch.no_grad()
-def _encode_for_graph(model, device: torch.device, amp_dtype: torch.dtype | None, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _encode_for_graph(
+    model, device: torch.device, amp_dtype: torch.dtype | None, x: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Bx3xSxS -> the frozen encoder's embedding parts (e.g. Bx256x64x64)."""
     with autocast(device, amp_dtype, cache_enabled=False):
         return tuple(model.encode(x))

@@ -60,7 +60,8 @@ def _check_outputs(outputs) -> Outputs:
         return outputs
     outputs = tuple(outputs)
     if not all(isinstance(output, torch.Tensor) for output in outputs):
-        raise TypeError(f"a graphed forward must return a tensor or a tuple of tensors, got {[type(o) for o in outputs]}")
+        kinds = [type(output).__name__ for output in outputs]
+        raise TypeError(f"a graphed forward must return a tensor or a tuple of tensors, got {kinds}")
     return outputs
 
 

@@ -195,7 +195,10 @@ class Predictor:
 
     @property
     def inference(self) -> BatchInference:
-        """The model on this predictor's device and precision (:mod:`odssam.inference.batch`); the same object every time."""
+        """The model on this predictor's device and precision (:mod:`odssam.inference.batch`).
+
+        The same object at every access (a CUDA graph recorded by it serves every later batch).
+        """
         return self._inference
 
     # ------------------------------------------------------------------ public API
