@@ -1,10 +1,11 @@
 """Embedding-cache build throughput (images/s): sequential against pipelined, same files.
 
 A folder dataset of generated JPEG images (Kvasir-SEG's sizes by default) and PNG masks
-is cached twice into fresh folders: ``sequential`` (encode, copy, write, one batch at a
-time: the reference) and ``pipelined`` (one batch in flight, asynchronous copies, entries
-written by a thread pool), with the trainer's DataLoader workers. The two caches are
-compared file by file. SAM has random weights: speed does not depend on them. Before the
+is cached into fresh folders: ``sequential`` (encode, copy, write, one batch at a time,
+the eager encoder: the reference) and ``pipelined`` (one batch in flight, asynchronous
+copies, entries written by a thread pool; on a GPU the encoder is a replayed CUDA graph),
+and on a GPU also ``pipelined-eager`` (the same without the graph, to measure its gain in
+the same run), with the trainer's DataLoader workers. The caches are compared file by file. SAM has random weights: speed does not depend on them. Before the
 timed runs one small build warms up the model (kernel selection, allocator).
 
 Examples::
@@ -75,16 +76,20 @@ def main() -> None:
         warmup = torch.utils.data.Subset(dataset, range(min(len(dataset), 2 * args.batch_size)))
         build_embedding_cache(model, warmup, EmbeddingCache(Path(scratch) / "warmup", params), info, **common)
         caches = {}
-        for name, pipelined in (("sequential", False), ("pipelined", True)):
+        methods = [("sequential", False, False), ("pipelined", True, True)]
+        if device.type == "cuda":  # on the CPU there is no graph: pipelined is already eager
+            methods.append(("pipelined-eager", True, False))
+        for name, pipelined, cuda_graph in methods:
             caches[name] = Path(scratch) / name
             start = time.perf_counter()
             _, stats = build_embedding_cache(
                 model, dataset, EmbeddingCache(caches[name], params), info,
-                pipelined=pipelined, write_threads=args.write_threads, **common,
+                pipelined=pipelined, write_threads=args.write_threads, cuda_graph=cuda_graph, **common,
             )
             seconds = time.perf_counter() - start
             rows.append({"method": name, "images": stats.images, "seconds": seconds, "images_per_second": stats.images / seconds})
-        identical = cache_bytes(caches["sequential"]) == cache_bytes(caches["pipelined"])
+        reference = cache_bytes(caches["sequential"])
+        identical = all(cache_bytes(caches[name]) == reference for name, _, _ in methods[1:])
     result = {
         "config": args.config,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -103,7 +108,11 @@ def main() -> None:
         f"{args.workers} loader workers, Kvasir-SEG sizes; identical files: {identical}"
     )
     for row in rows:
-        print(f"  {row['method']:<11} {row['images_per_second']:8.2f} img/s  ({row['images']} images in {row['seconds']:.2f} s)")
+        print(f"  {row['method']:<15} {row['images_per_second']:8.2f} img/s  ({row['images']} images in {row['seconds']:.2f} s)")
+    by_name = {row["method"]: row for row in rows}
+    if "pipelined-eager" in by_name:
+        ratio = by_name["pipelined"]["images_per_second"] / by_name["pipelined-eager"]["images_per_second"]
+        print(f"  CUDA graph: pipelined / pipelined-eager x{ratio:.2f}")
 
 
 if __name__ == "__main__":

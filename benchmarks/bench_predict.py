@@ -7,7 +7,10 @@ Two ways of predicting the same folder of generated JPEG images are timed:
   postprocessing) and
   the mask, max score and area fraction, at the same batch size and precision as ``ours``;
 * ``ours``: :class:`odssam.inference.Predictor` (decoding in background threads while the
-  model runs; on a GPU the resize runs there; bf16 autocast on CUDA).
+  model runs; on a GPU the resize runs there and the model's forward is a replayed CUDA
+  graph; bf16 autocast on CUDA);
+* ``ours-eager`` (GPU only): the same predictor with ``cuda_graph=False``, so that the
+  graph's gain is measured in the same run.
 
 Both produce HxW probability maps at the original size; files are not written (pass
 ``--write`` to add ``ours`` with the predict command's writers: masks, 8-bit probability
@@ -44,6 +47,7 @@ from odssam.data.image_io import read_image
 from odssam.demo.synthetic import render_surface
 from odssam.inference import PredictionWriter, Predictor, write_mask_png, write_overlay_png, write_probability_png
 from odssam.inference.batch import predict_probabilities
+from odssam.inference.graphed_forward import WARMUP_CALLS
 from odssam.models.ods_sam import build_ods_sam
 from odssam.inference.write_pool import default_write_threads
 from odssam.utils.device import resolve_device, resolve_precision
@@ -187,6 +191,12 @@ def main() -> None:
     predictor = Predictor(
         model, device=device, precision=args.precision, batch_size=args.batch_size, num_workers=args.workers
     )
+    eager_predictor = None
+    if device.type == "cuda":  # on the CPU there is no graph: ours is already eager
+        eager_predictor = Predictor(
+            model, device=device, precision=args.precision, batch_size=args.batch_size, num_workers=args.workers,
+            cuda_graph=False,
+        )
     precision = "bf16" if amp_dtype is not None else "fp32"
 
     rows = []
@@ -195,13 +205,16 @@ def main() -> None:
     write_threads = default_write_threads() if args.write_threads is None else args.write_threads
     with tempfile.TemporaryDirectory(prefix="odssam-bench-") as scratch:
         paths = write_images(Path(scratch), args.images, sizes)
-        warmup = paths[: args.batch_size]
+        # Enough batches for the CUDA graph's eager warm-up calls and its capture.
+        warmup = paths[: (WARMUP_CALLS + 1) * args.batch_size]
         for path in paths:  # warm the OS file cache: both methods read from memory
             path.read_bytes()
         methods = []
         if not args.skip_baseline:
             methods.append(("baseline", lambda ps: run_baseline(model, ps, args.batch_size, device, amp_dtype)))
         methods.append(("ours", lambda ps: run_ours(predictor, ps, None)))
+        if eager_predictor is not None:
+            methods.append(("ours-eager", lambda ps: run_ours(eager_predictor, ps, None)))
         if args.write:
             out = Path(scratch) / "out"
             methods.append(("ours+write", lambda ps: run_ours(predictor, ps, out, write_threads)))
@@ -223,6 +236,8 @@ def main() -> None:
         if args.sizes == "kvasir"
         else f"{args.width}x{args.height} JPEG",
         "decode_workers": predictor.num_workers,
+        "cuda_graph": predictor.inference.graphed_forward is not None
+        and predictor.inference.graphed_forward.graph is not None,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -243,6 +258,11 @@ def main() -> None:
     for row in rows:
         speedup = f"  x{row['images_per_second'] / baseline['images_per_second']:.2f}" if baseline else ""
         print(f"  {row['method']:<11} {row['images_per_second']:8.2f} img/s  ({row['images']} images in {row['seconds']:.2f} s){speedup}")
+    by_name = {row["method"]: row for row in rows}
+    if "ours-eager" in by_name:
+        ratio = by_name["ours"]["images_per_second"] / by_name["ours-eager"]["images_per_second"]
+        recorded = "recorded" if info["cuda_graph"] else "NOT recorded (eager: see the warning above)"
+        print(f"  CUDA graph ({recorded}): ours / ours-eager x{ratio:.2f}")
     if host_steps is not None:
         steps = ", ".join(f"{name} {ms:.1f}" for name, ms in host_steps.items())
         print(f"  host ms per image, one thread: {steps}; ours+write used {write_threads} writer threads")

@@ -426,6 +426,7 @@ def build_embedding_cache(
     description: str = "cache",
     pipelined: bool = True,
     write_threads: int | None = None,
+    cuda_graph: bool = True,
 ) -> tuple[list[CacheRecord], CacheStats]:
     """Make sure every sample of ``dataset`` is in the cache; return its records.
 
@@ -449,6 +450,9 @@ def build_embedding_cache(
             write, one batch at a time), which writes the same files.
         write_threads: Threads writing entries when pipelined (0: inline; default: one per
             core, at most 8: a slow shared filesystem needs several writes at once).
+        cuda_graph: On a GPU, record the encoder once as a CUDA graph for the full batch and
+            replay it (:class:`~odssam.inference.graphed_forward.GraphedForward`; the same
+            embeddings); ``False``: the eager encoder.
 
     Returns:
         ``(records, stats)``: one :class:`CacheRecord` per sample and the summed statistics.
@@ -456,7 +460,7 @@ def build_embedding_cache(
     info = info or DistInfo(device=next(model.parameters()).device)
     start = time.perf_counter()
     shard = Subset(_IndexedSamples(dataset), list(range(info.rank, len(dataset), info.world_size)))
-    inference = BatchInference(model, info.device, autocast_dtype)
+    inference = BatchInference(model, info.device, autocast_dtype, cuda_graph=cuda_graph)
     loader = DataLoader(
         shard,
         batch_size=batch_size,

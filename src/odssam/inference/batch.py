@@ -13,6 +13,9 @@ embedding-cache builder (which stops after the frozen encoder). Three stages:
 3. the model under the precision's autocast, then :func:`maps_to_host`: the maps are
    upsampled to each image's size on the device and copied back asynchronously, so a
    caller can queue the next batch before reading this one (:func:`one_in_flight`).
+   With ``cuda_graph`` the model's forward (or the encoder) is recorded once as a CUDA
+   graph and replayed (:mod:`odssam.inference.graphed_forward`): one launch per batch
+   instead of thousands, the same outputs.
 
 :func:`predict_probabilities` is the plain sequential reference (preprocessing on the
 CPU); both give the same maps.
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from odssam.errors import OdsSamError
+from odssam.inference.graphed_forward import GraphedForward
 
 # The one place where inference applies a precision.
 from odssam.utils.device import autocast
@@ -198,6 +203,11 @@ class BatchInference:
         model: A :class:`~odssam.models.base.SegmentationModel` on ``device``, in eval mode.
         device: Where it runs (default: the model's device).
         amp_dtype: Autocast dtype (``torch.bfloat16``), or ``None`` for fp32.
+        cuda_graph: On a CUDA device, run :meth:`encode` and the image-input path of
+            :meth:`probabilities` as CUDA graphs (:class:`~odssam.inference.graphed_forward.GraphedForward`:
+            a few eager batches, then one capture of the full batch's shape, replayed; other
+            shapes and a forward that cannot be captured run eagerly). The graphs live as
+            long as this object: keep one for many batches. No effect on the CPU.
 
     Example::
 
@@ -207,10 +217,24 @@ class BatchInference:
         probabilities = pending.wait()       # HxW float32 arrays
     """
 
-    def __init__(self, model, device: torch.device | None = None, amp_dtype: torch.dtype | None = None):
+    def __init__(
+        self, model, device: torch.device | None = None, amp_dtype: torch.dtype | None = None, cuda_graph: bool = False
+    ):
         self.model = model
         self.device = torch.device(device) if device is not None else model.device
         self.amp_dtype = amp_dtype
+        self.graphed_encode: GraphedForward | None = None
+        self.graphed_forward: GraphedForward | None = None
+        if cuda_graph and self.device.type == "cuda":
+            # Functions of the model alone (no reference back to this object): the graphs'
+            # memory is freed as soon as this object is, without waiting for the garbage collector.
+            if getattr(model, "segmenter", None) is not None:  # else there is nothing to encode
+                self.graphed_encode = GraphedForward(
+                    partial(_encode_for_graph, model, self.device, amp_dtype), "image encoder"
+                )
+            self.graphed_forward = GraphedForward(
+                partial(_forward_for_graph, model, self.device, amp_dtype), "model forward"
+            )
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -239,6 +263,8 @@ class BatchInference:
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The frozen part's embedding parts of Bx3xSxS (e.g. Bx256x64x64), under autocast."""
+        if self.graphed_encode is not None:
+            return self.graphed_encode(x)
         with autocast(self.device, self.amp_dtype):
             return tuple(self.model.encode(x))
 
@@ -251,8 +277,11 @@ class BatchInference:
         image_embeddings: tuple[torch.Tensor, ...] | None = None,
     ) -> PendingMaps:
         """Model input Bx3xSxS (or the cached prompt input with its embedding) -> probability maps."""
-        with autocast(self.device, self.amp_dtype):
-            logits = self.model(x) if image_embeddings is None else self.model(x, image_embeddings=image_embeddings)
+        if image_embeddings is None and self.graphed_forward is not None:
+            logits = self.graphed_forward(x)
+        else:
+            with autocast(self.device, self.amp_dtype):
+                logits = self.model(x) if image_embeddings is None else self.model(x, image_embeddings=image_embeddings)
         return maps_to_host(self.model, logits, input_sizes, original_sizes)
 
     def launch(self, staged: Sequence[HostImage]) -> PendingMaps:
@@ -261,6 +290,25 @@ class BatchInference:
             return PendingMaps([])
         batch = self.prepare(staged)
         return self.probabilities(batch.x, batch.input_sizes, batch.original_sizes)
+
+
+# The functions recorded as CUDA graphs: autocast must not cache casts across calls (the
+# casts are then recorded in the graph too). no_grad here as well as in the callers, so a
+# graph never records autograd state.
+@torch.no_grad()
+def _encode_for_graph(
+    model, device: torch.device, amp_dtype: torch.dtype | None, x: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Bx3xSxS -> the frozen encoder's embedding parts (e.g. Bx256x64x64)."""
+    with autocast(device, amp_dtype, cache_enabled=False):
+        return tuple(model.encode(x))
+
+
+@torch.no_grad()
+def _forward_for_graph(model, device: torch.device, amp_dtype: torch.dtype | None, x: torch.Tensor) -> torch.Tensor:
+    """Bx3xSxS -> logits Bx1x(S/4)x(S/4)."""
+    with autocast(device, amp_dtype, cache_enabled=False):
+        return model(x)
 
 
 def one_in_flight(
