@@ -349,7 +349,8 @@ class TrainConfig:
         channels_last: Run the prompt encoder in channels-last memory layout (same values;
             ``None``: on CUDA only, where it is faster).
         cuda_graph: Record the training step once as a CUDA graph and replay it (same
-            values, no Python overhead per step). Used where it can be: CUDA (DDP included),
+            values, no Python overhead per step), and likewise the frozen encoder of the
+            embedding-cache build (same files). Used where it can be: CUDA (DDP included),
             cached embeddings, constant learning rate, no ODConv annealing, no compile;
             elsewhere the step runs eagerly and the log says why. Under DDP an epoch's last
             partial batch is left out, so that every step replays the graph.

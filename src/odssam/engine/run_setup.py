@@ -311,6 +311,7 @@ def prepare_embedding_cache(
         records[split], stats = build_embedding_cache(
             model, dataset, cache, ctx.info, description=f"cache {split}", batch_size=tcfg.batch_size,
             num_workers=ctx.cfg.data.num_workers, autocast_dtype=ctx.amp_dtype, progress=ctx.progress,
+            cuda_graph=tcfg.cuda_graph,
         )
         report[split] = stats.to_dict()
         ctx.say(f"cache {split}: {stats.embedding_hits} hits, {stats.embedding_misses} computed in {stats.seconds:.1f} s")
