@@ -1,7 +1,9 @@
 """MoNuSeg XML parsing speed: the XML parser (reference) against the byte scan, per file.
 
 For each ``*.xml`` in ``--folder`` (or, by default, generated ImageScope exports the size
-of MoNuSeg's: ~400 nuclei of ~200 vertices) times the best of ``--repeats`` calls of
+of MoNuSeg's: ~400 nuclei of ~200 vertices) times, as the best of ``--repeats`` rounds over
+all files in turn (as a data check reads them, so one file's data is not left in cache
+for its next call),
 
 - ``reference``: file read, XML parser, per-region conversion (the path before the scan),
 - ``fast``: ``read_polygons`` as it is now (the scan, deferring to the parser when unsure),
@@ -52,13 +54,15 @@ def write_imagescope_xml(path: Path, rng: np.random.Generator, nuclei: int, vert
     return path
 
 
-def best_ms(call, repeats: int) -> float:
-    times = []
+def best_ms_per_file(call, paths: list[Path], repeats: int) -> list[float]:
+    """Milliseconds of ``call(path)`` per path, best of ``repeats`` rounds over all paths."""
+    best = [float("inf")] * len(paths)
     for _ in range(repeats):
-        begin = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - begin)
-    return min(times) * 1e3
+        for index, path in enumerate(paths):
+            begin = time.perf_counter()
+            call(path)
+            best[index] = min(best[index], (time.perf_counter() - begin) * 1e3)
+    return best
 
 
 def reference_arrays(path: Path) -> list[np.ndarray]:
@@ -80,7 +84,7 @@ def main() -> None:
         else:
             rng = np.random.default_rng(0)
             paths = [write_imagescope_xml(Path(scratch) / f"{i}.xml", rng, 400, 200) for i in range(args.files)]
-        rows = []
+        rows, outlines = [], []
         for path in paths:
             reference = reference_arrays(path)
             scanned = _region_arrays_fast(path.read_bytes())
@@ -91,18 +95,25 @@ def main() -> None:
                 )
                 if not same:
                     raise SystemExit(f"{path}: the scan and the XML parser differ")
-            polygons = read_polygons(path)
+            outlines.append(read_polygons(path))
             rows.append(
                 {
                     "file": path.name,
                     "mb": path.stat().st_size / 1e6,
                     "vertices": sum(len(points) for points in reference),
                     "scanned": scanned is not None,
-                    "reference_ms": best_ms(lambda: reference_arrays(path), args.repeats),
-                    "fast_ms": best_ms(lambda: read_polygons(path), args.repeats),
-                    "raster_ms": best_ms(lambda: rasterize_polygons(polygons, args.size, args.size), args.repeats),
                 }
             )
+        by_path = dict(zip(paths, outlines))
+        timings = {
+            "reference_ms": best_ms_per_file(reference_arrays, paths, args.repeats),
+            "fast_ms": best_ms_per_file(read_polygons, paths, args.repeats),
+            "raster_ms": best_ms_per_file(
+                lambda path: rasterize_polygons(by_path[path], args.size, args.size), paths, args.repeats
+            ),
+        }
+        for index, row in enumerate(rows):
+            row.update({name: values[index] for name, values in timings.items()})
 
     total_reference = sum(row["reference_ms"] for row in rows)
     total_fast = sum(row["fast_ms"] for row in rows)
