@@ -164,6 +164,13 @@ def test_exact_decimal_parse_against_float():
         assert np.float64(value).view(np.uint64) == np.float64(float(text)).view(np.uint64), text
 
 
+@pytest.mark.parametrize("regions", [[], [[]], [[], []]])
+def test_files_without_vertices(tmp_path, regions):
+    path = write(tmp_path, imagescope_xml(regions))
+    assert_matches_reference(path, fast=True)
+    assert count_regions(path) == len(regions) and read_polygons(path) == []
+
+
 def test_structure_the_collector_follows(tmp_path):
     """Vertices outside any Region are ignored; a nested Region ends its parent's outline."""
     text = (
