@@ -28,13 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from odssam.data.polygons import (
-    _read_annotation,
-    _region_arrays_fast,
-    _region_arrays_reference,
-    rasterize_polygons,
-    read_polygons,
-)
+from odssam.data.polygon_scan import region_arrays
+from odssam.data.polygons import _read_annotation, _region_arrays_reference, rasterize_polygons, read_polygons
 
 
 def write_imagescope_xml(path: Path, rng: np.random.Generator, nuclei: int, vertices: int) -> Path:
@@ -87,7 +82,7 @@ def main() -> None:
         rows, outlines = [], []
         for path in paths:
             reference = reference_arrays(path)
-            scanned = _region_arrays_fast(path.read_bytes())
+            scanned = region_arrays(path.read_bytes())
             if scanned is not None:
                 same = len(scanned) == len(reference) and all(
                     a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64))

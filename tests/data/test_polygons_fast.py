@@ -13,15 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odssam.data.polygons import (
-    _parse_decimals,
-    _parse_regions_reference,
-    _region_arrays_fast,
-    _region_arrays_reference,
-    _scan_layout,
-    count_regions,
-    read_polygons,
-)
+from odssam.data.polygon_scan import _parse_decimals, region_arrays, scan_layout
+from odssam.data.polygons import _parse_regions_reference, _region_arrays_reference, count_regions, read_polygons
 from odssam.errors import OdsSamError
 
 from data_layouts import MONUSEG_REGIONS, write_monuseg_xml
@@ -81,7 +74,7 @@ def assert_same_arrays(actual: list[np.ndarray], expected: list[np.ndarray]) -> 
 def assert_matches_reference(path: Path, fast: bool) -> None:
     """Public results equal the XML parser's; ``fast`` says whether the scan must answer."""
     data = path.read_bytes()
-    scanned = _region_arrays_fast(data)
+    scanned = region_arrays(data)
     assert (scanned is not None) == fast
     reference = outcome(_region_arrays_reference, path, data)
     if isinstance(reference, str):
@@ -183,7 +176,7 @@ def test_structure_the_collector_follows(tmp_path):
     )
     path = write(tmp_path, text)
     assert_matches_reference(path, fast=True)
-    assert [len(points) for points in _region_arrays_fast(path.read_bytes())] == [2, 3, 0, 3]
+    assert [len(points) for points in region_arrays(path.read_bytes())] == [2, 3, 0, 3]
 
 
 # --------------------------------------------------------------------------- the scan defers
@@ -295,6 +288,6 @@ def test_mutated_files_agree_with_the_parser(tmp_path, rng):
                 text[position] = str(rng.choice(alphabet))
         path = write(tmp_path, "".join(text), name=f"m{index}.xml")
         data = path.read_bytes()
-        assert_matches_reference(path, fast=_region_arrays_fast(data) is not None)
-        if _scan_layout(data) is not None:  # the scan only answers for well-formed XML
+        assert_matches_reference(path, fast=region_arrays(data) is not None)
+        if scan_layout(data) is not None:  # the scan only answers for well-formed XML
             _parse_regions_reference(path, data)
