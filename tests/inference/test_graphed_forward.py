@@ -137,17 +137,25 @@ def test_a_function_that_syncs_the_host_falls_back_to_eager_with_one_message():
 @needs_cuda
 def test_a_model_whose_scan_plans_on_the_host_stays_eager_with_the_same_maps(caplog):
     model = tiny_model("chunked", "cuda")
-    graphed = BatchInference(model, torch.device("cuda"), cuda_graph=True)
-    eager = BatchInference(model, torch.device("cuda"))
-    sizes = [(256, 256)] * BATCH
     with caplog.at_level(logging.WARNING, logger="odssam"):
+        graphed = BatchInference(model, torch.device("cuda"), cuda_graph=True)
+        eager = BatchInference(model, torch.device("cuda"))
+        sizes = [(256, 256)] * BATCH
         for x in model_inputs(BATCH_SIZES, "cuda"):
             got = graphed.probabilities(x, sizes[: len(x)], sizes[: len(x)]).wait()
             want = eager.probabilities(x, sizes[: len(x)], sizes[: len(x)]).wait()
             assert all(np.array_equal(a, b) for a, b in zip(got, want))
-    assert graphed.graphed_forward.graph is None and graphed.graphed_forward.capture_failure
-    lines = [record.getMessage() for record in caplog.records if "CUDA graph" in record.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("model forward: eager")
+    # Not tried (the model says so up front): no half-recorded capture, no warning.
+    assert graphed.graphed_forward is None and "chunked selective scan" in graphed.eager_reason
+    assert graphed.graphed_encode is not None  # SAM's encoder alone can still be recorded
+    assert not [record for record in caplog.records if "CUDA graph" in record.getMessage()]
+
+
+def test_the_model_says_which_forward_cannot_be_recorded():
+    cuda = torch.device("cuda")  # asked, not used: no GPU needed
+    assert "chunked selective scan" in tiny_model("chunked", "cpu").graph_unsupported_reason(None, cuda)
+    assert tiny_model("reference", "cpu").graph_unsupported_reason(None, cuda) is None
+    assert tiny_model("chunked", "cpu").graph_unsupported_reason(None, torch.device("cpu")) is None
 
 
 @needs_cuda

@@ -206,7 +206,9 @@ class BatchInference:
         cuda_graph: On a CUDA device, run :meth:`encode` and the image-input path of
             :meth:`probabilities` as CUDA graphs (:class:`~odssam.inference.graphed_forward.GraphedForward`:
             a few eager batches, then one capture of the full batch's shape, replayed; other
-            shapes and a forward that cannot be captured run eagerly). The graphs live as
+            shapes and a forward that cannot be captured run eagerly; a model whose
+            ``graph_unsupported_reason(None, device)`` gives a reason, e.g. the chunked scan,
+            keeps an eager forward, :attr:`eager_reason` says why). The graphs live as
             long as this object: keep one for many batches. No effect on the CPU.
 
     Example::
@@ -225,6 +227,7 @@ class BatchInference:
         self.amp_dtype = amp_dtype
         self.graphed_encode: GraphedForward | None = None
         self.graphed_forward: GraphedForward | None = None
+        self.eager_reason: str | None = None  # why the forward is not graphed although asked for
         if cuda_graph and self.device.type == "cuda":
             # Functions of the model alone (no reference back to this object): the graphs'
             # memory is freed as soon as this object is, without waiting for the garbage collector.
@@ -232,9 +235,14 @@ class BatchInference:
                 self.graphed_encode = GraphedForward(
                     partial(_encode_for_graph, model, self.device, amp_dtype), "image encoder"
                 )
-            self.graphed_forward = GraphedForward(
-                partial(_forward_for_graph, model, self.device, amp_dtype), "model forward"
-            )
+            # A model that says up front that its forward reads values on the host (the
+            # chunked scan) is not tried: the capture would fail after recording half of it.
+            reason = getattr(model, "graph_unsupported_reason", lambda *_: None)(None, self.device)
+            self.eager_reason = reason
+            if reason is None:
+                self.graphed_forward = GraphedForward(
+                    partial(_forward_for_graph, model, self.device, amp_dtype), "model forward"
+                )
 
     @property
     def spec(self) -> PreprocessSpec:

@@ -15,9 +15,10 @@ a caller may keep them while the next batch is queued (:func:`~odssam.inference.
 launches batch N+1 before batch N is read). One shape is captured (the first one called
 more than ``warmup`` times: the full batch); any other (a last, partial batch) runs eagerly.
 
-A function that cannot be captured (an operation that reads a tensor on the host, such as
-the chunked selective scan planning its chunks) never stops inference: the capture is tried
-once, and on failure the function runs eagerly from then on, with one line saying why.
+A function that cannot be captured (an operation that reads a tensor on the host) never
+stops inference: the capture is tried once, and on failure the function runs eagerly from
+then on, with one line saying why. Models that know it up front (the chunked selective scan
+plans its chunks on the host) are not wrapped at all (:class:`~odssam.inference.batch.BatchInference`).
 On the CPU the wrapper is a plain call.
 
 The function must be capturable apart from that: autocast inside it with

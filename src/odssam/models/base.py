@@ -45,7 +45,8 @@ class DensePromptEncoder(nn.Module):
         return {}
 
     def graph_unsupported_reason(self, train_cfg: Any, device: torch.device) -> str | None:
-        """Why a training step of this encoder cannot be one replayed CUDA graph, if it cannot."""
+        """Why a training step (``train_cfg``) or, with ``train_cfg`` ``None``, an inference
+        forward of this encoder cannot be one replayed CUDA graph, if it cannot."""
         return None
 
 
@@ -102,7 +103,8 @@ class SegmentationModel(nn.Module):
         return {}
 
     def graph_unsupported_reason(self, train_cfg: Any, device: torch.device) -> str | None:
-        """A model-specific reason why the training step cannot be a CUDA graph, if any."""
+        """A model-specific reason why the training step (``train_cfg``: the run's train section)
+        or, with ``train_cfg`` ``None``, the inference forward cannot be a CUDA graph, if any."""
         return None
 
     def set_channels_last(self, enabled: bool = True) -> SegmentationModel:

@@ -109,7 +109,7 @@ class OdsPromptEncoder(DensePromptEncoder):
         return {"odconv_temperature": temperature}
 
     def graph_unsupported_reason(self, train_cfg: Any, device: torch.device) -> str | None:
-        if self.has_odconv and train_cfg.odconv_temperature_anneal > 0:
+        if train_cfg is not None and self.has_odconv and train_cfg.odconv_temperature_anneal > 0:
             return "the ODConv temperature is annealed"
         if device.type == "cuda" and self.ssmodc.od_ssm is not None and scan_syncs_host(self.scan_backend, device):
             return "the chunked selective scan plans its chunks on the host (model.prompt_encoder.ssm.scan_backend)"
