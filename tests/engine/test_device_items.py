@@ -91,10 +91,11 @@ def test_the_automatic_choice_holds_them_on_cuda_when_they_fit():
     assert resident_reason(True, torch.device("cpu"), Items(0)) == "there are no training items"
 
 
-@pytest.mark.parametrize("device", ["cpu", CUDA])
+# On the CPU, where two runs are bit-identical; on a GPU, the batches themselves are compared above
+# (two CUDA runs may differ in the last bits whatever feeds them: atomics in the backward).
 @pytest.mark.parametrize("loss_resolution", ["logits", "label"])  # label: host-side sizes travel with each batch
-def test_a_run_on_resident_items_equals_a_run_on_the_loader(tiny_config, device, loss_resolution, deterministic_cuda,
-                                                            capsys):
+def test_a_run_on_resident_items_equals_a_run_on_the_loader(tiny_config, loss_resolution, capsys):
+    device = "cpu"
     runs = {}
     for setting in (True, False):
         changes = {**NO_REPORT, "train.epochs": 2, "train.cache_on_device": setting,

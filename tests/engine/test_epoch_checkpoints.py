@@ -101,12 +101,18 @@ def test_the_epoch_record_splits_the_epoch_time(tiny_config, background):
         assert "\n" not in line and f"last.pt {record['checkpoint_seconds']:.1f} s" in line
 
 
-def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config, deterministic_cuda):
+# The runs compared bit for bit below train on the CPU: what they test is how checkpoints are
+# written and resumed, the same on every device, while two CUDA runs may differ in the last bits
+# (atomics in the backward); the resume test of test_trainer.py covers CUDA, with deterministic kernels.
+ON_CPU = "cpu"
+
+
+def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config):
     runs = {}
     for background in (True, False):
         changes = {**NO_REPORT, "train.epochs": 2, "train.checkpoint_async": background,
                    "train.run_name": f"async_{background}", "data.val_count": 2}
-        runs[background] = train(with_overrides(tiny_config, changes), progress=False).run_dir
+        runs[background] = train(with_overrides(tiny_config, changes), device=ON_CPU, progress=False).run_dir
     for name in ("last.pt", "best.pt"):
         # load_checkpoint checks the digests
         written, reference = (load_checkpoint(runs[background] / name) for background in (True, False))
@@ -117,11 +123,9 @@ def test_async_and_sync_runs_write_the_same_checkpoints(tiny_config, determinist
         assert_same(written, reference, name)
 
 
-def test_a_run_resumed_from_an_interval_checkpoint_ends_as_an_uninterrupted_one(
-    tiny_config, monkeypatch, saves, deterministic_cuda  # on a GPU, atomics make two runs differ otherwise
-):
+def test_a_run_resumed_from_an_interval_checkpoint_ends_as_an_uninterrupted_one(tiny_config, monkeypatch, saves):
     straight = train(with_overrides(tiny_config, {**NO_REPORT, "train.epochs": 4, "train.run_name": "straight"}),
-                     progress=False)
+                     device=ON_CPU, progress=False)
     # Clock ticks: 0 at the start; epoch 1 looks at 1 (< 2: no write); epoch 2 at 2 (written,
     # started at 3); epoch 3 at 4 (no write). Then the run dies in epoch 4.
     counting_clock(monkeypatch)
@@ -136,12 +140,12 @@ def test_a_run_resumed_from_an_interval_checkpoint_ends_as_an_uninterrupted_one(
     with monkeypatch.context() as patch:
         patch.setattr(trainer, "train_one_epoch", dies_in_epoch_4)
         with pytest.raises(KeyboardInterrupt):
-            train(with_overrides(tiny_config, changes), progress=False)
+            train(with_overrides(tiny_config, changes), device=ON_CPU, progress=False)
     assert saves == [("last.pt", 1), ("last.pt", 2), ("last.pt", 3), ("last.pt", 4), ("last.pt", 2)]
     killed = straight.run_dir.parent / "killed"
     assert load_checkpoint(killed / "last.pt")["epoch"] == 2
 
-    resumed = train(with_overrides(tiny_config, changes), resume=True, progress=False)
+    resumed = train(with_overrides(tiny_config, changes), resume=True, device=ON_CPU, progress=False)
     assert resumed.epochs == 4 and resumed.steps == straight.steps
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
     expected = straight.model.prompt_encoder.state_dict()
