@@ -47,14 +47,19 @@ def cuda_model():
     return tiny_model("reference", "cuda")
 
 
+def graphed_and_eager(model, amp_dtype) -> tuple[BatchInference, BatchInference]:
+    """The same model on CUDA with and without the graph."""
+    cuda = torch.device("cuda")
+    return BatchInference(model, cuda, amp_dtype, cuda_graph=True), BatchInference(model, cuda, amp_dtype)
+
+
 # --------------------------------------------------------------------------- CUDA: same outputs
 
 
 @needs_cuda
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_graphed_model_forward_equals_the_eager_forward_bit_for_bit(cuda_model, amp_dtype):
-    graphed = BatchInference(cuda_model, torch.device("cuda"), amp_dtype, cuda_graph=True)
-    eager = BatchInference(cuda_model, torch.device("cuda"), amp_dtype)
+    graphed, eager = graphed_and_eager(cuda_model, amp_dtype)
     xs = model_inputs(BATCH_SIZES, "cuda")
     # All outputs are kept until the end: a later replay must not overwrite an earlier batch's.
     kept = [graphed.graphed_forward(x) for x in xs]
@@ -81,8 +86,7 @@ def test_graphed_model_forward_equals_the_eager_forward_bit_for_bit(cuda_model, 
 @needs_cuda
 @pytest.mark.parametrize("amp_dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
 def test_graphed_encode_equals_the_eager_encoder_bit_for_bit(cuda_model, amp_dtype):
-    graphed = BatchInference(cuda_model, torch.device("cuda"), amp_dtype, cuda_graph=True)
-    eager = BatchInference(cuda_model, torch.device("cuda"), amp_dtype)
+    graphed, eager = graphed_and_eager(cuda_model, amp_dtype)
     xs = model_inputs(BATCH_SIZES, "cuda")
     kept = [graphed.encode(x) for x in xs]
     assert graphed.graphed_encode.graph is not None and graphed.graphed_encode.replays > 0

@@ -28,9 +28,9 @@ RESIDENT_SHARE = 0.25  # of the device's free memory, for the automatic choice
 LOAD_BATCH = 32  # items per read when filling the device tensors
 
 
-def item_bytes(item: dict[str, torch.Tensor]) -> int:
-    """Bytes of one training item's tensors."""
-    return sum(tensor.numel() * tensor.element_size() for tensor in item.values())
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of a dict's tensors (one training item, or all of them stacked)."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
 
 
 def resident_reason(setting: bool | None, device: torch.device, items: Dataset, free_bytes: int | None = None) -> str | None:
@@ -48,7 +48,7 @@ def resident_reason(setting: bool | None, device: torch.device, items: Dataset, 
         return "on the CPU the loader's workers read in parallel (train.cache_on_device: true holds them in memory)"
     if len(items) == 0:
         return "there are no training items"
-    needed = item_bytes(items[0]) * len(items)
+    needed = tensor_bytes(items[0]) * len(items)
     if setting is None:
         free = torch.cuda.mem_get_info(device)[0] if free_bytes is None else free_bytes
         if needed > RESIDENT_SHARE * free:
@@ -77,7 +77,7 @@ class DeviceItems:
 
     @property
     def nbytes(self) -> int:
-        return sum(tensor.numel() * tensor.element_size() for tensor in self.tensors.values())
+        return tensor_bytes(self.tensors)
 
     @classmethod
     def load(cls, items: Dataset, device: torch.device, num_workers: int = 0) -> DeviceItems | str:
