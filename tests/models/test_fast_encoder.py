@@ -111,6 +111,34 @@ def test_official_backend_is_the_official_forward():
         assert torch.equal(FastImageEncoderViT(encoder, backend="official")(images), encoder(images))
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "img_size, window_size, rel_pos_length",
+    [(256, 14, None), (224, 7, None), (256, 14, 23)],
+    ids=["padded-windows", "exact-windows", "resampled-tables"],
+)
+def test_exact_backend_equals_the_official_forward_bit_for_bit(device, img_size, window_size, rel_pos_length):
+    # fp32 on CUDA runs "exact" by default: it must be the official function to the last bit.
+    encoder = tiny_encoder(img_size=img_size, window_size=window_size).to(device)
+    if rel_pos_length is not None:  # tables trained for another grid: both resample them
+        generator = torch.Generator().manual_seed(1)
+        for block in encoder.blocks:
+            for name in ("rel_pos_h", "rel_pos_w"):
+                table = torch.randn(rel_pos_length, getattr(block.attn, name).shape[1], generator=generator)
+                setattr(block.attn, name, torch.nn.Parameter(table.to(device)))
+    images = torch.randn(2, 3, img_size, img_size, device=device)
+    exact = FastImageEncoderViT(encoder, backend="exact")
+    with torch.no_grad():
+        assert torch.equal(exact(images), encoder(images))
+    if device == "cuda":
+        auto = FastImageEncoderViT(encoder, backend="auto")
+        with torch.no_grad():
+            assert torch.equal(auto(images), encoder(images))
+
+
 def test_fused_mlp_computes_the_official_mlp():
     block = tiny_encoder().blocks[0]
     x = torch.randn(2, 5, 7, 64)

@@ -60,6 +60,41 @@ def _line_tables(rel_pos: torch.Tensor, window: int, extent: int) -> torch.Tenso
     return table[torch.arange(extent, device=rel_pos.device) % window]
 
 
+def exact_attention(attention: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The official ``Attention.forward`` of a SAM block, operation for operation.
+
+    The one difference is where the relative-position indices are made: the official
+    ``get_rel_pos`` builds them on the CPU and copies them to the device on every call, which
+    a CUDA graph cannot record; :func:`relative_position_table` builds them on the device.
+    The values are the same integers, so the output equals the official one bit for bit.
+
+    Args:
+        attention: An official ``segment_anything`` ``Attention`` module.
+        x: BxHxWxC tokens (windows or the whole grid), already normalised.
+
+    Returns:
+        BxHxWxC output, ``proj`` included.
+    """
+    batch, height, width, _ = x.shape
+    heads = attention.num_heads
+    qkv = attention.qkv(x).reshape(batch, height * width, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, batch * heads, height * width, -1).unbind(0)
+    scores = (q * attention.scale) @ k.transpose(-2, -1)
+    if attention.use_rel_pos:
+        table_h = relative_position_table(attention.rel_pos_h, height)
+        table_w = relative_position_table(attention.rel_pos_w, width)
+        grid_q = q.reshape(batch * heads, height, width, q.shape[-1])
+        rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h)
+        rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
+        scores = scores.view(batch * heads, height, width, height, width)
+        scores = (scores + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).view(
+            batch * heads, height * width, height * width
+        )
+    weights = scores.softmax(dim=-1)
+    out = (weights @ v).view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    return attention.proj(out)
+
+
 # --------------------------------------------------------------------------------------
 # torch backend (any device, the reference)
 # --------------------------------------------------------------------------------------

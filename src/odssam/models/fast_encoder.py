@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import window_partition, window_unpartition
 from torch import nn
 
-from odssam.models.fast_attention import rel_pos_attention
+from odssam.models.fast_attention import exact_attention, rel_pos_attention
 from odssam.models.fast_attention_kernels import triton_supported
 from odssam.models.fused_norm import add_layer_norm
 
-BACKENDS = ("auto", "triton", "torch", "official")
+BACKENDS = ("auto", "triton", "torch", "official", "exact")
 
 FAST_ENCODER_AVAILABLE: bool = triton_supported()
 """True when the fused Triton attention can run here (Triton installed and a CUDA device)."""
@@ -164,6 +165,21 @@ def _blocks_forward(blocks: nn.ModuleList, x: torch.Tensor, backend: str) -> tor
     return x
 
 
+def _exact_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The official ``Block.forward``, operation for operation, with :func:`exact_attention`
+    in place of the block's own attention. x: BxHxWxC."""
+    shortcut = x
+    x = block.norm1(x)
+    if block.window_size > 0:
+        height, width = x.shape[1], x.shape[2]
+        x, padded_hw = window_partition(x, block.window_size)
+    x = exact_attention(block.attn, x)
+    if block.window_size > 0:
+        x = window_unpartition(x, block.window_size, padded_hw, (height, width))
+    x = shortcut + x
+    return x + block.mlp(block.norm2(x))
+
+
 class FastImageEncoderViT(nn.Module):
     """SAM's ViT image encoder with fused relative-position attention.
 
@@ -172,8 +188,11 @@ class FastImageEncoderViT(nn.Module):
 
     Args:
         encoder: An official ``segment_anything`` ``ImageEncoderViT``.
-        backend: ``auto`` (Triton on CUDA, torch elsewhere), ``triton``, ``torch``, or
-            ``official`` (the official blocks' own forward, for comparison).
+        backend: ``auto`` (Triton on CUDA at reduced precision, ``exact`` on CUDA in fp32,
+            torch elsewhere), ``triton``, ``torch``, ``official`` (the official blocks' own
+            forward, for comparison) or ``exact`` (the official operations in the official
+            order, equal to ``official`` bit for bit, but with the relative-position indices
+            built on the device, so a CUDA graph can record it).
     """
 
     def __init__(self, encoder: nn.Module, backend: str = "auto") -> None:
@@ -195,14 +214,20 @@ class FastImageEncoderViT(nn.Module):
         backend = self.backend
         if backend == "auto" and x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled():
             # Plain fp32 on CUDA: the fused kernels run in IEEE fp32 there and measured
-            # slower than the official module (H100, ViT-H), so keep the official path.
-            backend = "official"
-        x = self.patch_embed(x) if backend == "official" else _patch_embed(self.patch_embed, x)
+            # slower than the official module (H100, ViT-H), so keep the official operations,
+            # in the form a CUDA graph can record (the official block indexes its tables with
+            # indices made on the CPU, a copy that graph capture refuses).
+            backend = "exact"
+        official_order = backend in ("official", "exact")
+        x = self.patch_embed(x) if official_order else _patch_embed(self.patch_embed, x)
         if self.pos_embed is not None:
             x = x + self.pos_embed
         if backend == "official":
             for block in self.blocks:
                 x = block(x)
+        elif backend == "exact":
+            for block in self.blocks:
+                x = _exact_block_forward(block, x)
         else:
             x = _blocks_forward(self.blocks, x, backend)
         return self.neck(x.permute(0, 3, 1, 2))
