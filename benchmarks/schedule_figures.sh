@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Every figure of the speed targets on the paper's schedule, on one card, part by part: the
 # cached training step, the embedding-cache build, predict throughput, the real `odssam train`
-# on Kvasir-SEG and MoNuSeg split by phase, `odssam predict` on the Kvasir-SEG images, and the
-# predict profile. Random weights throughout (no official checkpoint is needed or read).
+# on Kvasir-SEG and MoNuSeg split by phase, `odssam predict` on the Kvasir-SEG images, the
+# predict profile, the selective scan (with its tile sweep) and the ViT-H encoder. Random weights throughout (no official checkpoint is needed or read).
 #
 #   bash benchmarks/schedule_figures.sh [PART ...]   # default: every part, in this order
-#   PARTS: step cache predict-bench monuseg kvasir predict profile
+#   PARTS: step cache predict-bench predict-write monuseg kvasir predict profile scan encoder
 #
 # Environment: KVASIR (a folder with images/ and masks/, default .gpu-data/Kvasir-SEG),
 # MONUSEG_PACK (the output of `monuseg_transport.py pack`, default .gpu-data/monuseg-pack),
@@ -50,13 +50,16 @@ monuseg_data() {
   [ -d "$WORK/MoNuSeg" ] || python3 benchmarks/monuseg_transport.py unpack "$MONUSEG_PACK" "$WORK/MoNuSeg" --test-standin 14
 }
 
+ALL_PARTS=(step cache predict-bench predict-write monuseg kvasir predict profile scan encoder)
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(step cache predict-bench monuseg kvasir predict profile)
+[ ${#parts[@]} -gt 0 ] || parts=("${ALL_PARTS[@]}")
 for name in "${parts[@]}"; do
   case $name in
     step) part step python3 benchmarks/bench_train_step.py --variants --profile 15 ;;
     cache) part cache python3 benchmarks/bench_cache.py --config paper --device cuda --images 256 --workers "$WORKERS" ;;
     predict-bench) part predict-bench python3 benchmarks/bench_predict.py --config paper --device cuda \
+      --precision bf16 --batch-size 8 --images 96 --repeats 2 ;;
+    predict-write) part predict-write python3 benchmarks/bench_predict.py --config paper --device cuda \
       --precision bf16 --sizes kvasir --write --images 96 ;;
     monuseg) monuseg_data && part monuseg schedule monuseg configs/monuseg.yaml "$MONUSEG_EPOCHS" "$WORK/MoNuSeg" ;;
     kvasir) part kvasir schedule kvasir configs/kvasir.yaml "$KVASIR_EPOCHS" "$KVASIR" \
@@ -65,6 +68,8 @@ for name in "${parts[@]}"; do
       --output "$WORK/predict" --device cuda --no-progress ;;
     profile) part profile python3 benchmarks/profile_predict.py "$KVASIR/images" \
       --checkpoint "$WORK/kvasir/last.pt" --images 96 ;;
-    *) echo "unknown part: $name (step cache predict-bench monuseg kvasir predict profile)" >&2; exit 2 ;;
+    scan) part scan python3 benchmarks/bench_selective_scan.py --sweep ;;
+    encoder) part encoder python3 benchmarks/bench_sam_encoder.py --no-compile --profile ;;
+    *) echo "unknown part: $name (${ALL_PARTS[*]})" >&2; exit 2 ;;
   esac
 done
