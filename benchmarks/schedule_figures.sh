@@ -2,7 +2,8 @@
 # Every figure of the speed targets on the paper's schedule, on one card, part by part: the
 # cached training step, the embedding-cache build, predict throughput, the real `odssam train`
 # on Kvasir-SEG and MoNuSeg split by phase, `odssam predict` on the Kvasir-SEG images, the
-# predict profile, the selective scan (with its tile sweep) and the ViT-H encoder. Random weights throughout (no official checkpoint is needed or read).
+# predict profile, the selective scan (with its tile sweep) and the ViT-H encoder. Random
+# weights throughout (no official checkpoint is needed or read).
 #
 #   bash benchmarks/schedule_figures.sh [PART ...]   # default: every part, in this order
 #   PARTS: step cache predict-bench predict-write monuseg kvasir predict profile scan encoder
